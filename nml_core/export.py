@@ -1,0 +1,46 @@
+"""Writing stock Hugging Face model directories: run weights and exported students.
+
+A written directory (config.json, model.safetensors, tokenizer files, README.md) loads with plain
+`transformers.AutoModelForCausalLM.from_pretrained(dir)`; nothing of nml_core is needed to use it.
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from transformers import GPT2LMHeadModel
+
+from .errors import NMLError
+from .runs import atomic_write_bytes
+
+
+def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.dtype = torch.float32,
+                   card: str | None = None) -> Path:
+    """save_pretrained into a temp dir, then swap it in, so `path` is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        # weights may be stored in fp16 (half the bytes); config keeps float32 so loaders compute in fp32
+        state = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
+        model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if card:
+            atomic_write_bytes(tmp / "README.md", card.encode())
+        old = path.parent / f".old-{path.name}-{uuid.uuid4().hex[:8]}"
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def check_export_target(out: Path) -> None:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
+        raise NMLError(f"--out {out} exists and is not a model directory; choose an empty or new folder")

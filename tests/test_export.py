@@ -1,0 +1,37 @@
+import subprocess
+import sys
+import textwrap
+
+import torch
+from safetensors.torch import load_file
+
+from nml_core import commands
+from nml_core.slicing import ElasticGPT2
+from nml_core.runs import load_run
+
+
+def test_exported_student_loads_without_nml_core_and_matches_elastic_forward(nested_run, tmp_path):
+    out = commands.export(nested_run, 0.25, tmp_path / "student")
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        m = AutoModelForCausalLM.from_pretrained({str(out)!r}, dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained({str(out)!r})
+        assert tok("Hello world")["input_ids"] == [15496, 995]
+        with torch.no_grad():
+            logits = m(input_ids=torch.load({str(tmp_path / 'x.pt')!r})).logits
+        assert not any(k.startswith("nml_core") for k in sys.modules), "nml_core was imported"
+        save_file({{"logits": logits.contiguous()}}, {str(tmp_path / 'logits.safetensors')!r})
+        print(type(m).__name__, m.config.n_embd, m.config.n_head)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["GPT2LMHeadModel", "16", "2"]
+    model, _ = commands.load_run_model(load_run(nested_run))
+    with torch.no_grad():
+        expected = ElasticGPT2(model).eval()(x, width=0.25).logits
+    torch.testing.assert_close(load_file(str(tmp_path / "logits.safetensors"))["logits"], expected, atol=1e-4, rtol=1e-4)
