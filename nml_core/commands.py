@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from . import latency
@@ -16,7 +16,7 @@ from .errors import NMLError
 from .evaluate import cost, evaluate_models, unigram_ppl
 from .export import check_export_target, save_model_dir
 from .importance import apply_permutations, reorder_by_importance
-from .runs import Run, atomic_write_json, create_run, find_runs, load_run, now
+from .runs import Run, atomic_write_bytes, atomic_write_json, create_run, find_runs, load_run, now
 from .slicing import ElasticGPT2, extract_student
 from .teacher import describe_shape, load_gpt2
 from .train import TrainConfig, train
@@ -101,9 +101,12 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
         tokens = prepare_data(data, tokenizer, run.path / "data", min_tokens=cfg.ctx + 2)
         run.update(data=tokens.info)
         student = copy.deepcopy(teacher_model)
-        if reorder and not (run.path / "reorder.safetensors").exists():
+        perms_file = run.path / "reorder.safetensors"
+        if reorder and perms_file.exists():  # resuming: replay the stored order (a checkpoint may then override)
+            apply_permutations(student, load_file(str(perms_file)))
+        elif reorder:
             perms = reorder_by_importance(student, calibration_batch(tokens, cfg.ctx, cfg.seed))
-            save_file(perms, str(run.path / "reorder.safetensors"))
+            atomic_write_bytes(perms_file, save(perms))
         model = train(run, student, tokens, cfg, widths, axes, teacher=teacher_model, resume=resume, callback=callback)
         save_model_dir(model, tokenizer, run.model_dir, DTYPES[save_dtype])
         run.update(status="done")
@@ -274,21 +277,27 @@ def format_eval(report: dict) -> str:
 
 def bench_run(run_path, widths: list[float] | None = None, device: str = "cpu", threads: int | None = None,
               repeats: int = 10, write: bool = True) -> dict:
-    """Latency of each width's extracted student (and the elastic forward) on this device."""
+    """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json."""
     run = load_run(run_path)
+    model, _ = load_run_model(run)
+    report = bench_widths(model, run.axes, widths or run.widths, device, threads, repeats)
+    if write:
+        atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
+    return report
+
+
+def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str = "cpu", threads: int | None = None,
+                 repeats: int = 10) -> dict:
+    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process."""
     if device == "cuda" and not torch.cuda.is_available():
         raise NMLError("--device cuda but no CUDA GPU is visible; use --device cpu")
     threads = latency.set_threads(threads)
-    model, _ = load_run_model(run)
-    model = model.to(device)
+    model = model.to(device).eval()
     cfg = model.config
-    widths = widths or run.widths
-    elastic = ElasticGPT2(model, run.axes).eval()
-    fns, students = {}, {}
+    elastic = ElasticGPT2(model, axes).eval()
+    fns = {}
     for w in widths:
-        spec = WidthSpec(w, run.axes)
-        students[w] = extract_student(model, spec).eval()
-        s = students[w]
+        s = extract_student(model, WidthSpec(w, axes)).eval()
         fns[f"{w:g}/prefill_b1"] = latency.prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
         fns[f"{w:g}/prefill_b8"] = latency.prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
         fns[f"{w:g}/elastic_prefill_b1"] = latency.prefill_fn(
@@ -299,13 +308,11 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "cpu", 
               "prefill_len": latency.prefill_len(cfg), "decode_new_tokens": latency.decode_new_tokens(cfg),
               "widths": []}
     for w in widths:
-        row = {"width": w, **cost(cfg, WidthSpec(w, run.axes).dims(cfg), latency.prefill_len(cfg))}
+        row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), latency.prefill_len(cfg))}
         for name in ("prefill_b1", "prefill_b8", "elastic_prefill_b1"):
             row[f"{name}_ms"] = times[f"{w:g}/{name}"]
         row["decode_tok_s"] = latency.tokens_per_s(times[f"{w:g}/decode"], latency.decode_new_tokens(cfg))
         report["widths"].append(row)
-    if write:
-        atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
     return report
 
 
@@ -418,6 +425,5 @@ def write_run_card(run_path) -> Path:
         if "unigram_ppl" in ev:
             lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
     path = run.path / "README.md"
-    from .runs import atomic_write_bytes
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

@@ -26,7 +26,7 @@ from transformers import GPT2LMHeadModel
 from .data import TokenData, random_batch, eval_windows
 from .errors import NMLError
 from .losses import nested_kd_loss, soft_targets
-from .runs import Run, append_metrics, atomic_write_json, read_metrics
+from .runs import Run, append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
 from .slicing import ElasticGPT2
 
 STRATEGIES = ("all", "sandwich", "random")
@@ -282,7 +282,6 @@ def _tuple(x):
 def _truncate_metrics(run: Run, step: int) -> None:
     """Drop rows logged after the checkpoint we resume from, so metrics.jsonl stays one clean curve."""
     rows = [r for r in read_metrics(run.path) if r["step"] <= step]
-    from .runs import atomic_write_bytes
     atomic_write_bytes(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 

@@ -34,9 +34,9 @@ TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-f
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 FULL = dict(shape=dict(n_layer=6, n_embd=256, n_head=8), ctx=128, batch=16,
-            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4), eval_tokens=None)
+            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4), eval_tokens=None, bench_repeats=10)
 TOY = dict(shape=dict(n_layer=2, n_embd=64, n_head=8), ctx=32, batch=4,
-           pretrain=dict(steps=6, lr=1e-3), nml=dict(steps=4, lr=1e-3), eval_tokens=2048)
+           pretrain=dict(steps=6, lr=1e-3), nml=dict(steps=4, lr=1e-3), eval_tokens=2048, bench_repeats=2)
 
 
 def log(msg: str) -> None:
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                 t = time.time()
                 print(commands.format_eval(commands.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
                 if name != TEACHER:  # the nested run's width 1 has the teacher's shape, so it times the teacher too
-                    print(commands.format_latency(commands.bench_run(out / name)), flush=True)
+                    print(commands.format_latency(commands.bench_run(out / name, repeats=p["bench_repeats"])), flush=True)
                 commands.write_run_card(out / name)
                 log(f"measure: {name} in {time.time() - t:.0f} s")
     except NMLError as e:

@@ -1,0 +1,65 @@
+"""Measured prefill speedup of extracted students vs their analytic FLOP ratio, and elastic-forward overhead.
+
+  python bench/student_speedup.py cached_runs/shakespeare-nml        # a run's widths (writes its latency json)
+  python bench/student_speedup.py --shape gpt2-small                  # GPT-2-small shape, random weights
+Prints a markdown table for BENCHMARKS.md. All variants are timed interleaved in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from nml_core import commands  # noqa: E402
+from nml_core.width import ALL_AXES, parse_widths  # noqa: E402
+
+SHAPES = {"gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
+
+
+def markdown(report: dict, title: str) -> str:
+    n = report["prefill_len"]
+    full = report["widths"][0]
+    lines = [f"**{title}** — {report['device_name']}, {report['threads']} threads, torch {report['torch']}, "
+             f"median of {full['prefill_b1_ms']['repeats']} (min–max in brackets)", "",
+             f"| width | heads / d / FFN | FLOP ratio | prefill 1x{n} ms | speedup | ≥0.9×FLOP? | prefill 8x{n} ms | speedup | "
+             "decode tok/s | elastic 1x ms | elastic overhead |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["widths"]:
+        ratio = full["flops_per_token"] / r["flops_per_token"]
+        p1, p8, el = (r[k]["median_ms"] for k in ("prefill_b1_ms", "prefill_b8_ms", "elastic_prefill_b1_ms"))
+        s1 = full["prefill_b1_ms"]["median_ms"] / p1
+        s8 = full["prefill_b8_ms"]["median_ms"] / p8
+        ok = "yes" if min(s1, s8) >= 0.9 * ratio else "no"
+        lines.append(f"| {r['width']:g} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x | "
+                     f"{p1:.2f} [{r['prefill_b1_ms']['min_ms']:.1f}–{r['prefill_b1_ms']['max_ms']:.1f}] | {s1:.2f}x | {ok} | "
+                     f"{p8:.1f} | {s8:.2f}x | {r['decode_tok_s']['median']:.0f} | {el:.2f} | {el / p1 - 1:+.1%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", nargs="?")
+    ap.add_argument("--shape", choices=sorted(SHAPES))
+    ap.add_argument("--widths", default="1,0.5,0.25,0.125")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    widths = parse_widths(a.widths)
+    if a.run:
+        report = commands.bench_run(a.run, widths, a.device, a.threads, a.repeats)
+        title = f"{Path(a.run).name} (extracted students)"
+    else:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape]))
+        report = commands.bench_widths(model, ALL_AXES, widths, a.device, a.threads, a.repeats)
+        title = f"{a.shape} shape, random weights"
+    print(markdown(report, title))
+
+
+if __name__ == "__main__":
+    main()
