@@ -2,6 +2,7 @@
 
   python bench/student_speedup.py cached_runs/shakespeare-nml        # a run's widths (writes its latency json)
   python bench/student_speedup.py --shape gpt2-small                  # GPT-2-small shape, random weights
+  python bench/student_speedup.py --from-json RUN/latency/<device>.json   # format a stored measurement
 Prints a markdown table for BENCHMARKS.md. All variants are timed interleaved in one process.
 """
 from __future__ import annotations
@@ -48,9 +49,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--from-json", help="format this latency json instead of measuring")
     a = ap.parse_args()
     widths = parse_widths(a.widths)
-    if a.run:
+    if a.from_json:
+        import json
+        path = Path(a.from_json)
+        report, title = json.loads(path.read_text()), f"{path.parent.parent.name} (extracted students)"
+    elif a.run:
         report = commands.bench_run(a.run, widths, a.device, a.threads, a.repeats)
         title = f"{Path(a.run).name} (extracted students)"
     else:

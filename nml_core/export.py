@@ -5,6 +5,7 @@ A written directory (config.json, model.safetensors, tokenizer files, README.md)
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import uuid
 from pathlib import Path
@@ -23,9 +24,9 @@ def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.d
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
-        # weights may be stored in fp16 (half the bytes); config keeps float32 so loaders compute in fp32
-        state = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
-        model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+        # fp16 storage halves the bytes; nml_core always loads with dtype=float32 and computes in fp32
+        to_save = copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model
+        to_save.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if card:

@@ -34,7 +34,7 @@ TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-f
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 FULL = dict(shape=dict(n_layer=6, n_embd=256, n_head=8), ctx=128, batch=16,
-            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4), eval_tokens=None, bench_repeats=10)
+            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4, batch=8), eval_tokens=None, bench_repeats=10)
 TOY = dict(shape=dict(n_layer=2, n_embd=64, n_head=8), ctx=32, batch=4,
            pretrain=dict(steps=6, lr=1e-3), nml=dict(steps=4, lr=1e-3), eval_tokens=2048, bench_repeats=2)
 
@@ -77,8 +77,8 @@ def stage_done(final: Path) -> bool:
 
 
 def train_config(p: dict, recipe: dict, **extra) -> TrainConfig:
-    return TrainConfig(steps=recipe["steps"], lr=recipe["lr"], batch_size=p["batch"], ctx=p["ctx"], seed=1337,
-                       checkpoint_every=25, log_every=5, **extra)
+    return TrainConfig(steps=recipe["steps"], lr=recipe["lr"], batch_size=recipe.get("batch", p["batch"]), ctx=p["ctx"],
+                       seed=1337, checkpoint_every=25, log_every=5, **extra)
 
 
 def main(argv=None) -> int:

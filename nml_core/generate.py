@@ -1,0 +1,67 @@
+"""Text generation at any nested width (views + KV cache) and teacher-vs-student token diagnostics.
+
+`transformers.generate` needs a module of fixed shape; the elastic forward is a functional call, so this
+file holds the short decode loop that runs it with HF's own KV cache passed through.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .slicing import ElasticGPT2
+
+
+@torch.inference_mode()
+def generate_ids(elastic: ElasticGPT2, prompt_ids: list[int], width: float, max_new_tokens: int = 40,
+                 temperature: float = 0.0, seed: int = 0) -> list[int]:
+    """Greedy (temperature 0) or sampled continuation of `prompt_ids` at `width`; returns the new ids only."""
+    n_positions = elastic.config.n_positions
+    ids = list(prompt_ids)[-(n_positions - 1):] or [elastic.config.eos_token_id]
+    gen = torch.Generator().manual_seed(seed)
+    device = next(elastic.model.parameters()).device
+    x, past, new = torch.tensor([ids], device=device), None, []
+    for _ in range(min(max_new_tokens, n_positions - len(ids))):
+        out = elastic(x, width=width, past_key_values=past, use_cache=True)
+        logits, past = out.logits[0, -1].float(), out.past_key_values
+        if temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            token = int(torch.multinomial(F.softmax(logits / temperature, -1).cpu(), 1, generator=gen))
+        new.append(token)
+        x = torch.tensor([[token]], device=device)
+    return new
+
+
+@dataclass
+class TokenDiagnostics:
+    """Per generated token: the teacher's probability of it, KL(teacher || student) at that position,
+    and the top-k next-token tables of both models."""
+    tokens: list[str]
+    teacher_prob: list[float]
+    student_prob: list[float]
+    kl: list[float]
+    teacher_topk: list[list[tuple[str, float]]]
+    student_topk: list[list[tuple[str, float]]]
+
+
+@torch.inference_mode()
+def diagnose(teacher_logits_fn, student_logits_fn, tokenizer, prompt_ids: list[int], new_ids: list[int],
+             k: int = 5) -> TokenDiagnostics:
+    """Score the student's continuation under both models in one forward each (position t-1 predicts t)."""
+    seq = torch.tensor([list(prompt_ids) + list(new_ids)])
+    start = len(prompt_ids) - 1
+    t_logp = F.log_softmax(teacher_logits_fn(seq)[0, start:-1].float(), -1)
+    s_logp = F.log_softmax(student_logits_fn(seq)[0, start:-1].float(), -1)
+    target = torch.tensor(new_ids)
+    kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+
+    def topk(logp):
+        p, i = logp.exp().topk(k, dim=-1)
+        return [[(tokenizer.decode([int(t)]), round(float(q), 4)) for t, q in zip(ri, rp)] for ri, rp in zip(i, p)]
+
+    return TokenDiagnostics(tokens=[tokenizer.decode([t]) for t in new_ids],
+                            teacher_prob=t_logp.exp().gather(1, target[:, None])[:, 0].tolist(),
+                            student_prob=s_logp.exp().gather(1, target[:, None])[:, 0].tolist(),
+                            kl=kl.clamp_min(0).tolist(), teacher_topk=topk(t_logp), student_topk=topk(s_logp))

@@ -1,0 +1,63 @@
+"""Accuracy-vs-cost points of a nested run and its baselines, and their Pareto frontier.
+
+Latency depends only on a student's shape, so naive-slice and independent-KD students (same shapes as the
+NML widths) take the latency measured for the NML student of that width.
+"""
+from __future__ import annotations
+
+from .runs import Run
+
+QUALITY = {"ppl": ("val perplexity", False), "acc": ("top-1 accuracy", True), "agree": ("agreement with teacher", True)}
+COST = {"prefill_b1_ms": ("prefill 1x128 (ms)", False), "prefill_b8_ms": ("prefill 8x128 (ms)", False),
+        "decode_tok_s": ("decode (tokens/s)", True), "flops_per_token": ("FLOPs per token", False),
+        "fp16_mb": ("fp16 size (MB)", False)}
+
+
+def _shape(row: dict) -> tuple:
+    return row["n_head"], row["n_embd"], row["n_inner"]
+
+
+def run_points(run: Run, device_key: str | None = None) -> list[dict]:
+    """One dict per model: group (teacher / NML / naive slice / independent KD), width, quality, cost, latency."""
+    ev = run.eval()
+    if not ev:
+        return []
+    lat_files = run.latency()
+    lat = lat_files.get(device_key) if device_key else next(iter(lat_files.values()), None)
+    by_shape = {_shape(r): r for r in (lat or {}).get("widths", [])}
+    nested = "NML" if set(run.axes) != {"ffn"} else "NML FFN-only"
+    groups = [("teacher", [{**ev["teacher"], "width": 1.0}])] if "teacher" in ev else []
+    groups += [(nested, ev["widths"])]
+    groups += [({"naive": "naive slice", "independent": "independent KD"}.get(g, g), rows)
+               for g, rows in ev.get("baselines", {}).items()]
+    points = []
+    for group, rows in groups:
+        for r in rows:
+            p = {"group": group, "run": run.name, **{k: r.get(k) for k in
+                 ("width", "n_head", "n_embd", "n_inner", "params", "nonemb_params", "flops_per_token", "fp16_mb",
+                  "ppl", "acc", "agree", "kl")}}
+            t = by_shape.get(_shape(r))
+            if t:
+                p.update(prefill_b1_ms=t["prefill_b1_ms"]["median_ms"], prefill_b8_ms=t["prefill_b8_ms"]["median_ms"],
+                         decode_tok_s=t["decode_tok_s"]["median"])
+            points.append(p)
+    return points
+
+
+def pareto_front(points: list[dict], quality: str, cost: str) -> list[bool]:
+    """True for points no other point beats on both axes (better-or-equal on both, strictly on one)."""
+    q_high, c_high = QUALITY[quality][1], COST[cost][1]
+
+    def key(p):  # both axes as "smaller is better"
+        return (-p[quality] if q_high else p[quality]), (-p[cost] if c_high else p[cost])
+
+    usable = [p.get(quality) is not None and p.get(cost) is not None for p in points]
+    keys = [key(p) if ok else None for p, ok in zip(points, usable)]
+    front = []
+    for i, ki in enumerate(keys):
+        if ki is None:
+            front.append(False)
+            continue
+        dominated = any(kj is not None and kj[0] <= ki[0] and kj[1] <= ki[1] and kj != ki for kj in keys)
+        front.append(not dominated)
+    return front
