@@ -1,0 +1,66 @@
+"""The shipped runs in cached_runs/ load, and their stored numbers are what their weights give."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nml_core import commands
+from nml_core.data import eval_windows, load_tokenizer
+from nml_core.evaluate import evaluate_models
+from nml_core.runs import load_run
+from nml_core.slicing import ElasticGPT2
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHED = ROOT / "cached_runs"
+SHIPPED = ["shakespeare-teacher", "shakespeare-nml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_run_loads(name):
+    run = load_run(CACHED / name)
+    assert run.status == "done" and run.eval() is not None
+    model, tok = commands.load_run_model(run)
+    assert model.config.model_type == "gpt2" and next(model.parameters()).dtype == torch.float32
+    assert "pretrained here" in (run.info.get("label") or "") + run.info["teacher"].get("label", "")
+
+
+def test_shipped_tokenizer_round_trips():
+    tok = load_tokenizer(CACHED / "shakespeare-nml" / "model")
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    text = "O Romeo, Romeo! wherefore art thou Romeo?\n"
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_shipped_eval_matches_a_fresh_evaluation():
+    run = load_run(CACHED / "shakespeare-nml")
+    report = run.eval()
+    model, _ = commands.load_run_model(run)
+    elastic = ElasticGPT2(model, run.axes).eval()
+    spot = report["widths"][0]["spot_tokens"]
+    windows = eval_windows(commands.run_tokens(run).val, report["ctx"])[: spot // report["ctx"]]
+    fresh = evaluate_models({f"{w:g}": (lambda w: lambda x: elastic(x, width=w).logits)(w) for w in run.widths},
+                            None, windows, batch_size=8)
+    for row in report["widths"]:
+        assert fresh[f"{row['width']:g}"]["ppl"] == pytest.approx(row["spot_ppl"], rel=0.01)
+
+
+def test_shipped_students_beat_the_naive_slice():
+    report = load_run(CACHED / "shakespeare-nml").eval()
+    naive = {r["width"]: r["ppl"] for r in report["baselines"]["naive"]}
+    for row in report["widths"][1:]:
+        assert row["ppl"] < naive[row["width"]], row["width"]
+
+
+def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_cached_runs.py"), "--toy",
+                          "--out", str(tmp_path / "cached_runs")], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
+        run = load_run(tmp_path / "cached_runs" / name)
+        assert run.status == "done" and (run.path / "README.md").exists() and run.eval()
+        assert not (run.path / "checkpoints").exists()
+    nml = load_run(tmp_path / "cached_runs" / "shakespeare-nml")
+    assert {b.kind for b in nml.baselines()} == {"naive", "independent"} and nml.latency()
+    assert "all stages done" in res.stdout
