@@ -257,6 +257,15 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     return report
 
 
+def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, width: float, max_tokens: int = 4096) -> dict:
+    """Quality of one width (any width, trained or not) on the first max_tokens of the run's val split."""
+    ctx = run.info.get("hparams", {}).get("ctx", elastic.config.n_positions)
+    windows = eval_windows(run_tokens(run).val, ctx, max_tokens)
+    scores = evaluate_models({"w": lambda x: elastic(x, width=width).logits}, lambda x: teacher(input_ids=x).logits,
+                             windows)
+    return {"width": width, **cost(elastic.config, WidthSpec(width, run.axes).dims(elastic.config), ctx), **scores["w"]}
+
+
 def format_eval(report: dict) -> str:
     lines = []
     if "teacher" in report:
@@ -306,6 +315,7 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
     times = latency.interleaved_timings(fns, device, repeats=repeats)
     report = {**latency.device_info(device, threads), "measured": now(), "protocol": latency.__doc__.strip(),
               "prefill_len": latency.prefill_len(cfg), "decode_new_tokens": latency.decode_new_tokens(cfg),
+              "matmul_gflops": latency.matmul_gflops(device),
               "widths": []}
     for w in widths:
         row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), latency.prefill_len(cfg))}
@@ -341,6 +351,21 @@ def export(run_path, width: float, out: str | Path) -> Path:
     spec = WidthSpec(width, run.axes)
     student = extract_student(model, spec)
     return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config))
+
+
+def export_zip(run_path, width: float) -> bytes:
+    """The width-w student as a zip of a stock HF model directory (for a download button)."""
+    import io
+    import tempfile
+    import zipfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export(run_path, width, Path(tmp) / f"{load_run(run_path).name}-w{width:g}")
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(out.parent))
+        return buf.getvalue()
 
 
 def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:

@@ -67,6 +67,14 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
                 "repeats": len(v)} for k, v in times.items()}
 
 
+def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
+    """Achievable fp32 GFLOP/s here: the median of timed n x n matmuls (the roofline's peak for this machine)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    t = interleaved_timings({"mm": lambda: a @ b}, device, repeats=repeats)["mm"]["median_ms"]
+    return round(2 * n ** 3 / (t * 1e-3) / 1e9, 1)
+
+
 def prefill_len(cfg) -> int:
     return min(PREFILL_LEN, cfg.n_positions)
 

@@ -70,6 +70,7 @@ class ElasticGPT2(nn.Module):
         self.model = model
         self.axes = frozenset(axes) if axes is not None else ALL_AXES
         self._skeletons: dict[StudentDims, GPT2LMHeadModel] = {}
+        self._views: dict[StudentDims, tuple[int, GPT2LMHeadModel]] = {}
         self.train(model.training)
 
     @property
@@ -88,10 +89,27 @@ class ElasticGPT2(nn.Module):
         skel.train(self.model.training)  # dropout follows the shared model's mode
         return skel
 
+    def view_student(self, dims: StudentDims) -> GPT2LMHeadModel:
+        """For inference: a stock student whose parameters *are* views of the shared weights, built once per
+        shape and rebuilt only when the weights change (in-place updates bump tensor versions). Calling it is
+        a plain module call, without functional_call's per-call parameter swapping."""
+        version = sum(p._version for p in self.model.parameters())
+        hit = self._views.get(dims)
+        if hit is None or hit[0] != version:
+            views = sliced_tensors(dict(self.model.named_parameters()), self.config, dims)
+            with torch.device("meta"):
+                student = GPT2LMHeadModel(config_for_dims(self.config, dims))
+            student.load_state_dict({k: v.detach() for k, v in views.items()}, strict=False, assign=True)
+            student.tie_weights()
+            hit = self._views[dims] = (version, student.requires_grad_(False))
+        return hit[1].train(self.model.training)
+
     def forward(self, input_ids: torch.Tensor, width: float = 1.0, **kwargs):
         if width == 1.0:
             return self.model(input_ids=input_ids, **kwargs)
         dims = self.spec(width).dims(self.config)
+        if not torch.is_grad_enabled():
+            return self.view_student(dims)(input_ids=input_ids, **kwargs)
         params = dict(self.model.named_parameters())
         views = sliced_tensors(params, self.config, dims)
         return torch.func.functional_call(self.skeleton(dims), views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))

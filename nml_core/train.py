@@ -207,21 +207,10 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             losses = {f"{w:g}": 0.0 for w in step_widths}
             for micro in range(cfg.grad_accum):
                 batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen).to(device)
-                x, y = batch[:, :-1], batch[:, 1:]
-                target = None
-                if teacher is not None:
-                    with torch.no_grad(), accelerator.autocast():
-                        target = soft_targets(teacher(input_ids=x).logits, cfg.temperature)
-                for i, w in enumerate(step_widths):
-                    last = micro == cfg.grad_accum - 1 and i == len(step_widths) - 1
-                    with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
-                        logits = elastic(x, width=w).logits
-                        loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
-                        accelerator.backward(loss / cfg.grad_accum)
-                    losses[f"{w:g}"] += loss.item() / cfg.grad_accum
-                    if cfg.kd_source == "cascade" and teacher is not None:
-                        target = soft_targets(logits.detach(), cfg.temperature)
-                    del logits, loss
+                micro_losses = nested_step(elastic, teacher, batch, step_widths, cfg, accelerator,
+                                           sync=micro == cfg.grad_accum - 1)
+                for k, v in micro_losses.items():
+                    losses[k] += v / cfg.grad_accum
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(elastic.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -261,6 +250,65 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     run.update(train_time_s=round(time.time() - t0, 1), steps_done=cfg.steps, device=str(device),
                tokens_seen=cfg.steps * tokens_per_step)
     return accelerator.unwrap_model(elastic).model.cpu().float().eval()
+
+
+def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
+                sync: bool = True) -> dict[str, float]:
+    """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths.
+
+    Each width's graph is freed right after its backward, so peak memory is one width's activations, not the
+    sum. Gradients accumulate in the shared parameters; DDP syncs only after the last width (`sync`).
+    """
+    x, y = batch[:, :-1], batch[:, 1:]
+    target = None
+    if teacher is not None:
+        with torch.no_grad(), accelerator.autocast():
+            target = soft_targets(teacher(input_ids=x).logits, cfg.temperature)
+    losses = {}
+    for i, w in enumerate(widths):
+        last = sync and i == len(widths) - 1
+        with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
+            logits = elastic(x, width=w).logits
+            loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
+            accelerator.backward(loss / cfg.grad_accum)
+        losses[f"{w:g}"] = loss.item()
+        if cfg.kd_source == "cascade" and teacher is not None:
+            target = soft_targets(logits.detach(), cfg.temperature)
+        del logits, loss
+    return losses
+
+
+def estimate(model: GPT2LMHeadModel, widths: list[float], axes, cfg: TrainConfig, teacher: bool = True,
+             calibration_batch: int = 2) -> dict:
+    """Tokens, FLOPs and expected wall time of a run, from one timed nested step on this device.
+
+    FLOPs = steps x batch x ctx x (sum_w 3 x F(w) [forward + backward] + F(1) [frozen teacher forward]),
+    F = forward FLOPs per token (nml_core.evaluate.cost). The calibration step runs at a small batch on
+    random tokens (after one warm-up step) and is scaled linearly to the real batch.
+    """
+    from .evaluate import cost
+    from .width import WidthSpec
+    accelerator = make_accelerator(cfg)
+    device = accelerator.device
+    per_token = sum(3 * cost(model.config, WidthSpec(w, axes).dims(model.config), cfg.ctx)["flops_per_token"]
+                    for w in widths) + (cost(model.config, ctx=cfg.ctx)["flops_per_token"] if teacher else 0)
+    tokens = cfg.steps * cfg.batch_size * cfg.ctx * cfg.grad_accum
+    elastic = ElasticGPT2(model.to(device).train(), axes)
+    b = min(calibration_batch, cfg.batch_size)
+    batch = torch.randint(0, model.config.vocab_size, (b, cfg.ctx + 1), device=device)
+    tmodel = model if teacher else None  # the same shape: a fair stand-in for the frozen teacher's forward
+    times = []
+    for _ in range(2):
+        t = time.time()
+        nested_step(elastic, tmodel, batch, widths, cfg, accelerator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.time() - t)
+    model.zero_grad(set_to_none=True)
+    step_s = times[-1] * cfg.batch_size * cfg.grad_accum / b
+    return {"tokens": tokens, "flops": tokens * per_token, "step_s": step_s, "minutes": step_s * cfg.steps / 60,
+            "tokens_per_s": cfg.batch_size * cfg.ctx * cfg.grad_accum / step_s, "device": str(device),
+            "calibration": f"1 nested step at batch {b} x {cfg.ctx} on {device}, scaled to batch {cfg.batch_size}"}
 
 
 @torch.no_grad()

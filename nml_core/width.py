@@ -127,3 +127,11 @@ def check_distinct(specs: list[WidthSpec], cfg: GPT2Config) -> None:
                 f"widths {seen[dims]:g} and {spec.width:g} give the same student ({dims.n_head} heads, "
                 f"{dims.n_embd} hidden, {dims.n_inner} FFN) for this teacher; drop one of them")
         seen[dims] = spec.width
+
+
+def available_widths(cfg: GPT2Config, axes, ffn_steps: int = 16) -> list[float]:
+    """Every distinct width a slider can offer, largest first: k/H for each head count k when heads are
+    nested (any k gives a stock GPT-2), else multiples of 1/ffn_steps of the FFN."""
+    if "heads" in axes:
+        return [k / cfg.n_head for k in range(cfg.n_head, 0, -1)]
+    return [k / ffn_steps for k in range(ffn_steps, 0, -1)]

@@ -47,9 +47,31 @@ def test_gradients_reach_only_the_sliced_prefix(tiny_model):
 
 
 def test_elastic_forward_makes_no_full_copies(tiny_model):
-    """The skeletons live on the meta device: an elastic width costs no parameter memory."""
+    """Training: the skeletons live on the meta device. Inference: the cached view student's weights share
+    the full model's storage (only the q/k/v column blocks, not adjacent in memory, are gathered)."""
     elastic = ElasticGPT2(tiny_model).eval()
-    with torch.no_grad():
-        elastic(torch.zeros(1, 4, dtype=torch.long), width=0.5)
+    x = torch.zeros(1, 4, dtype=torch.long)
+    elastic(x, width=0.5).logits.sum().backward()
     skeleton = next(iter(elastic._skeletons.values()))
     assert all(p.device.type == "meta" for p in skeleton.parameters())
+    with torch.no_grad():
+        elastic(x, width=0.5)
+    student = elastic.view_student(elastic.spec(0.5).dims(tiny_model.config))
+    full = dict(tiny_model.named_parameters())
+    for name, p in student.named_parameters():
+        if "c_attn" not in name:
+            assert p.untyped_storage().data_ptr() == full[name].untyped_storage().data_ptr(), name
+
+
+def test_view_student_follows_weight_updates(tiny_model):
+    """An optimizer step changes the shared weights: the cached inference view must see it."""
+    elastic = ElasticGPT2(tiny_model).eval()
+    x = torch.randint(0, 100, (1, 8))
+    with torch.no_grad():
+        before = elastic(x, width=0.5).logits.clone()
+        for p in tiny_model.parameters():
+            p.add_(0.01)
+        after = elastic(x, width=0.5).logits
+        fresh = extract_student(tiny_model, elastic.spec(0.5)).eval()(input_ids=x).logits
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,79 @@
+"""NML Explorer — Home: what nested matrix learning is, the runs available, where to go next.
+
+Start: `streamlit run app.py` (binds to localhost; `--server.address 0.0.0.0` to share on a network).
+"""
+import pandas as pd
+import streamlit as st
+
+from nml_core import ui
+
+st.set_page_config(page_title="NML Explorer", page_icon="🪆", layout="wide")
+st.title("🪆 NML Explorer — nested GPT-2 students from one training run")
+
+st.markdown("""
+**Nested Matrix Learning** (Matryoshka-style) trains a teacher and a whole family of smaller students *at once*.
+Every student is a **prefix slice** of the same weight matrices — the first *k* attention heads, the first
+*k·64* hidden channels, the first *w·f* FFN neurons — so the width-½ model lives inside the full one, the
+width-¼ model inside that, and so on. Before training, channels are **reordered by importance** so that the
+prefixes hold what matters; then each step distils the frozen teacher into every width. One set of weights,
+many models: pick the one that fits your latency or memory budget, and export it as a stock
+`GPT2LMHeadModel`.
+""")
+
+runs = ui.all_runs()
+nested = [r for r in runs if r.kind == "nested" and r.status == "done"]
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("The nested matrices")
+    if nested:
+        with ui.friendly_errors():
+            elastic, _, _ = ui.models(nested[0])
+        cfg = elastic.config
+        layer = 0
+        weight = elastic.model.transformer.h[layer].mlp.c_fc.weight  # (n_embd, n_inner)
+        prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
+                    for d in [elastic.spec(w).dims(cfg)]]
+        from nml_core.figures import nested_matrix_figure
+        st.plotly_chart(nested_matrix_figure(
+            weight, prefixes, f"{nested[0].name}: layer {layer} FFN c_fc |W| ({cfg.n_embd} x {cfg.n_inner})"),
+            width="stretch")
+        st.caption("Each outlined top-left block is one student's copy of this matrix — no copies are stored: "
+                   "students read a prefix view. Importance reordering puts the strongest channels first, "
+                   "which is why the top-left is darker.")
+    else:
+        st.info("No finished nested run yet: train one on the **Train** page, or rebuild the shipped runs with "
+                "`python scripts/build_cached_runs.py`.")
+
+with right:
+    st.subheader("Where next")
+    st.page_link("pages/1_Train.py", label="Train — distil a teacher into nested students", icon="🏋️")
+    st.page_link("pages/2_Width_slider.py", label="Width slider — size, speed and text at any width", icon="🎚️")
+    st.page_link("pages/3_Compare.py", label="Compare — teacher vs students, token by token", icon="🔍")
+    st.page_link("pages/4_Pareto.py", label="Pareto — quality vs latency, hardware what-if", icon="📈")
+    st.page_link("pages/5_Runs.py", label="Runs — model cards, rename, delete", icon="🗂️")
+
+st.subheader("Runs available")
+rows = []
+for r in runs:
+    ev = None
+    if r.status not in ("corrupt",):
+        try:
+            ev = r.eval()
+        except Exception:  # noqa: BLE001 - a broken eval.json must not hide the table
+            ev = None
+    rows.append({"run": r.name, "kind": r.kind, "status": r.status,
+                 "teacher": (r.info.get("teacher") or {}).get("label") or r.info.get("label", "—"),
+                 "widths": ", ".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "—",
+                 "val ppl per width": " / ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "—",
+                 "where": str(r.path.parent)})
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if any(r.status == "corrupt" for r in runs):
+        st.warning("A run is corrupt: " + "; ".join(r.info.get("error", "") for r in runs if r.status == "corrupt"))
+else:
+    st.info("No runs in " + ", ".join(str(p) for p in ui.run_roots()) +
+            ". Rebuild the shipped runs with `python scripts/build_cached_runs.py`, or train one on the Train page.")
+st.caption("The shipped runs use a GPT-2-architecture teacher pretrained by this project on Shakespeare with the "
+           "real GPT-2 tokenizer — not OpenAI's GPT-2 weights, which need the Hugging Face hub "
+           "(select `gpt2` on the Train page when you have it).")

@@ -1,0 +1,97 @@
+"""Plotly figures and small HTML renderings for the app: pure functions from data to a figure."""
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+import torch
+
+from .pareto import COST, QUALITY
+
+PALETTE = {"teacher": "#222222", "NML": "#d62728", "NML FFN-only": "#ff7f0e", "naive slice": "#7f7f7f",
+           "independent KD": "#1f77b4"}
+
+
+def nested_matrix_figure(weight: torch.Tensor, prefixes: list[tuple[float, int, int]], title: str,
+                         max_cells: int = 96) -> go.Figure:
+    """|W| as a heatmap with each width's prefix block outlined: the students are the top-left corners.
+
+    weight: (rows, cols), e.g. an FFN c_fc (n_embd, n_inner); prefixes: (width, rows kept, cols kept).
+    The matrix is average-pooled to at most max_cells per side so the picture stays readable.
+    """
+    w = weight.detach().float().abs()
+    r_step, c_step = max(1, -(-w.shape[0] // max_cells)), max(1, -(-w.shape[1] // max_cells))
+    pooled = torch.nn.functional.avg_pool2d(w[None, None], (r_step, c_step), ceil_mode=True)[0, 0]
+    fig = go.Figure(go.Heatmap(z=pooled.numpy(), colorscale="Greys", showscale=True,
+                               colorbar=dict(title="|w|"), hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))
+    colors = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
+    for i, (width, rows, cols) in enumerate(prefixes):
+        x1, y1 = cols / c_step - 0.5, rows / r_step - 0.5
+        fig.add_shape(type="rect", x0=-0.5, y0=-0.5, x1=x1, y1=y1, line=dict(color=colors[i % len(colors)], width=3))
+        fig.add_annotation(x=x1, y=y1, text=f"w={width:g}", showarrow=False, xanchor="right", yanchor="top",
+                           font=dict(color=colors[i % len(colors)], size=13))
+    fig.update_yaxes(autorange="reversed", title=f"input channel (pooled x{r_step})")
+    fig.update_xaxes(title=f"output channel (pooled x{c_step})")
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def loss_curves_figure(rows: list[dict]) -> go.Figure:
+    """Training loss (and val loss when logged) per width against step."""
+    fig = go.Figure()
+    widths = list(rows[0]["loss"]) if rows else []
+    for w in widths:
+        fig.add_scatter(x=[r["step"] for r in rows if w in r["loss"]], y=[r["loss"][w] for r in rows if w in r["loss"]],
+                        mode="lines", name=f"train w={w}")
+        val = [r for r in rows if w in r.get("val_loss", {})]
+        if val:
+            fig.add_scatter(x=[r["step"] for r in val], y=[r["val_loss"][w] for r in val], mode="markers+lines",
+                            line=dict(dash="dot"), name=f"val w={w}")
+    fig.update_layout(xaxis_title="step", yaxis_title="loss (nats/token)", height=380, legend_title="width",
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def pareto_figure(points: list[dict], front: list[bool], quality: str, cost: str, cost_title: str | None = None) -> go.Figure:
+    """Quality vs cost, one trace per group, the Pareto frontier as a line; hover shows the numbers."""
+    fig = go.Figure()
+    for group in dict.fromkeys(p["group"] for p in points):
+        ps = [p for p in points if p["group"] == group and p.get(quality) is not None and p.get(cost) is not None]
+        if not ps:
+            continue
+        fig.add_scatter(x=[p[cost] for p in ps], y=[p[quality] for p in ps], mode="markers+text", name=group,
+                        text=[f"{p['width']:g}" for p in ps], textposition="top center",
+                        marker=dict(size=11, color=PALETTE.get(group)),
+                        customdata=[[p["width"], p["params"] / 1e6, p.get("ppl"), p.get("acc"), p[cost]] for p in ps],
+                        hovertemplate=(f"<b>{group}</b> width %{{customdata[0]}}<br>params %{{customdata[1]:.2f}}M<br>"
+                                       "val ppl %{customdata[2]:.2f}<br>top-1 acc %{customdata[3]:.3f}<br>"
+                                       f"{cost_title or COST[cost][0]}: %{{customdata[4]:.4g}}<extra></extra>"))
+    on = sorted((p for p, f in zip(points, front) if f), key=lambda p: p[cost])
+    if on:
+        fig.add_scatter(x=[p[cost] for p in on], y=[p[quality] for p in on], mode="lines", name="Pareto frontier",
+                        line=dict(color="rgba(214,39,40,0.35)", width=6), hoverinfo="skip")
+    fig.update_layout(xaxis_title=cost_title or COST[cost][0], yaxis_title=QUALITY[quality][0], height=480,
+                      legend_title="model", margin=dict(l=10, r=10, t=30, b=10))
+    if quality == "ppl":
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def kl_strip_figure(tokens: list[str], kl: list[float], title: str) -> go.Figure:
+    """KL(teacher || student) at each generated position, as a one-row heatmap."""
+    fig = go.Figure(go.Heatmap(z=[kl], x=list(range(len(kl))), colorscale="Reds", zmin=0, colorbar=dict(title="KL"),
+                               customdata=[[repr(t) for t in tokens]],
+                               hovertemplate="position %{x} %{customdata}: KL %{z:.3f} nats<extra></extra>"))
+    fig.update_layout(title=title, height=150, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="generated position",
+                      yaxis=dict(visible=False))
+    return fig
+
+
+def token_html(tokens: list[str], probs: list[float]) -> str:
+    """Tokens on a background whose strength is 1 - p_teacher: the darker, the less the teacher agrees."""
+    spans = []
+    for i, (t, p) in enumerate(zip(tokens, probs)):
+        alpha = round(1 - p, 3)
+        spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{alpha});'
+                     f'border-radius: 3px; white-space: pre-wrap">{html.escape(t)}</span>')
+    return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"

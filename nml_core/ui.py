@@ -1,0 +1,128 @@
+"""Streamlit glue shared by the app's pages: where runs live, the run picker, cached models, friendly errors.
+
+Pages stay thin: they read state, call nml_core.commands and the helpers here, and draw.
+Run folders: cached_runs/ and runs/ next to app.py, or the folders in $NML_RUN_DIRS (os.pathsep-separated;
+new runs go into the last one).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from .errors import NMLError
+from .runs import Run, find_runs, load_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_roots() -> list[Path]:
+    env = os.environ.get("NML_RUN_DIRS")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [ROOT / "cached_runs", ROOT / "runs"]
+
+
+def new_runs_root() -> Path:
+    return run_roots()[-1]
+
+
+def all_runs() -> list[Run]:
+    return find_runs(*run_roots())
+
+
+def nested_runs() -> list[Run]:
+    """Finished nested runs whose weights load: the runs the Width, Compare and Pareto pages can use."""
+    out = []
+    for r in all_runs():
+        if r.kind == "nested" and r.status == "done":
+            try:
+                load_run(r.path)
+                out.append(r)
+            except NMLError:
+                pass
+    return out
+
+
+def warn_broken(runs: list[Run]) -> None:
+    """Corrupt or failed runs are skipped by the pickers; say so (with the file at fault) in the sidebar."""
+    for r in runs:
+        if r.status in ("corrupt", "failed"):
+            st.sidebar.warning(f"Skipped {r.name}: {r.info.get('error') or r.status}", icon="⚠️")
+
+
+def select_run(runs: list[Run] | None = None, label: str = "Run") -> Run:
+    """Sidebar picker shared by all pages (the choice follows the user from page to page); stops the page
+    with a way forward when there is nothing to pick."""
+    runs = nested_runs() if runs is None else runs
+    warn_broken(all_runs())
+    if not runs:
+        st.info("No finished nested run found in " + ", ".join(str(p) for p in run_roots()) +
+                ". Train one on the **Train** page, or rebuild the shipped runs with "
+                "`python scripts/build_cached_runs.py`.")
+        st.stop()
+    names = [str(r.path) for r in runs]
+    current = st.session_state.get("run_path")
+    index = names.index(current) if current in names else 0
+    choice = st.sidebar.selectbox(label, names, index=index, format_func=lambda p: Path(p).name, key="run_picker")
+    st.session_state["run_path"] = choice
+    run = runs[names.index(choice)]
+    st.sidebar.caption(f"Teacher: {run.info.get('teacher', {}).get('label', '?')}")
+    return run
+
+
+def _stamp(path: Path) -> float:
+    """Changes when the run is rebuilt, so cached models are reloaded."""
+    return (Path(path) / "run.json").stat().st_mtime
+
+
+@st.cache_resource(show_spinner="Loading the run's weights…", max_entries=4)
+def _models(path: str, stamp: float):
+    from . import commands
+    from .slicing import ElasticGPT2
+    run = load_run(path)
+    model, tokenizer = commands.load_run_model(run)
+    teacher = commands.load_teacher_of(run).eval()
+    return ElasticGPT2(model, run.axes).eval(), ElasticGPT2(teacher, run.axes).eval(), tokenizer
+
+
+def models(run: Run):
+    """(elastic NML model, elastic teacher, tokenizer) of a run, loaded once per run and process."""
+    return _models(str(run.path), _stamp(run.path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _example_prompts(path: str, stamp: float) -> list[str]:
+    from . import commands
+    from .data import example_prompts
+    run = load_run(path)
+    return example_prompts(commands.run_tokens(run).val, commands.load_tokenizer(run.model_dir))
+
+
+def example_prompts(run: Run) -> list[str]:
+    return _example_prompts(str(run.path), _stamp(run.path))
+
+
+@contextlib.contextmanager
+def friendly_errors():
+    """Show an nml_core error as its one-line message (it names the problem and the fix), never a traceback."""
+    try:
+        yield
+    except NMLError as e:
+        st.error(str(e), icon="🚫")
+        st.stop()
+    except (OSError, ValueError, RuntimeError) as e:
+        st.error(f"{type(e).__name__}: {e}", icon="🚫")
+        st.stop()
+
+
+def model_config(run: Run):
+    """The run's GPT2Config, read from model/config.json without loading weights."""
+    from transformers import GPT2Config
+    return GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+
+
+def fmt_params(n: float) -> str:
+    return f"{n / 1e6:.2f} M"

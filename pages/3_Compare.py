@@ -1,0 +1,67 @@
+"""Compare: teacher and students side by side on one prompt, each student token shaded by the teacher's belief."""
+import pandas as pd
+import streamlit as st
+
+from nml_core import ui
+from nml_core.figures import kl_strip_figure, token_html
+from nml_core.generate import diagnose, generate_ids
+
+st.set_page_config(page_title="Compare · NML Explorer", page_icon="🔍", layout="wide")
+st.title("🔍 Compare teacher and students")
+
+run = ui.select_run()
+with ui.friendly_errors():
+    elastic, teacher, tokenizer = ui.models(run)
+
+examples = ui.example_prompts(run)
+if examples:
+    st.caption("Example prompts from this run's held-out text:")
+    cols = st.columns(len(examples))
+    for i, (col, text) in enumerate(zip(cols, examples)):
+        if col.button(text[:40], key=f"example_{i}"):
+            st.session_state["compare_prompt"] = text
+st.session_state.setdefault("compare_prompt", examples[0] if examples else "")
+prompt = st.text_area("Prompt", key="compare_prompt", height=80)
+widths = st.multiselect("Students (widths)", run.widths, default=[w for w in run.widths if w < 1][:2],
+                        format_func=lambda w: f"width {w:g}", key="compare_widths")
+c = st.columns(2)
+max_new = c[0].slider("New tokens", 8, max(8, min(64, elastic.config.n_positions - 16)), 32, key="compare_new")
+k = c[1].slider("Top-k in tables", 3, 10, 5, key="compare_k")
+
+if st.button("Generate and compare", type="primary", key="compare_go"):
+    if not prompt.strip():
+        st.warning("Type a prompt first (or click an example).")
+        st.stop()
+    ids = tokenizer.encode(prompt)
+    results = {}
+    with st.spinner("Generating with the teacher and each student…"), ui.friendly_errors():
+        teacher_fn = lambda x: teacher(x).logits  # noqa: E731
+        for name, model, w in [("teacher", teacher, 1.0)] + [(f"width {w:g}", elastic, w) for w in widths]:
+            new = generate_ids(model, ids, w, max_new)
+            results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k)
+    st.session_state["compare"] = (prompt, results)
+
+if "compare" in st.session_state:
+    prompt, results = st.session_state["compare"]
+    st.markdown("Background = how *unlikely* the teacher finds each token (white: teacher agrees; "
+                "red: the teacher gave it low probability). Hover a token for its probability.")
+    cols = st.columns(len(results))
+    for col, (name, d) in zip(cols, results.items()):
+        with col:
+            mean_kl = sum(d.kl) / max(1, len(d.kl))
+            st.markdown(f"**{name}** — mean KL {mean_kl:.3f} nats/token")
+            st.markdown(token_html(d.tokens, d.teacher_prob), unsafe_allow_html=True)
+    for name, d in results.items():
+        if name != "teacher":
+            st.plotly_chart(kl_strip_figure(d.tokens, d.kl, f"KL(teacher ‖ {name}) per position"), width="stretch")
+    students = [n for n in results if n != "teacher"]
+    if students:
+        n_pos = min(len(results[s].tokens) for s in students)
+        s = st.columns(2)
+        who = s[0].selectbox("Student for the top-k tables", students, key="compare_who")
+        pos = s[1].slider("Position", 0, max(0, n_pos - 1), 0, key="compare_pos")
+        d = results[who]
+        st.markdown(f"Next-token distribution before **{d.tokens[pos]!r}** (position {pos})")
+        t1, t2 = st.columns(2)
+        t1.dataframe(pd.DataFrame(d.teacher_topk[pos], columns=["teacher top-k token", "p"]), hide_index=True)
+        t2.dataframe(pd.DataFrame(d.student_topk[pos], columns=[f"{who} top-k token", "p"]), hide_index=True)

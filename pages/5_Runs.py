@@ -1,0 +1,51 @@
+"""Runs: every run's model card, status and files; rename or delete runs you made."""
+import shutil
+from pathlib import Path
+
+import streamlit as st
+
+from nml_core import commands, ui
+from nml_core.runs import load_run
+
+st.set_page_config(page_title="Runs · NML Explorer", page_icon="🗂️", layout="wide")
+st.title("🗂️ Runs")
+
+runs = ui.all_runs()
+if not runs:
+    st.info("No runs in " + ", ".join(str(p) for p in ui.run_roots()) +
+            ". Rebuild the shipped runs with `python scripts/build_cached_runs.py`, or train one on the Train page.")
+    st.stop()
+st.code(commands.format_runs(runs), language=None)
+names = [str(r.path) for r in runs]
+choice = st.selectbox("Run", names, format_func=lambda p: Path(p).name, key="runs_pick")
+run = runs[names.index(choice)]
+if run.status == "corrupt":
+    st.error(run.info.get("error", "corrupt run"))
+card = run.path / "README.md"
+with ui.friendly_errors():
+    if card.exists():
+        st.markdown(card.read_text())
+    elif run.status != "corrupt":
+        st.caption("No model card yet.")
+        if st.button("Write the model card", key="runs_card"):
+            commands.write_run_card(run.path)
+            st.rerun()
+
+shipped = ui.ROOT / "cached_runs" in run.path.parents
+if shipped:
+    st.caption("This is a shipped run (cached_runs/); rebuild it with `python scripts/build_cached_runs.py`.")
+else:
+    with st.expander("Rename or delete"):
+        new = st.text_input("New name", run.name, key="runs_new_name")
+        if st.button("Rename", key="runs_rename") and new != run.name:
+            target = run.path.with_name(new)
+            if target.exists() or not new or "/" in new:
+                st.error(f"{new!r} is taken or not a valid folder name; pick another")
+            else:
+                run.path.rename(target)
+                load_run(target, require_model=False).update(name=new)
+                st.rerun()
+        sure = st.checkbox(f"Yes, delete {run.name} and its weights", key="runs_sure")
+        if st.button("Delete", key="runs_delete", disabled=not sure):
+            shutil.rmtree(run.path)
+            st.rerun()

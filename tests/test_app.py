@@ -1,0 +1,161 @@
+"""Every Streamlit page through streamlit.testing.v1.AppTest: shipped runs, no runs, a corrupt run, and the
+interactions that matter (width slider, compare, budget what-if, starting a training job)."""
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from nml_core import commands, jobs
+from nml_core.runs import load_run, read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["pages/1_Train.py", "pages/2_Width_slider.py", "pages/3_Compare.py", "pages/4_Pareto.py", "pages/5_Runs.py"]
+TIMEOUT = 180
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def assert_clean(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.fixture
+def run_dirs(monkeypatch, tmp_path):
+    """Point the app at a fresh folder of runs."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("NML_RUN_DIRS", str(root))
+    return root
+
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_page_renders_on_the_shipped_runs(page, monkeypatch):
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page(page)
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_page_renders_with_no_runs(page, run_dirs):
+    at = open_page(page)
+    assert_clean(at)
+    if page not in ("pages/1_Train.py",):
+        assert any("No " in i.value for i in at.info), "an empty folder must say what to do"
+
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_page_renders_with_a_corrupt_run(page, run_dirs):
+    bad = run_dirs / "broken"
+    bad.mkdir()
+    (bad / "run.json").write_text("{not json")
+    at = open_page(page)
+    assert_clean(at)
+    shown = " ".join(w.value for w in at.warning) + " ".join(e.value for e in at.error) + \
+        " ".join(m.value for m in at.markdown) + " ".join(i.value for i in at.info) + \
+        " ".join(c.value for c in at.code)
+    assert "broken" in shown or "not valid JSON" in shown or "No " in shown
+
+
+def test_width_slider_changes_the_figures(monkeypatch):
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/2_Width_slider.py")
+    before = {m.label: m.value for m in at.metric}
+    at.select_slider(key="width").set_value(0.5).run()
+    after = {m.label: m.value for m in at.metric}
+    assert_clean(at)
+    assert before["Parameters"] != after["Parameters"] and before["Val perplexity"] != after["Val perplexity"]
+    ev = load_run(ROOT / "cached_runs" / "shakespeare-nml").eval()
+    half = next(r for r in ev["widths"] if r["width"] == 0.5)
+    assert after["Val perplexity"] == f"{half['ppl']:.2f}"
+    # an untrained head count: quality on demand
+    at.select_slider(key="width").set_value(0.375).run()
+    at.button(key="quick_eval_btn").click().run()
+    assert_clean(at)
+    ppl = float(next(m.value for m in at.metric if m.label == "Val perplexity"))
+    w_half, w_quarter = half["ppl"], next(r for r in ev["widths"] if r["width"] == 0.25)["ppl"]
+    assert w_half * 0.8 < ppl < w_quarter * 1.25  # between its trained neighbours (quick eval: 4k tokens)
+
+
+def test_width_slider_generates(monkeypatch):
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/2_Width_slider.py")
+    at.select_slider(key="width").set_value(0.25).run()
+    at.slider(key="width_new").set_value(8).run()
+    at.button(key="width_generate").click().run()
+    assert_clean(at)
+    assert at.code and len(at.code[0].value) > len(at.text_input(key="width_prompt").value)
+
+
+def test_compare_shows_teacher_and_students(monkeypatch):
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/3_Compare.py")
+    at.slider(key="compare_new").set_value(8).run()
+    at.button(key="compare_go").click().run()
+    assert_clean(at)
+    html = [m.value for m in at.markdown if "teacher p =" in m.value]
+    assert len(html) == 1 + len(at.multiselect(key="compare_widths").value)
+    assert len(at.dataframe) == 2  # top-k tables of teacher and student
+
+
+def test_pareto_budget_picks_a_width(monkeypatch):
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/4_Pareto.py")
+    assert_clean(at)
+    run = load_run(ROOT / "cached_runs" / "shakespeare-nml")
+    lat = next(iter(run.latency().values()))
+    by_w = {r["width"]: r["prefill_b1_ms"]["median_ms"] for r in lat["widths"]}
+    # a budget between width 1/2 and width 1: the answer is width 1/2 (the best that fits)
+    at.number_input(key="budget_ms").set_value((by_w[0.5] + by_w[1.0]) / 2).run()
+    assert_clean(at)
+    assert "width 0.5" in at.success[0].value
+    at.number_input(key="budget_ms").set_value(0.001).run()
+    assert at.error and "No NML width fits" in at.error[0].value
+    at.number_input(key="budget_ms").set_value(0.0).run()
+    at.selectbox(key="pareto_device").set_value("NVIDIA H100 SXM (projected)").run()
+    assert_clean(at)
+    assert any("Projected" in c.value for c in at.caption)
+
+
+def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run):
+    shutil.copytree(teacher_run, run_dirs / "teacher")
+    at = open_page("pages/1_Train.py")
+    teacher_option = next(o for o in at.selectbox(key="train_teacher").options if o.startswith("teacher"))
+    at.selectbox(key="train_teacher").set_value(teacher_option)
+    at.text_input(key="train_widths").set_value("1,1/2")
+    at.number_input(key="train_steps").set_value(3)
+    at.number_input(key="train_batch").set_value(2)
+    at.number_input(key="train_ctx").set_value(16)
+    at.text_input(key="train_name").set_value("from-the-app")
+    at.button[1].click().run()  # "Start training" (form submit)
+    assert_clean(at)
+    out = run_dirs / "from-the-app"
+    assert (out / jobs.JOB_FILE).exists()
+    deadline = time.time() + 240
+    while jobs.job_alive(out) and time.time() < deadline:
+        time.sleep(1)
+    assert not jobs.job_alive(out), jobs.log_tail(out)
+    run = load_run(out)
+    assert run.status == "done", jobs.log_tail(out)
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
+    assert run.eval() and run.latency(), "eval and bench follow training automatically"
+    at.run()  # a refresh re-attaches to the job from the run directory
+    assert_clean(at)
+    assert any("Finished" in s.value for s in at.success)
+
+
+def test_train_page_rejects_bad_widths(run_dirs, teacher_run):
+    shutil.copytree(teacher_run, run_dirs / "teacher")
+    at = open_page("pages/1_Train.py")
+    at.text_input(key="train_widths").set_value("1,2")
+    at.button[0].click().run()  # Estimate
+    assert_clean(at)
+    assert at.error and "outside (0, 1]" in at.error[0].value
