@@ -7,8 +7,8 @@ import streamlit as st
 
 from nml_core import ui
 
-st.set_page_config(page_title="NML Explorer", page_icon="🪆", layout="wide")
-st.title("🪆 NML Explorer — nested GPT-2 students from one training run")
+st.set_page_config(page_title="NML Explorer", page_icon=":material/stacks:", layout="wide")
+st.title("NML Explorer — nested GPT-2 students from one training run")
 
 st.markdown("""
 **Nested Matrix Learning** (Matryoshka-style) trains a teacher and a whole family of smaller students *at once*.
@@ -38,20 +38,21 @@ with left:
         st.plotly_chart(nested_matrix_figure(
             weight, prefixes, f"{nested[0].name}: layer {layer} FFN c_fc |W| ({cfg.n_embd} x {cfg.n_inner})"),
             width="stretch")
-        st.caption("Each outlined top-left block is one student's copy of this matrix — no copies are stored: "
-                   "students read a prefix view. Importance reordering puts the strongest channels first, "
-                   "which is why the top-left is darker.")
+        st.caption("Each outlined top-left block is the part of this matrix one student uses — nothing is "
+                   "copied: a student reads a prefix view of the shared weights. Before training, heads and "
+                   "neurons were sorted by measured importance (nml_core/importance.py), so every prefix starts "
+                   "with the channels that matter most.")
     else:
         st.info("No finished nested run yet: train one on the **Train** page, or rebuild the shipped runs with "
                 "`python scripts/build_cached_runs.py`.")
 
 with right:
     st.subheader("Where next")
-    st.page_link("pages/1_Train.py", label="Train — distil a teacher into nested students", icon="🏋️")
-    st.page_link("pages/2_Width_slider.py", label="Width slider — size, speed and text at any width", icon="🎚️")
-    st.page_link("pages/3_Compare.py", label="Compare — teacher vs students, token by token", icon="🔍")
-    st.page_link("pages/4_Pareto.py", label="Pareto — quality vs latency, hardware what-if", icon="📈")
-    st.page_link("pages/5_Runs.py", label="Runs — model cards, rename, delete", icon="🗂️")
+    st.page_link("pages/1_Train.py", label="Train — distil a teacher into nested students", icon=":material/model_training:")
+    st.page_link("pages/2_Width_slider.py", label="Width slider — size, speed and text at any width", icon=":material/tune:")
+    st.page_link("pages/3_Compare.py", label="Compare — teacher vs students, token by token", icon=":material/compare:")
+    st.page_link("pages/4_Pareto.py", label="Pareto — quality vs latency, hardware what-if", icon=":material/show_chart:")
+    st.page_link("pages/5_Runs.py", label="Runs — model cards, rename, delete", icon=":material/folder_open:")
 
 st.subheader("Runs available")
 rows = []

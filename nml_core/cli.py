@@ -44,7 +44,7 @@ def _train_config(a: argparse.Namespace, **extra):
     names = ["steps", "batch_size", "ctx", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_accum", "grad_clip",
              "seed", "checkpoint_every", "log_every", "eval_every", "device", "mixed_precision"]
     fields = {n: getattr(a, n) for n in names if hasattr(a, n)}
-    for n in ("alpha", "temperature", "strategy", "kd_source"):
+    for n in ("alpha", "temperature", "strategy", "kd_source", "teacher_cache"):
         if hasattr(a, n):
             fields[n] = getattr(a, n)
     return TrainConfig(**fields, **extra)
@@ -70,8 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="all", choices=["all", "sandwich", "random"])
     p.add_argument("--kd-source", default="teacher", choices=["teacher", "cascade"])
     p.add_argument("--no-reorder", action="store_true", help="skip importance reordering of the teacher")
+    p.add_argument("--teacher-cache", help="top-k teacher cache dir (cache-teacher): KD with no teacher forward")
     _kd_flags(p)
     _train_flags(p)
+
+    p = sub.add_parser("cache-teacher", help="store the teacher's top-k logits for every train token, once")
+    p.add_argument("--teacher", required=True, help="hub id, local HF GPT-2 dir, or run dir")
+    p.add_argument("--data", help="as for train (default: the teacher run's own tokens)")
+    p.add_argument("--out", required=True, help="cache directory to create")
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--ctx", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
     p = sub.add_parser("baseline", help="baselines of a nested run: naive slice, independent KD")
     p.add_argument("run")
@@ -136,6 +146,9 @@ def dispatch(a: argparse.Namespace) -> int | None:
         run = commands.train_nested(a.out, a.teacher, a.data, parse_widths(a.widths), parse_axes(a.nest),
                                     _train_config(a), reorder=not a.no_reorder, save_dtype=a.save_dtype, resume=a.resume)
         print(f"done: {run.path}")
+    elif a.command == "cache-teacher":
+        out = commands.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.batch_size, a.device)
+        print(f"done: {out}")
     elif a.command == "baseline":
         for path in commands.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):
             print(f"done: {path}")

@@ -113,6 +113,19 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
     return run
 
 
+def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, ctx: int = 128, batch_size: int = 16,
+                  device: str = "cpu", progress=None) -> Path:
+    """Build a top-k teacher cache (nml_core.teacher_cache) for the data a nested run will train on."""
+    import tempfile
+    from .teacher_cache import build_topk_cache
+    if k < 1:
+        raise NMLError(f"--k {k} must be >= 1 (32-64 keeps nearly all the teacher's probability mass)")
+    model, tokenizer, tinfo = load_gpt2(teacher)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = prepare_data(resolve_data(data, teacher), tokenizer, Path(tmp), ctx + 2)
+        return build_topk_cache(model, tokens, ctx, k, Path(out), tinfo.get("id") or teacher, batch_size, device, progress)
+
+
 def _check_ctx(cfg: TrainConfig, config: GPT2Config) -> None:
     if cfg.ctx > config.n_positions:
         raise NMLError(f"--ctx {cfg.ctx} exceeds the teacher's {config.n_positions} positions; use --ctx {config.n_positions} or less")
@@ -414,7 +427,7 @@ def format_runs(runs: list[Run]) -> str:
 
 def write_run_card(run_path) -> Path:
     """README.md in the run dir: what was trained on what, how long, and the headline table."""
-    run = load_run(run_path)
+    run = load_run(run_path, require_model=False)
     info, ev = run.info, run.eval() or {}
     lat = next(iter(run.latency().values()), None)
     lat_by_width = {r["width"]: r for r in (lat or {}).get("widths", [])}
@@ -432,7 +445,10 @@ def write_run_card(run_path) -> Path:
              f"alpha {hp.get('alpha')}; T {hp.get('temperature')}; strategy {hp.get('strategy')}; "
              f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
              f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')} "
-             f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}", ""]
+             f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}"]
+    if info.get("weights_note"):
+        lines.append(f"- {info['weights_note']}")
+    lines.append("")
     if ev:
         n = (lat or {}).get("prefill_len", 128)
         lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 import plotly.graph_objects as go
 import torch
@@ -87,11 +88,17 @@ def kl_strip_figure(tokens: list[str], kl: list[float], title: str) -> go.Figure
     return fig
 
 
+def surprise_alpha(p: float, floor: float = 1e-3) -> float:
+    """0 when the teacher is sure of the token (p = 1), 1 at p <= floor, log-scaled in between: a language
+    model rarely gives any token p > 0.5, so a linear 1 - p would paint nearly everything dark."""
+    return round(min(1.0, max(0.0, math.log(max(p, 1e-12)) / math.log(floor))), 3)
+
+
 def token_html(tokens: list[str], probs: list[float]) -> str:
-    """Tokens on a background whose strength is 1 - p_teacher: the darker, the less the teacher agrees."""
+    """Tokens on a red background whose strength is the teacher's surprise at them (surprise_alpha)."""
     spans = []
     for i, (t, p) in enumerate(zip(tokens, probs)):
-        alpha = round(1 - p, 3)
-        spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{alpha});'
-                     f'border-radius: 3px; white-space: pre-wrap">{html.escape(t)}</span>')
+        shown = html.escape(t).replace("\n", "↵<br>")  # line breaks stay visible as tokens
+        spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{surprise_alpha(p)});'
+                     f'border-radius: 3px; white-space: pre-wrap">{shown}</span>')
     return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"

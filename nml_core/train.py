@@ -28,6 +28,7 @@ from .errors import NMLError
 from .losses import nested_kd_loss, soft_targets
 from .runs import Run, append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
 from .slicing import ElasticGPT2
+from .teacher_cache import TopKTeacher, topk_soft_targets
 
 STRATEGIES = ("all", "sandwich", "random")
 KD_SOURCES = ("teacher", "cascade")
@@ -55,6 +56,7 @@ class TrainConfig:
     eval_windows: int = 16
     device: str = "auto"
     mixed_precision: str = "auto"  # auto: bf16 on CUDA if supported, fp32 on CPU
+    teacher_cache: str | None = None  # top-k teacher cache dir (nml_core.teacher_cache): no teacher forward
 
     def __post_init__(self):
         checks = [(self.steps > 0, "--steps must be > 0"), (self.batch_size > 0, "--batch-size must be > 0"),
@@ -181,6 +183,9 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             _truncate_metrics(run, start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg), last_epoch=start - 1)
     elastic, optimizer = accelerator.prepare(elastic, optimizer)
+    cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size) if cfg.teacher_cache else None
+    if cache is not None:
+        teacher = None  # the cache stands in for the teacher's forward
     if teacher is not None:
         teacher = teacher.to(device).eval().requires_grad_(False)
     val_batch = eval_windows(data.val, cfg.ctx)[:cfg.eval_windows].to(device) if cfg.eval_every else None
@@ -206,9 +211,14 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             step_widths = widths_for_step(widths, cfg.strategy, rng)
             losses = {f"{w:g}": 0.0 for w in step_widths}
             for micro in range(cfg.grad_accum):
-                batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen).to(device)
-                micro_losses = nested_step(elastic, teacher, batch, step_widths, cfg, accelerator,
-                                           sync=micro == cfg.grad_accum - 1)
+                target = None
+                if cache is not None:
+                    batch, top_idx, top_val = cache.batch(cfg.batch_size, gen)
+                    target = topk_soft_targets(top_idx.to(device), top_val.to(device), cfg.temperature, cache.vocab)
+                else:
+                    batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen)
+                micro_losses = nested_step(elastic, teacher, batch.to(device), step_widths, cfg, accelerator,
+                                           sync=micro == cfg.grad_accum - 1, target=target)
                 for k, v in micro_losses.items():
                     losses[k] += v / cfg.grad_accum
             if cfg.grad_clip:
@@ -253,15 +263,15 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
 
 
 def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
-                sync: bool = True) -> dict[str, float]:
-    """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths.
+                sync: bool = True, target: torch.Tensor | None = None) -> dict[str, float]:
+    """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths
+    (none when `target`, the teacher's soft targets, comes from a top-k cache).
 
     Each width's graph is freed right after its backward, so peak memory is one width's activations, not the
     sum. Gradients accumulate in the shared parameters; DDP syncs only after the last width (`sync`).
     """
     x, y = batch[:, :-1], batch[:, 1:]
-    target = None
-    if teacher is not None:
+    if target is None and teacher is not None:
         with torch.no_grad(), accelerator.autocast():
             target = soft_targets(teacher(input_ids=x).logits, cfg.temperature)
     losses = {}
@@ -272,7 +282,7 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
             loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
         losses[f"{w:g}"] = loss.item()
-        if cfg.kd_source == "cascade" and teacher is not None:
+        if cfg.kd_source == "cascade" and target is not None:
             target = soft_targets(logits.detach(), cfg.temperature)
         del logits, loss
     return losses

@@ -50,7 +50,23 @@ def warn_broken(runs: list[Run]) -> None:
     """Corrupt or failed runs are skipped by the pickers; say so (with the file at fault) in the sidebar."""
     for r in runs:
         if r.status in ("corrupt", "failed"):
-            st.sidebar.warning(f"Skipped {r.name}: {r.info.get('error') or r.status}", icon="⚠️")
+            st.sidebar.warning(f"Skipped {r.name}: {r.info.get('error') or r.status}", icon=":material/warning:")
+
+
+def evaluated_runs() -> list[Run]:
+    """Finished nested runs with an eval.json, weights or not (eval-only runs still belong on a chart)."""
+    out = []
+    for r in all_runs():
+        try:
+            if r.kind == "nested" and r.status == "done" and r.eval():
+                out.append(r)
+        except NMLError:
+            pass
+    return out
+
+
+def has_weights(run: Run) -> bool:
+    return (run.model_dir / "model.safetensors").is_file()
 
 
 def select_run(runs: list[Run] | None = None, label: str = "Run") -> Run:
@@ -111,10 +127,10 @@ def friendly_errors():
     try:
         yield
     except NMLError as e:
-        st.error(str(e), icon="🚫")
+        st.error(str(e), icon=":material/error:")
         st.stop()
     except (OSError, ValueError, RuntimeError) as e:
-        st.error(f"{type(e).__name__}: {e}", icon="🚫")
+        st.error(f"{type(e).__name__}: {e}", icon=":material/error:")
         st.stop()
 
 

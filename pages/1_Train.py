@@ -14,8 +14,8 @@ from nml_core.teacher import HUB_TEACHERS, hub_status
 from nml_core.train import STRATEGIES, TrainConfig
 from nml_core.width import parse_axes, parse_widths
 
-st.set_page_config(page_title="Train · NML Explorer", page_icon="🏋️", layout="wide")
-st.title("🏋️ Train nested students")
+st.set_page_config(page_title="Train · NML Explorer", page_icon=":material/model_training:", layout="wide")
+st.title("Train nested students")
 MAX_UPLOAD_MB = 20
 
 

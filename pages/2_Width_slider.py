@@ -8,14 +8,14 @@ from nml_core.generate import generate_ids
 from nml_core.latency import device_info, set_threads
 from nml_core.width import available_widths
 
-st.set_page_config(page_title="Width slider · NML Explorer", page_icon="🎚️", layout="wide")
-st.title("🎚️ Width slider")
+st.set_page_config(page_title="Width slider · NML Explorer", page_icon=":material/tune:", layout="wide")
+st.title("Width slider")
 
 run = ui.select_run()
 with ui.friendly_errors():
     elastic, teacher, tokenizer = ui.models(run)
 cfg = elastic.config
-widths = available_widths(cfg, run.axes)
+widths = sorted(available_widths(cfg, run.axes))  # smallest on the left
 trained = set(run.widths)
 width = st.select_slider("Width (fraction of the teacher; ● = trained in this run)", options=widths, value=1.0,
                          format_func=lambda w: f"{w:g} {'●' if w in trained else '○'}", key="width")
@@ -27,12 +27,13 @@ full = cost(cfg, ctx=ctx)
 st.caption(f"{dims.n_head} heads, n_embd {dims.n_embd}, n_inner {dims.n_inner} "
            f"(teacher: {cfg.n_head} heads, {cfg.n_embd}, {cfg.n_inner}). Nested axes: {', '.join(run.axes)}.")
 m = st.columns(4)
-m[0].metric("Parameters", ui.fmt_params(c["params"]), f"{c['params'] / full['params']:.0%} of the full model",
-            delta_color="off")
+m[0].metric("Parameters", ui.fmt_params(c["params"]))
 m[1].metric("Non-embedding params", ui.fmt_params(c["nonemb_params"]))
-m[2].metric("FLOPs / token", f"{c['flops_per_token'] / 1e6:.1f} MFLOP",
-            f"{full['flops_per_token'] / c['flops_per_token']:.2f}x fewer", delta_color="off")
+m[2].metric("FLOPs / token", f"{c['flops_per_token'] / 1e6:.1f} MFLOP")
 m[3].metric("fp16 size", f"{c['fp16_mb']:.1f} MB")
+st.caption(f"{c['params'] / full['params']:.0%} of the full model's parameters, "
+           f"{full['flops_per_token'] / c['flops_per_token']:.2f}x fewer FLOPs per token "
+           f"(forward, {ctx}-token context, LM head included; formula in nml_core/evaluate.py).")
 
 # ---- quality: eval.json for trained widths, a quick evaluation on demand for the others
 st.subheader("Quality")

@@ -6,8 +6,8 @@ from nml_core import ui
 from nml_core.figures import kl_strip_figure, token_html
 from nml_core.generate import diagnose, generate_ids
 
-st.set_page_config(page_title="Compare · NML Explorer", page_icon="🔍", layout="wide")
-st.title("🔍 Compare teacher and students")
+st.set_page_config(page_title="Compare · NML Explorer", page_icon=":material/compare:", layout="wide")
+st.title("Compare teacher and students")
 
 run = ui.select_run()
 with ui.friendly_errors():
@@ -24,9 +24,12 @@ st.session_state.setdefault("compare_prompt", examples[0] if examples else "")
 prompt = st.text_area("Prompt", key="compare_prompt", height=80)
 widths = st.multiselect("Students (widths)", run.widths, default=[w for w in run.widths if w < 1][:2],
                         format_func=lambda w: f"width {w:g}", key="compare_widths")
-c = st.columns(2)
+c = st.columns(4)
 max_new = c[0].slider("New tokens", 8, max(8, min(64, elastic.config.n_positions - 16)), 32, key="compare_new")
-k = c[1].slider("Top-k in tables", 3, 10, 5, key="compare_k")
+temperature = c[1].slider("Temperature (0 = greedy)", 0.0, 1.5, 0.8, 0.1, key="compare_temp",
+                          help="Greedy decoding of a small model loops; sampling (same seed for every model) reads better.")
+seed = c[2].number_input("Seed", 0, 10_000, 0, key="compare_seed")
+k = c[3].slider("Top-k in tables", 3, 10, 5, key="compare_k")
 
 if st.button("Generate and compare", type="primary", key="compare_go"):
     if not prompt.strip():
@@ -37,14 +40,14 @@ if st.button("Generate and compare", type="primary", key="compare_go"):
     with st.spinner("Generating with the teacher and each student…"), ui.friendly_errors():
         teacher_fn = lambda x: teacher(x).logits  # noqa: E731
         for name, model, w in [("teacher", teacher, 1.0)] + [(f"width {w:g}", elastic, w) for w in widths]:
-            new = generate_ids(model, ids, w, max_new)
+            new = generate_ids(model, ids, w, max_new, temperature, int(seed))
             results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k)
     st.session_state["compare"] = (prompt, results)
 
 if "compare" in st.session_state:
     prompt, results = st.session_state["compare"]
-    st.markdown("Background = how *unlikely* the teacher finds each token (white: teacher agrees; "
-                "red: the teacher gave it low probability). Hover a token for its probability.")
+    st.markdown("Background = the teacher's surprise at each token: white when the teacher gives it p = 1, "
+                "full red at p ≤ 0.001 (log scale). Hover a token for its probability.")
     cols = st.columns(len(results))
     for col, (name, d) in zip(cols, results.items()):
         with col:

@@ -7,11 +7,11 @@ from nml_core.figures import pareto_figure
 from nml_core.latency import device_info, set_threads
 from nml_core.pareto import COST, QUALITY, pareto_front, run_points
 
-st.set_page_config(page_title="Pareto · NML Explorer", page_icon="📈", layout="wide")
-st.title("📈 Quality vs cost — and what fits your hardware")
+st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
+st.title("Quality vs cost — and what fits your hardware")
 
 run = ui.select_run()
-runs = ui.nested_runs()
+runs = ui.evaluated_runs()
 teacher_id = run.info.get("teacher", {}).get("id")
 siblings = [r for r in runs if r.info.get("teacher", {}).get("id") == teacher_id]
 chosen = st.multiselect("Runs on the chart (same teacher)", [r.name for r in siblings],
@@ -76,9 +76,11 @@ else:
     st.success(f"Best within budget: **{best['group']} width {best['width']:g}** from `{best['run']}` — "
                f"{QUALITY[quality][0]} {best[quality]:.3g}, {best['weights_mb']:.1f} MB of weights, "
                f"{best[metric]:.2f} ms ({'projected' if preset else 'measured'}).")
-    if st.button(f"Prepare width {best['width']:g} as a stock HF model (zip)", key="export_btn"):
+    target = next(r for r in siblings if r.name == best["run"])
+    if not ui.has_weights(target):
+        st.info(f"`{target.name}` ships its figures but not its weights ({target.info.get('weights_note', '')}).")
+    elif st.button(f"Prepare width {best['width']:g} as a stock HF model (zip)", key="export_btn"):
         with st.spinner("Extracting the student…"), ui.friendly_errors():
-            target = next(r for r in siblings if r.name == best["run"])
             st.session_state["export_zip"] = (f"{best['run']}-w{best['width']:g}.zip",
                                               commands.export_zip(target.path, best["width"]))
     if "export_zip" in st.session_state:

@@ -7,8 +7,8 @@ import streamlit as st
 from nml_core import commands, ui
 from nml_core.runs import load_run
 
-st.set_page_config(page_title="Runs · NML Explorer", page_icon="🗂️", layout="wide")
-st.title("🗂️ Runs")
+st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
+st.title("Runs")
 
 runs = ui.all_runs()
 if not runs:

@@ -9,7 +9,9 @@ swapped into cached_runs/ once it is complete, so a failed build never replaces 
   ffn       the same with FFN-only nesting (MatFormer baseline)
   naive     naive-slice baseline (reordered teacher, no training)
   indep     independent-KD students, one per width, same per-width steps
-  measure   eval.json + latency/<this machine>.json for every run, then the model cards (README.md)
+  measure   eval.json + latency/<this machine>.json for every run not yet measured (--remeasure: all),
+            then the model cards (README.md); the FFN-only run's weights are then dropped (eval-only: the
+            shipped weights must stay under 100 MB; `--keep-ffn-weights` keeps them)
 `--toy` builds a tiny version (seconds) into --out for tests.
 """
 from __future__ import annotations
@@ -72,6 +74,17 @@ def promote(built: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def drop_weights(run_path: Path) -> None:
+    """Keep a run's figures (eval, latency, metrics, card, config.json) but not its weights."""
+    run = load_run(run_path, require_model=False)
+    for f in run.model_dir.glob("*"):
+        if f.name != "config.json":
+            f.unlink()
+    run.update(weights_shipped=False,
+               weights_note="weights not shipped (100 MB budget); rebuild: python scripts/build_cached_runs.py "
+                            "--stages ffn --keep-ffn-weights")
+
+
 def stage_done(final: Path) -> bool:
     return (final / RUN_FILE).exists() and load_run(final, require_model=False).status == "done"
 
@@ -87,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="build area (default: build/ next to --out)")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--toy", action="store_true", help="tiny config for tests")
+    ap.add_argument("--remeasure", action="store_true", help="measure runs that already have eval.json too")
+    ap.add_argument("--keep-ffn-weights", action="store_true", help="ship the FFN-only run's weights too")
     a = ap.parse_args(argv)
     p = TOY if a.toy else FULL
     out = Path(a.out)
@@ -136,10 +151,14 @@ def main(argv=None) -> int:
                     log(f"measure: {name} not built, skipped")
                     continue
                 t = time.time()
-                print(commands.format_eval(commands.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
-                if name != TEACHER:  # the nested run's width 1 has the teacher's shape, so it times the teacher too
-                    print(commands.format_latency(commands.bench_run(out / name, repeats=p["bench_repeats"])), flush=True)
+                if a.remeasure or not (out / name / "eval.json").exists():
+                    print(commands.format_eval(commands.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
+                    if name != TEACHER:  # the nested run's width 1 has the teacher's shape: it times the teacher too
+                        print(commands.format_latency(commands.bench_run(out / name, repeats=p["bench_repeats"])),
+                              flush=True)
                 commands.write_run_card(out / name)
+                if name == FFN and not a.keep_ffn_weights:
+                    drop_weights(out / name)
                 log(f"measure: {name} in {time.time() - t:.0f} s")
     except NMLError as e:
         log(f"error: {e}")

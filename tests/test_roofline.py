@@ -1,0 +1,51 @@
+"""The hardware what-if: projections behave like a roofline, and the budget picks the best width that fits."""
+import pytest
+
+from nml_core import roofline
+from nml_core.evaluate import cost
+from nml_core.width import ALL_AXES, WidthSpec
+from conftest import tiny_config
+
+CFG = tiny_config(vocab_size=50257, n_positions=128)
+LAT = {"prefill_len": 128, "matmul_gflops": 100.0}
+
+
+def rows():
+    out = []
+    for w, ppl, ms in [(1.0, 100.0, 40.0), (0.5, 130.0, 22.0), (0.25, 200.0, 14.0), (0.125, 400.0, 10.0)]:
+        c = cost(CFG, WidthSpec(w, ALL_AXES).dims(CFG), 128)
+        out.append({**c, "width": w, "ppl": ppl, "acc": 1 / ppl, "prefill_b1_ms": ms, "prefill_b8_ms": 6 * ms,
+                    "decode_tok_s": 1000 / (ms / 4)})
+    return out
+
+
+@pytest.mark.parametrize("preset", list(roofline.PRESETS.values()), ids=list(roofline.PRESETS))
+def test_smaller_widths_are_never_projected_slower(preset):
+    proj = [roofline.project(r, LAT, preset, CFG.n_layer, CFG.vocab_size) for r in rows()]
+    for key in ("prefill_b1_ms", "prefill_b8_ms", "decode_ms", "weights_mb"):
+        values = [p[key] for p in proj]
+        assert values == sorted(values, reverse=True), (key, values)
+
+
+def test_decode_is_never_faster_than_reading_the_weights():
+    h100 = roofline.PRESETS["NVIDIA H100 SXM"]
+    for r in rows():
+        p = roofline.project(r, LAT, h100, CFG.n_layer, CFG.vocab_size)
+        assert p["decode_ms"] >= r["params"] * 2 / (h100.bandwidth_gbs * 1e9) * 1e3
+
+
+def test_a_faster_device_is_projected_faster():
+    r = rows()[0]
+    pi = roofline.project(r, LAT, roofline.PRESETS["Raspberry Pi 5"], CFG.n_layer, CFG.vocab_size)
+    a100 = roofline.project(r, LAT, roofline.PRESETS["NVIDIA A100 40GB"], CFG.n_layer, CFG.vocab_size)
+    assert a100["prefill_b8_ms"] < pi["prefill_b8_ms"] / 10
+
+
+def test_budget_picks_the_best_width_that_fits():
+    rs = [{**r, **roofline.measured(r)} for r in rows()]
+    assert roofline.best_within_budget(rs, "prefill_b1_ms", None, None)["width"] == 1.0
+    assert roofline.best_within_budget(rs, "prefill_b1_ms", 25.0, None)["width"] == 0.5
+    assert roofline.best_within_budget(rs, "prefill_b1_ms", 25.0, None, quality="acc")["width"] == 0.5
+    smallest = min(r["weights_mb"] for r in rs)
+    assert roofline.best_within_budget(rs, "prefill_b1_ms", None, smallest)["width"] == 0.125
+    assert roofline.best_within_budget(rs, "prefill_b1_ms", 1.0, None) is None
