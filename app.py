@@ -21,20 +21,20 @@ many models: pick the one that fits your latency or memory budget, and export it
 """)
 
 runs = ui.all_runs()
-nested = [r for r in runs if r.kind == "nested" and r.status == "done"]
+nested = [r for r in runs if r.kind == "nested" and r.status == "done" and ui.has_weights(r)]
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("The nested matrices")
     if nested:
-        with ui.friendly_errors():
-            elastic, _, _ = ui.models(nested[0])
-        cfg = elastic.config
-        layer = 0
-        weight = elastic.model.transformer.h[layer].mlp.c_fc.weight  # (n_embd, n_inner)
-        prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
-                    for d in [elastic.spec(w).dims(cfg)]]
         from nml_core.figures import nested_matrix_figure
+        from nml_core.width import WidthSpec
+        layer = 0
+        with ui.friendly_errors():  # one tensor read from the safetensors file: no model load on the Home page
+            cfg = ui.model_config(nested[0])
+            weight = ui.weight_tensor(nested[0], f"transformer.h.{layer}.mlp.c_fc.weight")  # (n_embd, n_inner)
+        prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
+                    for d in [WidthSpec(w, frozenset(nested[0].axes)).dims(cfg)]]
         st.plotly_chart(nested_matrix_figure(
             weight, prefixes, f"{nested[0].name}: layer {layer} FFN c_fc |W| ({cfg.n_embd} x {cfg.n_inner})"),
             width="stretch")
@@ -67,6 +67,7 @@ for r in runs:
                  "teacher": (r.info.get("teacher") or {}).get("label") or r.info.get("label", "—"),
                  "widths": ", ".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "—",
                  "val ppl per width": " / ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "—",
+                 "weights": "yes" if ui.has_weights(r) else ("figures only" if ev else "—"),
                  "where": str(r.path.parent)})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

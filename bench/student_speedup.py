@@ -3,6 +3,7 @@
   python bench/student_speedup.py cached_runs/shakespeare-nml        # a run's widths (writes its latency json)
   python bench/student_speedup.py --shape gpt2-small                  # GPT-2-small shape, random weights
   python bench/student_speedup.py --from-json RUN/latency/<device>.json   # format a stored measurement
+  python bench/student_speedup.py cached_runs/shakespeare-nml --breakdown [--batch 8]   # body vs LM head
 Prints a markdown table for BENCHMARKS.md. All variants are timed interleaved in one process.
 """
 from __future__ import annotations
@@ -41,6 +42,40 @@ def markdown(report: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def breakdown(model, widths, repeats: int, batch: int = 1) -> str:
+    """Where a prefill's time goes per width: the transformer body vs the LM head (which writes a
+    (batch, n, vocab) fp32 tensor whatever the width), each against its own FLOP ratio."""
+    from nml_core.latency import interleaved_timings, prefill_len, set_threads
+    from nml_core.slicing import extract_student
+    from nml_core.width import WidthSpec
+    set_threads(None)
+    cfg = model.config
+    n = prefill_len(cfg)
+    x = torch.randint(0, cfg.vocab_size, (batch, n), generator=torch.Generator().manual_seed(0))
+    fns, hidden = {}, {}
+    for w in widths:
+        s = extract_student(model, WidthSpec(w, ALL_AXES)).eval()
+        with torch.inference_mode():
+            hidden[w] = s.transformer(input_ids=x).last_hidden_state
+        fns[f"{w:g}/body"] = lambda s=s: s.transformer(input_ids=x)
+        fns[f"{w:g}/head"] = lambda s=s, h=hidden[w]: s.lm_head(h)
+    t = interleaved_timings(fns, "cpu", repeats=repeats)
+    L, V = cfg.n_layer, cfg.vocab_size
+    rows = [f"| width | body ms | body speedup | body FLOP ratio | head ms | head speedup | head FLOP ratio | "
+            f"logits written (MB) | head GB/s |", "|---|---|---|---|---|---|---|---|---|"]
+    full = None
+    for w in widths:
+        d = WidthSpec(w, ALL_AXES).dims(cfg)
+        body_f = 2 * L * (d.n_embd * 3 * d.attn_dim + d.attn_dim * d.n_embd + 2 * d.n_embd * d.n_inner) + 2 * L * n * d.attn_dim
+        head_f = 2 * d.n_embd * V
+        b, h = t[f"{w:g}/body"]["median_ms"], t[f"{w:g}/head"]["median_ms"]
+        full = full or (b, h, body_f, head_f)
+        mb = batch * n * V * 4 / 1e6
+        rows.append(f"| {w:g} | {b:.2f} | {full[0] / b:.2f}x | {full[2] / body_f:.2f}x | {h:.2f} | {full[1] / h:.2f}x | "
+                    f"{full[3] / head_f:.2f}x | {mb:.1f} | {mb / h:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", nargs="?")
@@ -50,14 +85,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--from-json", help="format this latency json instead of measuring")
+    ap.add_argument("--breakdown", action="store_true", help="time the transformer body and the LM head apart")
+    ap.add_argument("--no-write", action="store_true", help="do not write the run's latency json")
+    ap.add_argument("--batch", type=int, default=1, help="batch of the --breakdown prefill")
     a = ap.parse_args()
     widths = parse_widths(a.widths)
+    if a.breakdown:
+        model = commands.load_run_model(a.run)[0] if a.run else GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape])).eval()
+        print(breakdown(model, widths, a.repeats, a.batch))
+        return
     if a.from_json:
         import json
         path = Path(a.from_json)
         report, title = json.loads(path.read_text()), f"{path.parent.parent.name} (extracted students)"
     elif a.run:
-        report = commands.bench_run(a.run, widths, a.device, a.threads, a.repeats)
+        report = commands.bench_run(a.run, widths, a.device, a.threads, a.repeats, write=not a.no_write)
         title = f"{Path(a.run).name} (extracted students)"
     else:
         torch.manual_seed(0)

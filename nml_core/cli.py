@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cache directory to create")
     p.add_argument("--k", type=int, default=64)
     p.add_argument("--ctx", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=2.0, help="the KD temperature the cache will serve")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
@@ -147,7 +148,7 @@ def dispatch(a: argparse.Namespace) -> int | None:
                                     _train_config(a), reorder=not a.no_reorder, save_dtype=a.save_dtype, resume=a.resume)
         print(f"done: {run.path}")
     elif a.command == "cache-teacher":
-        out = commands.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.batch_size, a.device)
+        out = commands.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.temperature, a.batch_size, a.device)
         print(f"done: {out}")
     elif a.command == "baseline":
         for path in commands.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):

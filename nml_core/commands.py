@@ -113,8 +113,8 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
     return run
 
 
-def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, ctx: int = 128, batch_size: int = 16,
-                  device: str = "cpu", progress=None) -> Path:
+def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, ctx: int = 128, temperature: float = 2.0,
+                  batch_size: int = 16, device: str = "cpu", progress=None) -> Path:
     """Build a top-k teacher cache (nml_core.teacher_cache) for the data a nested run will train on."""
     import tempfile
     from .teacher_cache import build_topk_cache
@@ -123,7 +123,8 @@ def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, 
     model, tokenizer, tinfo = load_gpt2(teacher)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = prepare_data(resolve_data(data, teacher), tokenizer, Path(tmp), ctx + 2)
-        return build_topk_cache(model, tokens, ctx, k, Path(out), tinfo.get("id") or teacher, batch_size, device, progress)
+        return build_topk_cache(model, tokens, ctx, k, Path(out), tinfo.get("id") or teacher, temperature, batch_size,
+                                device, progress)
 
 
 def _check_ctx(cfg: TrainConfig, config: GPT2Config) -> None:
@@ -430,7 +431,6 @@ def write_run_card(run_path) -> Path:
     run = load_run(run_path, require_model=False)
     info, ev = run.info, run.eval() or {}
     lat = next(iter(run.latency().values()), None)
-    lat_by_width = {r["width"]: r for r in (lat or {}).get("widths", [])}
     data = info.get("data", {})
     hp = info.get("hparams", {})
     lines = [f"# {run.name}", "", f"**{info.get('label', run.kind)}**", "",
@@ -450,19 +450,17 @@ def write_run_card(run_path) -> Path:
         lines.append(f"- {info['weights_note']}")
     lines.append("")
     if ev:
+        from .pareto import run_points
         n = (lat or {}).get("prefill_len", 128)
         lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
                   f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | prefill 1x{n} ms | decode tok/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        groups = ([("teacher", [ev["teacher"] | {"width": 1.0}])] if "teacher" in ev else []) + \
-            [("NML" if run.kind == "nested" else run.kind, ev["widths"])] + list(ev.get("baselines", {}).items())
-        for group, rows in groups:
-            for r in rows:
-                t = lat_by_width.get(r["width"])
-                lines.append(f"| {group} | {r['width']:g} | {r['params'] / 1e6:.2f}M | {r['flops_per_token'] / 1e6:.1f} | "
-                             f"{r['ppl']:.2f} | {r['acc']:.3f} | {r.get('agree', float('nan')):.3f} | "
-                             f"{t['prefill_b1_ms']['median_ms'] if t else float('nan'):.1f} | "
-                             f"{t['decode_tok_s']['median'] if t else float('nan'):.1f} |")
+        nan = float("nan")
+        for p in run_points(run):
+            agree = p["agree"] if p.get("agree") is not None else nan
+            lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
+                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {agree:.3f} | {p.get('prefill_b1_ms') or nan:.1f} | "
+                         f"{p.get('decode_tok_s') or nan:.1f} |")
         if "unigram_ppl" in ev:
             lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
     path = run.path / "README.md"

@@ -25,9 +25,9 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     lat_files = run.latency()
     lat = lat_files.get(device_key) if device_key else next(iter(lat_files.values()), None)
     by_shape = {_shape(r): r for r in (lat or {}).get("widths", [])}
-    nested = "NML" if set(run.axes) != {"ffn"} else "NML FFN-only"
+    own = ("NML FFN-only" if set(run.axes) == {"ffn"} else "NML") if run.kind == "nested" else run.kind
     groups = [("teacher", [{**ev["teacher"], "width": 1.0}])] if "teacher" in ev else []
-    groups += [(nested, ev["widths"])]
+    groups += [(own, ev["widths"])]
     groups += [({"naive": "naive slice", "independent": "independent KD"}.get(g, g), rows)
                for g, rows in ev.get("baselines", {}).items()]
     points = []

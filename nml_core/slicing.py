@@ -20,6 +20,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from .width import ALL_AXES, StudentDims, WidthSpec, config_for_dims
 
+VIEW_CACHE = 8  # inference view students kept per ElasticGPT2 (one per head count of an 8-head teacher)
+
 
 def _qkv_cols(t: torch.Tensor, full: int, keep: int) -> torch.Tensor:
     """Keep the first `keep` columns of each of the q, k and v blocks (last dim = 3 * full).
@@ -70,7 +72,7 @@ class ElasticGPT2(nn.Module):
         self.model = model
         self.axes = frozenset(axes) if axes is not None else ALL_AXES
         self._skeletons: dict[StudentDims, GPT2LMHeadModel] = {}
-        self._views: dict[StudentDims, tuple[int, GPT2LMHeadModel]] = {}
+        self._views: dict[StudentDims, tuple[tuple, GPT2LMHeadModel]] = {}
         self.train(model.training)
 
     @property
@@ -92,16 +94,28 @@ class ElasticGPT2(nn.Module):
     def view_student(self, dims: StudentDims) -> GPT2LMHeadModel:
         """For inference: a stock student whose parameters *are* views of the shared weights, built once per
         shape and rebuilt only when the weights change (in-place updates bump tensor versions). Calling it is
-        a plain module call, without functional_call's per-call parameter swapping."""
-        version = sum(p._version for p in self.model.parameters())
-        hit = self._views.get(dims)
+        a plain module call, without functional_call's per-call parameter swapping.
+
+        One exception to "views": the (V, d') slice of the tied embedding / LM head is made contiguous
+        (V*d'*4 bytes: 25.7 / 12.9 / 6.4 MB at widths 1/2, 1/4, 1/8 of the 256-wide teacher). As a strided
+        view it made the vocab-sized head matmul up to a third slower at small widths (BENCHMARKS.md).
+        The last VIEW_CACHE shapes are kept.
+        """
+        params = list(self.model.parameters())  # a move/cast (.to, .half) gives new storage: key on it too
+        version = (sum(p._version for p in params), params[0].data_ptr(), params[0].dtype)
+        hit = self._views.pop(dims, None)
         if hit is None or hit[0] != version:
             views = sliced_tensors(dict(self.model.named_parameters()), self.config, dims)
+            wte = "transformer.wte.weight"
+            views[wte] = views[wte].contiguous()
             with torch.device("meta"):
                 student = GPT2LMHeadModel(config_for_dims(self.config, dims))
             student.load_state_dict({k: v.detach() for k, v in views.items()}, strict=False, assign=True)
             student.tie_weights()
-            hit = self._views[dims] = (version, student.requires_grad_(False))
+            hit = (version, student.requires_grad_(False))
+        self._views[dims] = hit  # most recently used last
+        while len(self._views) > VIEW_CACHE:
+            self._views.pop(next(iter(self._views)))
         return hit[1].train(self.model.training)
 
     def forward(self, input_ids: torch.Tensor, width: float = 1.0, **kwargs):

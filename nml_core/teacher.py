@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -23,14 +24,25 @@ HUB_TEACHERS = {
 }
 
 
+_REACHABLE: dict[str, tuple[float, bool]] = {}
+REACHABLE_TTL_S = 60.0
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
+    """Can huggingface.co be reached? The answer is remembered for a minute, so a page listing several hub
+    models probes the network once, not once per model."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
+    hit = _REACHABLE.get("hub")
+    if hit and time.monotonic() - hit[0] < REACHABLE_TTL_S:
+        return hit[1]
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
+        ok = True
     except OSError:
-        return False
+        ok = False
+    _REACHABLE["hub"] = (time.monotonic(), ok)
+    return ok
 
 
 def hub_cached(model_id: str) -> bool:

@@ -183,7 +183,8 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             _truncate_metrics(run, start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg), last_epoch=start - 1)
     elastic, optimizer = accelerator.prepare(elastic, optimizer)
-    cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size) if cfg.teacher_cache else None
+    cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size, cfg.temperature) \
+        if cfg.teacher_cache else None
     if cache is not None:
         teacher = None  # the cache stands in for the teacher's forward
     if teacher is not None:
@@ -213,8 +214,8 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             for micro in range(cfg.grad_accum):
                 target = None
                 if cache is not None:
-                    batch, top_idx, top_val = cache.batch(cfg.batch_size, gen)
-                    target = topk_soft_targets(top_idx.to(device), top_val.to(device), cfg.temperature, cache.vocab)
+                    batch, top_idx, top_val, lse = cache.batch(cfg.batch_size, gen)
+                    target = topk_soft_targets(top_idx.to(device), top_val.to(device), lse.to(device), cfg.temperature)
                 else:
                     batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen)
                 micro_losses = nested_step(elastic, teacher, batch.to(device), step_widths, cfg, accelerator,
@@ -273,7 +274,7 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
     x, y = batch[:, :-1], batch[:, 1:]
     if target is None and teacher is not None:
         with torch.no_grad(), accelerator.autocast():
-            target = soft_targets(teacher(input_ids=x).logits, cfg.temperature)
+            target = soft_targets(teacher(input_ids=x).logits, cfg.temperature, inplace=True)
     losses = {}
     for i, w in enumerate(widths):
         last = sync and i == len(widths) - 1

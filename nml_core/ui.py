@@ -140,5 +140,17 @@ def model_config(run: Run):
     return GPT2Config.from_json_file(str(run.model_dir / "config.json"))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _weight_tensor(path: str, name: str, stamp: float):
+    from safetensors import safe_open
+    with safe_open(str(Path(path) / "model" / "model.safetensors"), framework="pt") as f:
+        return f.get_tensor(name).float()
+
+
+def weight_tensor(run: Run, name: str):
+    """One weight matrix of a run, read straight from its safetensors file (no model load)."""
+    return _weight_tensor(str(run.path), name, _stamp(run.path))
+
+
 def fmt_params(n: float) -> str:
     return f"{n / 1e6:.2f} M"

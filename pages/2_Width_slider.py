@@ -37,7 +37,9 @@ st.caption(f"{c['params'] / full['params']:.0%} of the full model's parameters, 
 
 # ---- quality: eval.json for trained widths, a quick evaluation on demand for the others
 st.subheader("Quality")
-ev = run.eval() or {}
+with ui.friendly_errors():
+    ev = run.eval() or {}
+    latency_files = run.latency()
 row = next((r for r in ev.get("widths", []) if abs(r["width"] - width) < 1e-9), None)
 quick = st.session_state.setdefault("quick_eval", {})
 key = (str(run.path), width)
@@ -62,7 +64,7 @@ else:
 st.subheader("Speed on this machine")
 threads = set_threads(None)
 here = device_info("cpu", threads)["device_key"]
-lat = run.latency().get(here)
+lat = latency_files.get(here)
 lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
 measured = st.session_state.setdefault("quick_bench", {})
 if lrow is None and key in measured:

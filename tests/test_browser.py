@@ -15,7 +15,7 @@ if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
                 allow_module_level=True)
 
 # path, text that must be on the page once it has rendered
-PAGES = [("", "Runs available"), ("Train", "Recipe"), ("Width_slider", "Generate at this width"),
+PAGES = [("", "Runs available"), ("Train", "Estimate cost"), ("Width_slider", "Generate at this width"),
          ("Compare", "Generate and compare"), ("Pareto", "What fits my budget?"), ("Runs", "shakespeare-nml")]
 ERRORS = ["Traceback", "Error:", "This app has encountered an error"]
 

@@ -53,14 +53,30 @@ def test_shipped_students_beat_the_naive_slice():
         assert row["ppl"] < naive[row["width"]], row["width"]
 
 
+def test_shipped_ffn_only_run_has_its_figures():
+    """The MatFormer-style baseline ships eval + latency (not weights): FFN-only students keep every head and
+    the full hidden size, so they cost more FLOPs than the all-axes NML student of the same width."""
+    from nml_core.pareto import run_points
+    ffn = load_run(CACHED / "shakespeare-nml-ffn", require_model=False)
+    assert ffn.status == "done" and ffn.axes == ["ffn"] and ffn.latency()
+    nml = {p["width"]: p for p in run_points(load_run(CACHED / "shakespeare-nml")) if p["group"] == "NML"}
+    points = [p for p in run_points(ffn) if p["group"] == "NML FFN-only"]
+    assert [p["width"] for p in points] == [1.0, 0.5, 0.25, 0.125]
+    for p in points[1:]:
+        assert p["n_head"] == 8 and p["flops_per_token"] > nml[p["width"]]["flops_per_token"]
+        assert p["prefill_b1_ms"] is not None
+
+
 def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_cached_runs.py"), "--toy",
                           "--out", str(tmp_path / "cached_runs")], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for name in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
-        run = load_run(tmp_path / "cached_runs" / name)
+        run = load_run(tmp_path / "cached_runs" / name, require_model=name != "shakespeare-nml-ffn")
         assert run.status == "done" and (run.path / "README.md").exists() and run.eval()
         assert not (run.path / "checkpoints").exists()
+    ffn = tmp_path / "cached_runs" / "shakespeare-nml-ffn" / "model"
+    assert (ffn / "config.json").exists() and not (ffn / "model.safetensors").exists()  # figures only
     nml = load_run(tmp_path / "cached_runs" / "shakespeare-nml")
     assert {b.kind for b in nml.baselines()} == {"naive", "independent"} and nml.latency()
     assert "all stages done" in res.stdout

@@ -15,8 +15,17 @@ def wait(cond, timeout=180):
         time.sleep(0.3)
 
 
-def test_cancel_then_resume(teacher_run, tmp_path):
+@pytest.fixture
+def job_dir(tmp_path):
+    """A job directory whose job is killed at teardown, even when the test fails half-way."""
     out = jobs.unique_run_dir(tmp_path, "job")
+    yield out
+    if jobs.job_alive(out):
+        jobs.cancel_job(out, wait_s=10)
+
+
+def test_cancel_then_resume(teacher_run, job_dir):
+    out = job_dir
     options = {"steps": 30, "batch_size": 2, "ctx": 16, "lr": 1e-3, "log_every": 1, "checkpoint_every": 1000}
     jobs.start_job(out, jobs.train_argv(out, str(teacher_run), None, "1,0.5", "ffn,heads,hidden", options), [])
     wait(lambda: len(read_metrics(out)) >= 3)

@@ -29,3 +29,10 @@ def test_fused_loss_and_gradient_match_autograd_reference(alpha, T, with_teacher
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, s2.grad, atol=1e-6, rtol=1e-4)
     assert parts["ce"] == pytest.approx(F.cross_entropy(s.flatten(0, 1), y.flatten()).item(), rel=1e-5)
+
+
+def test_inplace_soft_targets_equal_the_allocating_ones():
+    logits = torch.randn(2, 5, 97)
+    expected = soft_targets(logits, 2.0)
+    got = soft_targets(logits.clone(), 2.0, inplace=True)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)

@@ -19,9 +19,13 @@ def rows():
     return out
 
 
-@pytest.mark.parametrize("preset", list(roofline.PRESETS.values()), ids=list(roofline.PRESETS))
+def project(preset_name):
+    return roofline.project(rows(), LAT, roofline.PRESETS[preset_name], CFG.n_layer, CFG.vocab_size)
+
+
+@pytest.mark.parametrize("preset", list(roofline.PRESETS))
 def test_smaller_widths_are_never_projected_slower(preset):
-    proj = [roofline.project(r, LAT, preset, CFG.n_layer, CFG.vocab_size) for r in rows()]
+    proj = project(preset)
     for key in ("prefill_b1_ms", "prefill_b8_ms", "decode_ms", "weights_mb"):
         values = [p[key] for p in proj]
         assert values == sorted(values, reverse=True), (key, values)
@@ -29,16 +33,25 @@ def test_smaller_widths_are_never_projected_slower(preset):
 
 def test_decode_is_never_faster_than_reading_the_weights():
     h100 = roofline.PRESETS["NVIDIA H100 SXM"]
-    for r in rows():
-        p = roofline.project(r, LAT, h100, CFG.n_layer, CFG.vocab_size)
+    for r, p in zip(rows(), project("NVIDIA H100 SXM")):
         assert p["decode_ms"] >= r["params"] * 2 / (h100.bandwidth_gbs * 1e9) * 1e3
 
 
 def test_a_faster_device_is_projected_faster():
-    r = rows()[0]
-    pi = roofline.project(r, LAT, roofline.PRESETS["Raspberry Pi 5"], CFG.n_layer, CFG.vocab_size)
-    a100 = roofline.project(r, LAT, roofline.PRESETS["NVIDIA A100 40GB"], CFG.n_layer, CFG.vocab_size)
-    assert a100["prefill_b8_ms"] < pi["prefill_b8_ms"] / 10
+    for a100, pi in zip(project("NVIDIA A100 40GB"), project("Raspberry Pi 5")):
+        assert a100["prefill_b8_ms"] < pi["prefill_b8_ms"] and a100["decode_ms"] < pi["decode_ms"]
+
+
+def test_calibration_recovers_a_fixed_overhead_and_rate():
+    """Times made as exactly c + F / R come back as c and R; the host overhead survives on any device."""
+    rs = rows()
+    for r in rs:
+        r["prefill_b1_ms"] = 3.0 + roofline.call_flops(r, "prefill_b1_ms", 128) / 50e9 * 1e3
+    fit = roofline.calibrate(rs, "prefill_b1_ms", 128, peak_here_gflops=100.0)
+    assert fit["overhead_ms"] == pytest.approx(3.0) and fit["rate_gflops"] == pytest.approx(50.0)
+    assert fit["utilisation"] == pytest.approx(0.5)
+    h100 = roofline.project(rs, LAT, roofline.PRESETS["NVIDIA H100 SXM"], CFG.n_layer, CFG.vocab_size)
+    assert all(p["prefill_b1_ms"] >= 3.0 for p in h100)
 
 
 def test_budget_picks_the_best_width_that_fits():
