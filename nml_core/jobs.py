@@ -76,7 +76,10 @@ def read_job(out: Path) -> dict | None:
 
 def job_alive(out: Path) -> bool:
     """The job's process group still exists (and is ours: a reused pid would not run our command)."""
-    job = read_job(out)
+    try:
+        job = read_job(out)
+    except NMLError:  # an unreadable job.json: no job we can follow
+        return False
     if not job:
         return False
     pid = job["pid"]
@@ -89,9 +92,12 @@ def job_alive(out: Path) -> bool:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 os.waitpid(pid, os.WNOHANG)  # our own finished child: reap it
                 return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"nml_core" in f.read()  # the pid was reused by something else
+    except FileNotFoundError:
+        return not os.path.isdir("/proc")  # gone just now; or no /proc at all (not Linux): trust the pid
     except (OSError, ChildProcessError):
-        pass
-    return True
+        return True
 
 
 def cancel_job(out: Path, wait_s: float = 30.0) -> bool:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from nml_core import commands, ui
+from nml_core import commands, jobs, ui
 from nml_core.runs import load_run
 
 st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
@@ -32,7 +32,9 @@ with ui.friendly_errors():
             st.rerun()
 
 shipped = ui.ROOT / "cached_runs" in run.path.parents
-if shipped:
+if jobs.job_alive(run.path):
+    st.info("A training job is running in this run; cancel it on the Train page before renaming or deleting it.")
+elif shipped:
     st.caption("This is a shipped run (cached_runs/); rebuild it with `python scripts/build_cached_runs.py`.")
 else:
     with st.expander("Rename or delete"):
