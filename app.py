@@ -5,7 +5,7 @@ Start: `streamlit run app.py` (binds to localhost; `--server.address 0.0.0.0` to
 import pandas as pd
 import streamlit as st
 
-from nml_core import ui
+from nml_core.app import ui
 
 st.set_page_config(page_title="NML Explorer", page_icon=":material/stacks:", layout="wide")
 st.title("NML Explorer — nested GPT-2 students from one training run")
@@ -27,8 +27,8 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("The nested matrices")
     if nested:
-        from nml_core.figures import nested_matrix_figure
-        from nml_core.width import WidthSpec
+        from nml_core.app.figures import nested_matrix_figure
+        from nml_core.nesting.width import WidthSpec
         layer = 0
         with ui.friendly_errors():  # one tensor read from the safetensors file: no model load on the Home page
             cfg = ui.model_config(nested[0])
@@ -40,7 +40,7 @@ with left:
             width="stretch")
         st.caption("Each outlined top-left block is the part of this matrix one student uses — nothing is "
                    "copied: a student reads a prefix view of the shared weights. Before training, heads and "
-                   "neurons were sorted by measured importance (nml_core/importance.py), so every prefix starts "
+                   "neurons were sorted by measured importance (nml_core/nesting/importance.py), so every prefix starts "
                    "with the channels that matter most.")
     else:
         st.info("No finished nested run yet: train one on the **Train** page, or rebuild the shipped runs with "

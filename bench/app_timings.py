@@ -1,6 +1,6 @@
 """App timings in a real browser: cold start to first paint, width-slider switch, Compare generation.
 
-  python bench/app_timings.py [--repeats 3] [--shots DIR]
+  python -m bench.app_timings [--repeats 3] [--shots DIR]
 
 Starts `streamlit run app.py --server.headless true` on a free localhost port, drives Debian's headless
 Chromium (/usr/bin/chromium) with Playwright (no browser download), and times, per repeat (a fresh server

@@ -1,12 +1,12 @@
 """Does nested training waste anything? One nested step vs one plain fine-tune step of the same model.
 
-  python bench/nested_step.py [--shape embedded|gpt2-small] [--batch 8] [--repeats 5] [--device cpu|cuda]
+  python -m bench.nested_step [--shape embedded|gpt2-small] [--batch 8] [--repeats 5] [--device cpu|cuda]
 
 Times, interleaved round-robin in one process (warm-up, median):
   plain    one stock HF step: model(input_ids, labels).loss, backward, AdamW step (a plain fine-tune)
   teacher  the frozen teacher's forward on the same batch                  (KD's fixed extra)
   nested   one NML step at widths 1, 1/2, 1/4, 1/8: teacher forward + every width's forward, fused KD+CE loss,
-           backward + one AdamW step                                       (nml_core.train.nested_step)
+           backward + one AdamW step                                       (nml_core.training.loop.nested_step)
   kd_loss_one_width  the fused KD + CE loss alone (forward + backward) on one width's (B, T, V) logits
   nested_topk_cache  the same with the teacher's top-64 logits read from a cache instead of its forward
 Target (performance issue): nested <= 1.15 x (sum_w FLOPs(w) / FLOPs(1)) x plain + teacher.
@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
-from nml_core.evaluate import cost  # noqa: E402
-from nml_core.latency import set_threads  # noqa: E402
-from nml_core.slicing import ElasticGPT2  # noqa: E402
-from nml_core.losses import nested_kd_loss, soft_targets  # noqa: E402
-from nml_core.teacher_cache import topk_soft_targets  # noqa: E402
-from nml_core.train import TrainConfig, make_accelerator, make_optimizer, nested_step  # noqa: E402
-from nml_core.width import ALL_AXES, WidthSpec  # noqa: E402
+from nml_core.arch.gpt2 import cost
+from nml_core.device import set_threads
+from nml_core.nesting.elastic import ElasticGPT2
+from nml_core.nesting.width import ALL_AXES, WidthSpec
+from nml_core.training.config import TrainConfig
+from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
+from nml_core.training.losses import nested_kd_loss, soft_targets
+from nml_core.training.teacher_cache import topk_soft_targets
 
 SHAPES = {"embedded": dict(n_layer=6, n_embd=256, n_head=8, n_positions=128),
           "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
@@ -77,7 +74,7 @@ def main() -> None:
         opt_nested.step()
         opt_nested.zero_grad(set_to_none=True)
 
-    TOPK = 64  # a top-k teacher cache's targets for this batch (as nml_core.teacher_cache would load them)
+    TOPK = 64  # a top-k teacher cache's targets for this batch (as nml_core.training.teacher_cache would load them)
     with torch.no_grad():
         full = teacher(input_ids=batch[:, :-1]).logits.float()
         top = full.topk(TOPK, dim=-1)

@@ -1,24 +1,22 @@
 """Measured prefill speedup of extracted students vs their analytic FLOP ratio, and elastic-forward overhead.
 
-  python bench/student_speedup.py cached_runs/shakespeare-nml        # a run's widths (writes its latency json)
-  python bench/student_speedup.py --shape gpt2-small                  # GPT-2-small shape, random weights
-  python bench/student_speedup.py --from-json RUN/latency/<device>.json   # format a stored measurement
-  python bench/student_speedup.py cached_runs/shakespeare-nml --breakdown [--batch 8]   # body vs LM head
+  python -m bench.student_speedup cached_runs/shakespeare-nml        # a run's widths (writes its latency json)
+  python -m bench.student_speedup --shape gpt2-small                  # GPT-2-small shape, random weights
+  python -m bench.student_speedup --from-json RUN/latency/<device>.json   # format a stored measurement
+  python -m bench.student_speedup cached_runs/shakespeare-nml --breakdown [--batch 8]   # body vs LM head
 Prints a markdown table for BENCHMARKS.md. All variants are timed interleaved in one process.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
-from nml_core import commands  # noqa: E402
-from nml_core.width import ALL_AXES, parse_widths  # noqa: E402
+from nml_core import api
+from nml_core.analysis.latency import bench_widths
+from nml_core.nesting.width import ALL_AXES, parse_widths
 
 SHAPES = {"gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
 
@@ -45,9 +43,10 @@ def markdown(report: dict, title: str) -> str:
 def breakdown(model, widths, repeats: int, batch: int = 1) -> str:
     """Where a prefill's time goes per width: the transformer body vs the LM head (which writes a
     (batch, n, vocab) fp32 tensor whatever the width), each against its own FLOP ratio."""
-    from nml_core.latency import interleaved_timings, prefill_len, set_threads
-    from nml_core.slicing import extract_student
-    from nml_core.width import WidthSpec
+    from nml_core.analysis.latency import interleaved_timings, prefill_len
+    from nml_core.device import set_threads
+    from nml_core.nesting.elastic import extract_student
+    from nml_core.nesting.width import WidthSpec
     set_threads(None)
     cfg = model.config
     n = prefill_len(cfg)
@@ -61,8 +60,8 @@ def breakdown(model, widths, repeats: int, batch: int = 1) -> str:
         fns[f"{w:g}/head"] = lambda s=s, h=hidden[w]: s.lm_head(h)
     t = interleaved_timings(fns, "cpu", repeats=repeats)
     L, V = cfg.n_layer, cfg.vocab_size
-    rows = [f"| width | body ms | body speedup | body FLOP ratio | head ms | head speedup | head FLOP ratio | "
-            f"logits written (MB) | head GB/s |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| width | body ms | body speedup | body FLOP ratio | head ms | head speedup | head FLOP ratio | "
+            "logits written (MB) | head GB/s |", "|---|---|---|---|---|---|---|---|---|"]
     full = None
     for w in widths:
         d = WidthSpec(w, ALL_AXES).dims(cfg)
@@ -91,7 +90,7 @@ def main() -> None:
     a = ap.parse_args()
     widths = parse_widths(a.widths)
     if a.breakdown:
-        model = commands.load_run_model(a.run)[0] if a.run else GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape])).eval()
+        model = api.load_run_model(a.run)[0] if a.run else GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape])).eval()
         print(breakdown(model, widths, a.repeats, a.batch))
         return
     if a.from_json:
@@ -99,12 +98,12 @@ def main() -> None:
         path = Path(a.from_json)
         report, title = json.loads(path.read_text()), f"{path.parent.parent.name} (extracted students)"
     elif a.run:
-        report = commands.bench_run(a.run, widths, a.device, a.threads, a.repeats, write=not a.no_write)
+        report = api.bench_run(a.run, widths, a.device, a.threads, a.repeats, write=not a.no_write)
         title = f"{Path(a.run).name} (extracted students)"
     else:
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape]))
-        report = commands.bench_widths(model, ALL_AXES, widths, a.device, a.threads, a.repeats)
+        report = bench_widths(model, ALL_AXES, widths, a.device, a.threads, a.repeats)
         title = f"{a.shape} shape, random weights"
     print(markdown(report, title))
 

@@ -1,10 +1,10 @@
 """Peak memory of nested training vs a plain fine-tune of the same model (CPU: peak RSS; CUDA: peak allocated).
 
-  python bench/train_memory.py [--shape embedded|gpt2-small] [--batch 8] [--steps 3]
+  python -m bench.train_memory [--shape embedded|gpt2-small] [--batch 8] [--steps 3]
 
 Each variant runs in its own fresh process (peak RSS is per process), for a few steps:
   plain    stock HF fine-tune: model(input_ids, labels).loss, backward, AdamW
-  nested   NML: frozen teacher + widths 1, 1/2, 1/4, 1/8 via nml_core.train.nested_step, AdamW
+  nested   NML: frozen teacher + widths 1, 1/2, 1/4, 1/8 via nml_core.training.loop.nested_step, AdamW
 Target (performance issue): nested <= 1.3 x plain.
 """
 from __future__ import annotations
@@ -16,17 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.nested_step import SHAPES, WIDTHS  # noqa: E402
+from bench.nested_step import SHAPES, WIDTHS
 
 
 def child(variant: str, shape: str, batch: int, ctx: int, steps: int, device: str) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from nml_core.slicing import ElasticGPT2
-    from nml_core.train import TrainConfig, make_accelerator, make_optimizer, nested_step
+    from nml_core.nesting.elastic import ElasticGPT2
+    from nml_core.training.config import TrainConfig
+    from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
     torch.manual_seed(0)
     config = GPT2Config(**SHAPES[shape], resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
     cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device)
@@ -67,9 +66,9 @@ def main() -> None:
         return
     res = {}
     for variant in ("plain", "nested"):
-        out = subprocess.run([sys.executable, __file__, "--child", variant, "--shape", a.shape, "--batch", str(a.batch),
+        out = subprocess.run([sys.executable, "-m", "bench.train_memory", "--child", variant, "--shape", a.shape, "--batch", str(a.batch),
                               "--ctx", str(a.ctx), "--steps", str(a.steps), "--device", a.device],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
         res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
     key = "peak_cuda_mb" if a.device == "cuda" else "peak_rss_mb"
     print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, {a.steps} steps, {a.device}")

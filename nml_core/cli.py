@@ -1,53 +1,41 @@
-"""`python -m nml_core <command>`: argparse in front of nml_core.commands. Errors print as one line."""
+"""`python -m nml_core <command>` (or `nml <command>`): argparse in front of nml_core.api. Errors print as one line.
+
+The training flags are generated from TrainConfig's fields (nml_core.training.config), so the CLI, the
+background job's argv and the Train page cannot drift apart."""
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
 
+from .device import DEVICE_CHOICES
 from .errors import NMLError
+from .training.config import TrainConfig, flag, option_fields
+
+TRAIN, NESTED = ("train",), ("train", "kd")  # TrainConfig flag groups of pretrain and of nested train
 
 
-def _train_flags(p: argparse.ArgumentParser, steps_required=True) -> None:
-    from .train import TrainConfig
-    d = TrainConfig()
+def _config_flags(p: argparse.ArgumentParser, groups: tuple) -> None:
+    """One flag per TrainConfig field of these groups: name, type, default, choices and help from the dataclass."""
+    for f in option_fields(groups):
+        kind = type(f.default) if f.default is not None else str
+        p.add_argument(flag(f.name), type=kind, default=f.default, choices=f.metadata.get("choices"),
+                       required=f.name == "steps", help=f.metadata["help"])
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help=".txt file or folder, .bin token file, run dir, or hf:<dataset>[:<config>]")
     p.add_argument("--out", required=True, help="run directory to create, e.g. runs/my-run")
-    p.add_argument("--steps", type=int, required=steps_required, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--ctx", type=int, default=d.ctx, help="context length of the training windows")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (-1: 5%% of --steps)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="log val loss every N steps (0: never)")
-    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "bf16", "fp16"])
     p.add_argument("--save-dtype", default="fp32", choices=["fp32", "fp16"], help="dtype of the saved weights")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
-def _kd_flags(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
-    d = TrainConfig()
-    p.add_argument("--alpha", type=float, default=d.alpha, help="KD weight: alpha*KL*T^2 + (1-alpha)*CE")
-    p.add_argument("--temperature", type=float, default=d.temperature)
+def _device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks CUDA when present")
 
 
-def _train_config(a: argparse.Namespace, **extra):
-    from .train import TrainConfig
-    names = ["steps", "batch_size", "ctx", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_accum", "grad_clip",
-             "seed", "checkpoint_every", "log_every", "eval_every", "device", "mixed_precision"]
-    fields = {n: getattr(a, n) for n in names if hasattr(a, n)}
-    for n in ("alpha", "temperature", "strategy", "kd_source", "teacher_cache"):
-        if hasattr(a, n):
-            fields[n] = getattr(a, n)
-    return TrainConfig(**fields, **extra)
+def _train_config(a: argparse.Namespace, groups: tuple):
+    return TrainConfig(**{f.name: getattr(a, f.name) for f in option_fields(groups)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pretrain a GPT-2-architecture teacher from scratch")
-    _train_flags(p)
+    _run_flags(p)
+    _config_flags(p, TRAIN)
     p.add_argument("--n-layer", type=int, default=6)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--n-head", type=int, default=8)
@@ -67,12 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="hub id (gpt2), local HF GPT-2 dir, or run dir")
     p.add_argument("--widths", default="1,0.5,0.25,0.125")
     p.add_argument("--nest", default="ffn,heads,hidden", help="axes to nest: ffn | heads,hidden | ffn,heads,hidden")
-    p.add_argument("--strategy", default="all", choices=["all", "sandwich", "random"])
-    p.add_argument("--kd-source", default="teacher", choices=["teacher", "cascade"])
     p.add_argument("--no-reorder", action="store_true", help="skip importance reordering of the teacher")
-    p.add_argument("--teacher-cache", help="top-k teacher cache dir (cache-teacher): KD with no teacher forward")
-    _kd_flags(p)
-    _train_flags(p)
+    _run_flags(p)
+    _config_flags(p, NESTED)
 
     p = sub.add_parser("cache-teacher", help="store the teacher's top-k logits for every train token, once")
     p.add_argument("--teacher", required=True, help="hub id, local HF GPT-2 dir, or run dir")
@@ -82,25 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctx", type=int, default=128)
     p.add_argument("--temperature", type=float, default=2.0, help="the KD temperature the cache will serve")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    _device_flag(p)
 
     p = sub.add_parser("baseline", help="baselines of a nested run: naive slice, independent KD")
     p.add_argument("run")
     p.add_argument("--kind", required=True, choices=["naive", "independent"])
     p.add_argument("--width", type=float, help="student width (independent); default: every width of the run")
     p.add_argument("--steps", type=int, help="default: the nested run's steps (same per-width budget)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_flag(p)
 
     p = sub.add_parser("eval", help="perplexity, accuracy, agreement and KL per width (writes eval.json)")
     p.add_argument("run")
     p.add_argument("--data", help="evaluate on this data's val split instead of the run's own")
     p.add_argument("--max-tokens", type=int, default=None, help="cap on val tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
+    _device_flag(p)
 
     p = sub.add_parser("bench", help="latency of the extracted students (writes latency/<device>.json)")
     p.add_argument("run")
     p.add_argument("--widths", help="default: the run's widths")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    _device_flag(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--repeats", type=int, default=10)
 
@@ -108,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--width", type=float, required=True)
     p.add_argument("--out", required=True)
+    _device_flag(p)
 
     p = sub.add_parser("list", help="table of runs")
     p.add_argument("dirs", nargs="*", help="default: cached_runs runs")
@@ -135,33 +123,33 @@ def main(argv=None) -> int:
 
 
 def dispatch(a: argparse.Namespace) -> int | None:
-    from . import commands
-    from .width import parse_axes, parse_widths
+    from . import api, report
+    from .nesting.width import parse_axes, parse_widths
     if a.command == "pretrain":
         if not a.data:
             raise NMLError("--data is required for pretrain (a .txt file or folder, a .bin file, or hf:<dataset>)")
-        run = commands.pretrain(a.out, a.data, _train_config(a), a.n_layer, a.n_embd, a.n_head, a.n_inner,
+        run = api.pretrain(a.out, a.data, _train_config(a, TRAIN), a.n_layer, a.n_embd, a.n_head, a.n_inner,
                                 dropout=a.dropout, label=a.label, save_dtype=a.save_dtype, resume=a.resume)
         print(f"done: {run.path}")
     elif a.command == "train":
-        run = commands.train_nested(a.out, a.teacher, a.data, parse_widths(a.widths), parse_axes(a.nest),
-                                    _train_config(a), reorder=not a.no_reorder, save_dtype=a.save_dtype, resume=a.resume)
+        run = api.train_nested(a.out, a.teacher, a.data, parse_widths(a.widths), parse_axes(a.nest),
+                               _train_config(a, NESTED), reorder=not a.no_reorder, save_dtype=a.save_dtype, resume=a.resume)
         print(f"done: {run.path}")
     elif a.command == "cache-teacher":
-        out = commands.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.temperature, a.batch_size, a.device)
+        out = api.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.temperature, a.batch_size, a.device)
         print(f"done: {out}")
     elif a.command == "baseline":
-        for path in commands.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):
+        for path in api.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):
             print(f"done: {path}")
     elif a.command == "eval":
-        report = commands.evaluate_run(a.run, data=a.data, max_tokens=a.max_tokens, batch_size=a.batch_size)
-        print(commands.format_eval(report))
+        print(report.format_eval(api.evaluate_run(a.run, data=a.data, max_tokens=a.max_tokens,
+                                                  batch_size=a.batch_size, device=a.device)))
     elif a.command == "bench":
         widths = parse_widths(a.widths) if a.widths else None
-        report = commands.bench_run(a.run, widths=widths, device=a.device, threads=a.threads, repeats=a.repeats)
-        print(commands.format_latency(report))
+        print(report.format_latency(api.bench_run(a.run, widths=widths, device=a.device, threads=a.threads,
+                                                  repeats=a.repeats)))
     elif a.command == "export":
-        print(f"wrote {commands.export(a.run, a.width, a.out)}")
+        print(f"wrote {api.export(a.run, a.width, a.out, device=a.device)}")
     elif a.command == "list":
-        print(commands.format_runs(commands.list_runs(*a.dirs)))
+        print(report.format_runs(api.list_runs(*a.dirs)))
     return 0

@@ -6,13 +6,14 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from nml_core import jobs, ui
+from nml_core.app import ui
+from nml_core.app.figures import loss_curves_figure
 from nml_core.errors import NMLError
-from nml_core.figures import loss_curves_figure
-from nml_core.runs import load_run, read_metrics
-from nml_core.teacher import HUB_TEACHERS, hub_status
-from nml_core.train import STRATEGIES, TrainConfig
-from nml_core.width import parse_axes, parse_widths
+from nml_core.nesting.width import parse_axes, parse_widths
+from nml_core.store import jobs
+from nml_core.store.hub import HUB_TEACHERS, hub_status
+from nml_core.store.runs import load_run, read_metrics
+from nml_core.training.config import TrainConfig
 
 st.set_page_config(page_title="Train · NML Explorer", page_icon=":material/model_training:", layout="wide")
 st.title("Train nested students")
@@ -26,8 +27,8 @@ def _hub_status(model_id: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict) -> dict:
-    from nml_core.teacher import load_gpt2
-    from nml_core.train import estimate
+    from nml_core.store.models import load_gpt2
+    from nml_core.training.estimate import estimate
     model = load_gpt2(teacher)[0]
     return estimate(model, list(widths), parse_axes(nest), TrainConfig(**cfg_fields))
 
@@ -56,22 +57,29 @@ with st.form("recipe"):
     h = st.columns(4)
     widths_text = h[0].text_input("Widths", "1,1/2,1/4,1/8", key="train_widths")
     nest = h[1].selectbox("Nest axes", ["ffn,heads,hidden", "heads,hidden", "ffn"], key="train_nest")
-    strategy = h[2].selectbox("Strategy", STRATEGIES, key="train_strategy",
-                              help="all: every width every step; sandwich: largest + smallest + one random; "
-                                   "random: one width per step")
-    kd_source = h[3].selectbox("KD source", ["teacher", "cascade"], key="train_kd",
-                               help="cascade: each width learns from the next larger one")
+    f = ui.recipe_field  # label, help, default and choices of each TrainConfig field
+    strategy = h[2].selectbox(f("strategy")["label"], f("strategy")["choices"], key="train_strategy",
+                              help=f("strategy")["help"])
+    kd_source = h[3].selectbox(f("kd_source")["label"], f("kd_source")["choices"], key="train_kd",
+                               help=f("kd_source")["help"])
     h = st.columns(4)
-    temperature = h[0].number_input("Temperature", 0.5, 10.0, 2.0, 0.5, key="train_T")
-    alpha = h[1].slider("alpha (KD weight)", 0.0, 1.0, 0.5, 0.05, key="train_alpha")
-    steps = h[2].number_input("Steps", 1, 100_000, 200, key="train_steps")
-    batch = h[3].number_input("Batch size", 1, 512, 8, key="train_batch")
+    temperature = h[0].number_input(f("temperature")["label"], 0.5, 10.0, f("temperature")["default"], 0.5,
+                                    key="train_T", help=f("temperature")["help"])
+    alpha = h[1].slider(f("alpha")["label"], 0.0, 1.0, f("alpha")["default"], 0.05, key="train_alpha",
+                        help=f("alpha")["help"])
+    steps = h[2].number_input(f("steps")["label"], 1, 100_000, f("steps")["default"], key="train_steps",
+                              help=f("steps")["help"])
+    batch = h[3].number_input(f("batch_size")["label"], 1, 512, f("batch_size")["default"], key="train_batch",
+                              help=f("batch_size")["help"])
     h = st.columns(4)
-    lr = h[0].number_input("Learning rate", 1e-6, 1e-1, 5e-4, format="%.1e", key="train_lr")
-    ctx = h[1].number_input("Context", 8, 1024, 128, key="train_ctx")
+    lr = h[0].number_input(f("lr")["label"], 1e-6, 1e-1, f("lr")["default"], format="%.1e", key="train_lr",
+                           help=f("lr")["help"])
+    ctx = h[1].number_input(f("ctx")["label"], 8, 1024, f("ctx")["default"], key="train_ctx", help=f("ctx")["help"])
     gpu = torch.cuda.is_available()
-    device = h[2].selectbox("Device", ["cuda", "cpu"] if gpu else ["cpu"], key="train_device",
-                            help=f"detected: {torch.cuda.get_device_name(0) if gpu else 'no CUDA GPU, CPU only'}")
+    device = h[2].selectbox(f("device")["label"], [c for c in f("device")["choices"] if gpu or c != "cuda"],
+                            key="train_device",
+                            help=f"{f('device')['help']}; detected: "
+                                 f"{torch.cuda.get_device_name(0) if gpu else 'no CUDA GPU, CPU only'}")
     name = h[3].text_input("Run name", "my-nml-run", key="train_name")
     c = st.columns(2)
     want_estimate = c[0].form_submit_button("Estimate cost")
@@ -138,15 +146,11 @@ if want_estimate or want_start:
             e[2].metric("Throughput", f"{est['tokens_per_s']:.0f} tokens/s")
             e[3].metric("Expected time", f"{est['minutes']:.1f} min")
             st.caption(f"From {est['calibration']}. FLOPs count forward + backward of every width and the "
-                       "teacher's forward (nml_core/train.py: estimate).")
+                       "teacher's forward (nml_core/training/estimate.py).")
         if want_start:
             out = jobs.unique_run_dir(ui.new_runs_root(), name)
-            options = {"steps": cfg.steps, "batch_size": cfg.batch_size, "ctx": cfg.ctx, "lr": cfg.lr,
-                       "alpha": cfg.alpha, "temperature": cfg.temperature, "strategy": cfg.strategy,
-                       "kd_source": cfg.kd_source, "device": cfg.device, "log_every": cfg.log_every,
-                       "eval_every": cfg.eval_every, "checkpoint_every": cfg.checkpoint_every}
-            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, options),
-                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5), cwd=ui.ROOT)
+            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg),
+                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device), cwd=ui.ROOT)
             st.session_state["job_path"] = str(out)
             st.success(f"Started {out.name} in the background: it keeps running if you close this tab.")
 

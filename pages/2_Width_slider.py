@@ -2,11 +2,13 @@
 import pandas as pd
 import streamlit as st
 
-from nml_core import commands, ui
-from nml_core.evaluate import cost
-from nml_core.generate import generate_ids
-from nml_core.latency import device_info, set_threads
-from nml_core.width import available_widths
+from nml_core import api
+from nml_core.analysis.generate import generate_ids
+from nml_core.analysis.latency import bench_widths
+from nml_core.app import ui
+from nml_core.arch.gpt2 import cost
+from nml_core.device import device_info, set_threads
+from nml_core.nesting.width import available_widths
 
 st.set_page_config(page_title="Width slider · NML Explorer", page_icon=":material/tune:", layout="wide")
 st.title("Width slider")
@@ -33,7 +35,7 @@ m[2].metric("FLOPs / token", f"{c['flops_per_token'] / 1e6:.1f} MFLOP")
 m[3].metric("fp16 size", f"{c['fp16_mb']:.1f} MB")
 st.caption(f"{c['params'] / full['params']:.0%} of the full model's parameters, "
            f"{full['flops_per_token'] / c['flops_per_token']:.2f}x fewer FLOPs per token "
-           f"(forward, {ctx}-token context, LM head included; formula in nml_core/evaluate.py).")
+           f"(forward, {ctx}-token context, LM head included; formula in nml_core/arch/gpt2.py).")
 
 # ---- quality: eval.json for trained widths, a quick evaluation on demand for the others
 st.subheader("Quality")
@@ -57,13 +59,13 @@ else:
     st.info(f"Width {width:g} was not trained as its own target in this run; its quality is not in eval.json.")
     if st.button("Evaluate this width now (first 4,096 val tokens)", key="quick_eval_btn"):
         with st.spinner("Scoring…"), ui.friendly_errors():
-            quick[key] = commands.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096)
+            quick[key] = api.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096)
         st.rerun()
 
 # ---- speed: the run's latency file for this machine, or a measurement on demand
 st.subheader("Speed on this machine")
 threads = set_threads(None)
-here = device_info("cpu", threads)["device_key"]
+here = device_info(ui.app_device(), threads)["device_key"]
 lat = latency_files.get(here)
 lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
 measured = st.session_state.setdefault("quick_bench", {})
@@ -75,12 +77,12 @@ if lrow:
     s[0].metric(f"Prefill 1x{n}", f"{lrow['prefill_b1_ms']['median_ms']:.1f} ms")
     s[1].metric(f"Prefill 8x{n}", f"{lrow['prefill_b8_ms']['median_ms']:.1f} ms")
     s[2].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
-    st.caption(f"{here}: median of interleaved timed calls (nml_core/latency.py).")
+    st.caption(f"{here}: median of interleaved timed calls (nml_core/analysis/latency.py).")
 else:
     st.info(f"No latency measured for width {width:g} on this machine ({here}).")
     if st.button("Measure now (~20 s)", key="bench_btn"):
         with st.spinner("Timing the extracted student…"), ui.friendly_errors():
-            rep = commands.bench_widths(elastic.model, run.axes, [width], repeats=3)
+            rep = bench_widths(elastic.model, run.axes, [width], device=ui.app_device(), repeats=3)
             measured[key] = rep["widths"][0]
         st.rerun()
 

@@ -2,9 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from nml_core import ui
-from nml_core.figures import kl_strip_figure, token_html
-from nml_core.generate import diagnose, generate_ids
+from nml_core.analysis.generate import diagnose, generate_ids
+from nml_core.app import ui
+from nml_core.app.figures import kl_strip_figure, token_html
 
 st.set_page_config(page_title="Compare · NML Explorer", page_icon=":material/compare:", layout="wide")
 st.title("Compare teacher and students")
@@ -41,7 +41,8 @@ if st.button("Generate and compare", type="primary", key="compare_go"):
         teacher_fn = lambda x: teacher(x).logits  # noqa: E731
         for name, model, w in [("teacher", teacher, 1.0)] + [(f"width {w:g}", elastic, w) for w in widths]:
             new = generate_ids(model, ids, w, max_new, temperature, int(seed))
-            results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k)
+            results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k,
+                                     device=ui.app_device())
     st.session_state["compare"] = (prompt, results)
 
 if "compare" in st.session_state:

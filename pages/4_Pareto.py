@@ -2,10 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from nml_core import commands, roofline, ui
-from nml_core.figures import pareto_figure
-from nml_core.latency import device_info, set_threads
-from nml_core.pareto import COST, QUALITY, pareto_front, run_points
+from nml_core import api
+from nml_core.analysis import roofline
+from nml_core.analysis.pareto import COST, QUALITY, pareto_front, run_points
+from nml_core.app import ui
+from nml_core.app.figures import pareto_figure
+from nml_core.device import device_info, set_threads
 
 st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
 st.title("Quality vs cost — and what fits your hardware")
@@ -17,7 +19,7 @@ siblings = [r for r in runs if r.info.get("teacher", {}).get("id") == teacher_id
 chosen = st.multiselect("Runs on the chart (same teacher)", [r.name for r in siblings],
                         default=[r.name for r in siblings], key="pareto_runs")
 
-here = device_info("cpu", set_threads(None))["device_key"]
+here = device_info(ui.app_device(), set_threads(None))["device_key"]
 device_names = ["this machine (measured)"] + [f"{name} (projected)" for name in roofline.PRESETS]
 c = st.columns(3)
 quality = c[0].selectbox("Quality", list(QUALITY), format_func=lambda k: QUALITY[k][0], key="pareto_quality")
@@ -50,7 +52,7 @@ if lat_note:
 if preset:
     st.caption(f"**Projected** for {preset.name} ({preset.note}; {preset.peak_tflops:g} TFLOP/s peak, "
                f"{preset.bandwidth_gbs:g} GB/s): a roofline model calibrated on this machine's measurements — "
-               "see nml_core/roofline.py. Not a measurement.")
+               "see nml_core/analysis/roofline.py. Not a measurement.")
 
 cost_title = COST[cost][0] + (f" — projected on {preset.name}" if preset and cost.endswith(("_ms", "_s")) else "")
 front = pareto_front(points, quality, cost)
@@ -86,7 +88,7 @@ else:
     elif st.button(f"Prepare width {best['width']:g} as a stock HF model (zip)", key="export_btn"):
         with st.spinner("Extracting the student…"), ui.friendly_errors():
             st.session_state["export_zip"] = (f"{best['run']}-w{best['width']:g}.zip",
-                                              commands.export_zip(target.path, best["width"]))
+                                              api.export_zip(target.path, best["width"]))
     if "export_zip" in st.session_state:
         name, data = st.session_state["export_zip"]
         st.download_button(f"Download {name} ({len(data) / 1e6:.1f} MB)", data, file_name=name,

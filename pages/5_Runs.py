@@ -4,8 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from nml_core import commands, jobs, ui
-from nml_core.runs import load_run
+from nml_core import report
+from nml_core.app import ui
+from nml_core.store import jobs
+from nml_core.store.runs import load_run
 
 st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
 st.title("Runs")
@@ -15,7 +17,7 @@ if not runs:
     st.info("No runs in " + ", ".join(str(p) for p in ui.run_roots()) +
             ". Rebuild the shipped runs with `python scripts/build_cached_runs.py`, or train one on the Train page.")
     st.stop()
-st.code(commands.format_runs(runs), language=None)
+st.code(report.format_runs(runs), language=None)
 names = [str(r.path) for r in runs]
 choice = st.selectbox("Run", names, format_func=lambda p: Path(p).name, key="runs_pick")
 run = runs[names.index(choice)]
@@ -28,7 +30,7 @@ with ui.friendly_errors():
     elif run.status != "corrupt":
         st.caption("No model card yet.")
         if st.button("Write the model card", key="runs_card"):
-            commands.write_run_card(run.path)
+            report.write_run_card(run.path)
             st.rerun()
 
 shipped = ui.ROOT / "cached_runs" in run.path.parents

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from nml_core import commands  # noqa: E402
-from nml_core.errors import NMLError  # noqa: E402
-from nml_core.runs import RUN_FILE, load_run  # noqa: E402
-from nml_core.train import TrainConfig  # noqa: E402
-from nml_core.width import parse_axes  # noqa: E402
+from nml_core import api, report
+from nml_core.errors import NMLError
+from nml_core.nesting.width import parse_axes
+from nml_core.store.runs import RUN_FILE, load_run
+from nml_core.training.config import TrainConfig
 
 STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "measure")
 TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"
@@ -129,7 +127,7 @@ def main(argv=None) -> int:
             shape = p["shape"]
             label = (f"GPT-2-arch {shape['n_layer']}L/{shape['n_embd']}d/{shape['n_head']}h, "
                      "pretrained here on Shakespeare, GPT-2 tokenizer")
-            commands.pretrain(built, str(texts), train_config(p, p["pretrain"], eval_every=100), **shape,
+            api.pretrain(built, str(texts), train_config(p, p["pretrain"], eval_every=100), **shape,
                               label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
             promote(built, out / TEACHER)
             log(f"teacher: done in {time.time() - t:.0f} s")
@@ -139,18 +137,18 @@ def main(argv=None) -> int:
                 t = time.time()
                 log(f"{stage}: nested distillation, widths {WIDTHS}, nest {nest}, {p['nml']['steps']} steps")
                 built = work / "cached_runs" / name
-                commands.train_nested(built, teacher, None, WIDTHS, parse_axes(nest),
+                api.train_nested(built, teacher, None, WIDTHS, parse_axes(nest),
                                       train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
                                       resume=(built / RUN_FILE).exists())
                 promote(built, out / name)
                 log(f"{stage}: done in {time.time() - t:.0f} s")
         if "naive" in stages:
-            commands.baseline(out / NML, "naive")
+            api.baseline(out / NML, "naive")
             log("naive: recorded")
         if "indep" in stages:
             t = time.time()
             log(f"indep: independent KD students {WIDTHS[1:]}, {p['nml']['steps']} steps each")
-            commands.baseline(out / NML, "independent")
+            api.baseline(out / NML, "independent")
             for b in (out / NML / "baselines").glob("independent-*"):
                 shutil.rmtree(b / "checkpoints", ignore_errors=True)
             log(f"indep: done in {time.time() - t:.0f} s")
@@ -161,12 +159,12 @@ def main(argv=None) -> int:
                     continue
                 t = time.time()
                 if a.remeasure or not (out / name / "eval.json").exists():
-                    print(commands.format_eval(commands.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
+                    print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
                     if name != TEACHER:  # the nested run's width 1 has the teacher's shape: it times the teacher too
-                        print(commands.format_latency(commands.bench_run(out / name, repeats=p["bench_repeats"])),
+                        print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"])),
                               flush=True)
                 portable_data_label(out / name)
-                commands.write_run_card(out / name)
+                report.write_run_card(out / name)
                 if name == FFN and not a.keep_ffn_weights:
                     drop_weights(out / name)
                 log(f"measure: {name} in {time.time() - t:.0f} s")

@@ -44,20 +44,30 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def teacher_run(tmp_path_factory, corpus):
     """A tiny pretrained teacher run (real GPT-2 tokenizer, 2 layers, 64 wide)."""
-    from nml_core import commands
-    from nml_core.train import TrainConfig
+    from nml_core import api
+    from nml_core.training.config import TrainConfig
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = TrainConfig(steps=8, batch_size=4, ctx=32, lr=2e-3, log_every=2, checkpoint_every=4)
-    commands.pretrain(out, str(corpus), cfg, n_layer=2, n_embd=64, n_head=8)
+    api.pretrain(out, str(corpus), cfg, n_layer=2, n_embd=64, n_head=8)
     return out
 
 
 @pytest.fixture(scope="session")
 def nested_run(tmp_path_factory, teacher_run):
-    from nml_core import commands
-    from nml_core.train import TrainConfig
-    from nml_core.width import parse_axes
+    from nml_core import api
+    from nml_core.training.config import TrainConfig
+    from nml_core.nesting.width import parse_axes
     out = tmp_path_factory.mktemp("runs") / "nested"
     cfg = TrainConfig(steps=4, batch_size=4, ctx=32, lr=1e-3, log_every=1, checkpoint_every=2)
-    commands.train_nested(out, str(teacher_run), None, [1.0, 0.5, 0.25, 0.125], parse_axes(None), cfg)
+    api.train_nested(out, str(teacher_run), None, [1.0, 0.5, 0.25, 0.125], parse_axes(None), cfg)
     return out
+
+
+@pytest.fixture
+def nested_copy(nested_run, tmp_path):
+    """A private copy of the session's nested run, for tests that write into a run (baselines, eval, latency):
+    the shared fixture stays as it was built."""
+    import shutil
+    dst = tmp_path / "nested"
+    shutil.copytree(nested_run, dst)
+    return dst

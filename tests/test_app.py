@@ -1,6 +1,5 @@
 """Every Streamlit page through streamlit.testing.v1.AppTest: shipped runs, no runs, a corrupt run, and the
 interactions that matter (width slider, compare, budget what-if, starting a training job)."""
-import json
 import shutil
 import time
 from pathlib import Path
@@ -8,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nml_core import commands, jobs
-from nml_core.runs import load_run, read_metrics
+from nml_core.store import jobs
+from nml_core.store.runs import load_run, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/1_Train.py", "pages/2_Width_slider.py", "pages/3_Compare.py", "pages/4_Pareto.py", "pages/5_Runs.py"]
@@ -61,8 +60,9 @@ def test_page_renders_with_a_corrupt_run(page, run_dirs):
     assert_clean(at)
     shown = " ".join(w.value for w in at.warning) + " ".join(e.value for e in at.error) + \
         " ".join(m.value for m in at.markdown) + " ".join(i.value for i in at.info) + \
-        " ".join(c.value for c in at.code)
-    assert "broken" in shown or "not valid JSON" in shown or "No " in shown
+        " ".join(c.value for c in at.code) + " ".join(str(d.value) for d in at.dataframe)
+    assert "broken" in shown, "the page must name the broken run (and the file at fault)"
+    assert "not valid JSON" in shown
 
 
 def test_width_slider_changes_the_figures(monkeypatch):
@@ -129,6 +129,7 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     assert any("Projected" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run, request):
     shutil.copytree(teacher_run, run_dirs / "teacher")
     at = open_page("pages/1_Train.py")

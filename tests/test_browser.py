@@ -9,6 +9,7 @@ import pytest
 
 from bench.app_timings import CHROMIUM, browser, serve_app
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 pytest.importorskip("playwright")
 if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium); .ci/run installs it",

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nml_core import commands
-from nml_core.data import eval_windows, load_tokenizer
-from nml_core.evaluate import evaluate_models
-from nml_core.runs import load_run
-from nml_core.slicing import ElasticGPT2
+from nml_core import api
+from nml_core.data.batches import eval_windows
+from nml_core.data.tokenizer import load_tokenizer
+from nml_core.analysis.evaluate import evaluate_models
+from nml_core.store.runs import load_run
+from nml_core.nesting.elastic import ElasticGPT2
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHED = ROOT / "cached_runs"
@@ -21,7 +22,7 @@ SHIPPED = ["shakespeare-teacher", "shakespeare-nml"]
 def test_shipped_run_loads(name):
     run = load_run(CACHED / name)
     assert run.status == "done" and run.eval() is not None
-    model, tok = commands.load_run_model(run)
+    model, tok = api.load_run_model(run)
     assert model.config.model_type == "gpt2" and next(model.parameters()).dtype == torch.float32
     assert "pretrained here" in (run.info.get("label") or "") + run.info["teacher"].get("label", "")
 
@@ -36,10 +37,10 @@ def test_shipped_tokenizer_round_trips():
 def test_shipped_eval_matches_a_fresh_evaluation():
     run = load_run(CACHED / "shakespeare-nml")
     report = run.eval()
-    model, _ = commands.load_run_model(run)
+    model, _ = api.load_run_model(run)
     elastic = ElasticGPT2(model, run.axes).eval()
     spot = report["widths"][0]["spot_tokens"]
-    windows = eval_windows(commands.run_tokens(run).val, report["ctx"])[: spot // report["ctx"]]
+    windows = eval_windows(api.run_tokens(run).val, report["ctx"])[: spot // report["ctx"]]
     fresh = evaluate_models({f"{w:g}": (lambda w: lambda x: elastic(x, width=w).logits)(w) for w in run.widths},
                             None, windows, batch_size=8)
     for row in report["widths"]:
@@ -56,7 +57,7 @@ def test_shipped_students_beat_the_naive_slice():
 def test_shipped_ffn_only_run_has_its_figures():
     """The MatFormer-style baseline ships eval + latency (not weights): FFN-only students keep every head and
     the full hidden size, so they cost more FLOPs than the all-axes NML student of the same width."""
-    from nml_core.pareto import run_points
+    from nml_core.analysis.pareto import run_points
     ffn = load_run(CACHED / "shakespeare-nml-ffn", require_model=False)
     assert ffn.status == "done" and ffn.axes == ["ffn"] and ffn.latency()
     nml = {p["width"]: p for p in run_points(load_run(CACHED / "shakespeare-nml")) if p["group"] == "NML"}

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from nml_core.data import eval_windows, load_tokenizer, prepare_data
+from nml_core.data.batches import eval_windows
+from nml_core.data.sources import prepare_data
+from nml_core.data.tokenizer import load_tokenizer
 from nml_core.errors import NMLError
 
 

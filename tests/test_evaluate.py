@@ -2,10 +2,12 @@ import math
 
 import torch
 
-from nml_core import commands
-from nml_core.evaluate import cost, evaluate_models
-from nml_core.slicing import extract_student
-from nml_core.width import WidthSpec
+from nml_core import api
+from nml_core.report import format_eval
+from nml_core.analysis.evaluate import evaluate_models
+from nml_core.arch.gpt2 import cost
+from nml_core.nesting.elastic import extract_student
+from nml_core.nesting.width import WidthSpec
 from conftest import tiny_config
 
 
@@ -31,21 +33,21 @@ def test_metrics_of_a_model_against_itself(tiny_model):
     assert math.isclose(r["ppl"], math.exp(r["nll"]), rel_tol=1e-3)
 
 
-def test_eval_run_reports_every_width_and_baseline(nested_run):
-    commands.baseline(nested_run, "naive")
-    report = commands.evaluate_run(nested_run, max_tokens=256)
+def test_eval_run_reports_every_width_and_baseline(nested_copy):
+    api.baseline(nested_copy, "naive")
+    report = api.evaluate_run(nested_copy, max_tokens=256)
     assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
     assert [r["width"] for r in report["baselines"]["naive"]] == [0.5, 0.25, 0.125]
     params = [r["params"] for r in report["widths"]]
     assert params == sorted(params, reverse=True)
     assert all(r["ppl"] > 1 and 0 <= r["acc"] <= 1 for r in report["widths"])
-    text = commands.format_eval(report)
+    text = format_eval(report)
     assert "naive" in text and "teacher: ppl" in text
 
 
-def test_bench_writes_latency_for_each_width(nested_run):
-    report = commands.bench_run(nested_run, repeats=2, threads=1)
+def test_bench_writes_latency_for_each_width(nested_copy):
+    report = api.bench_run(nested_copy, repeats=2, threads=1)
     assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
     r = report["widths"][0]
     assert r["prefill_b1_ms"]["min_ms"] <= r["prefill_b1_ms"]["median_ms"] <= r["prefill_b1_ms"]["max_ms"]
-    assert report["threads"] == 1 and (nested_run / "latency" / f"{report['device_key']}.json").exists()
+    assert report["threads"] == 1 and (nested_copy / "latency" / f"{report['device_key']}.json").exists()

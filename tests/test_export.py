@@ -5,13 +5,13 @@ import textwrap
 import torch
 from safetensors.torch import load_file
 
-from nml_core import commands
-from nml_core.slicing import ElasticGPT2
-from nml_core.runs import load_run
+from nml_core import api
+from nml_core.nesting.elastic import ElasticGPT2
+from nml_core.store.runs import load_run
 
 
 def test_exported_student_loads_without_nml_core_and_matches_elastic_forward(nested_run, tmp_path):
-    out = commands.export(nested_run, 0.25, tmp_path / "student")
+    out = api.export(nested_run, 0.25, tmp_path / "student")
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
     x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
     torch.save(x, tmp_path / "x.pt")
@@ -31,7 +31,7 @@ def test_exported_student_loads_without_nml_core_and_matches_elastic_forward(nes
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["GPT2LMHeadModel", "16", "2"]
-    model, _ = commands.load_run_model(load_run(nested_run))
+    model, _ = api.load_run_model(load_run(nested_run))
     with torch.no_grad():
         expected = ElasticGPT2(model).eval()(x, width=0.25).logits
     torch.testing.assert_close(load_file(str(tmp_path / "logits.safetensors"))["logits"], expected, atol=1e-4, rtol=1e-4)

@@ -1,8 +1,8 @@
 import torch
 
-from nml_core.generate import diagnose, generate_ids
-from nml_core.slicing import ElasticGPT2, extract_student
-from nml_core.width import WidthSpec
+from nml_core.analysis.generate import diagnose, generate_ids
+from nml_core.nesting.elastic import ElasticGPT2, extract_student
+from nml_core.nesting.width import WidthSpec
 
 
 class CharTokenizer:

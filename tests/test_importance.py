@@ -1,6 +1,7 @@
 import torch
 
-from nml_core.importance import apply_permutations, importance_scores, reorder_by_importance
+from nml_core.arch.gpt2 import permute_units as apply_permutations
+from nml_core.nesting.importance import importance_scores, reorder_by_importance
 
 
 def test_reordering_preserves_full_width_logits(tiny_model):

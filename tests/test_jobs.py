@@ -1,9 +1,10 @@
 """Background training jobs: cancel keeps a checkpoint and marks the run cancelled; resume finishes it."""
 import time
 
-from nml_core import jobs
+from nml_core.store import jobs
 from nml_core.errors import NMLError
-from nml_core.runs import load_run, read_metrics
+from nml_core.store.runs import load_run, read_metrics
+from nml_core.training.config import TrainConfig
 
 import pytest
 
@@ -24,10 +25,11 @@ def job_dir(tmp_path):
         jobs.cancel_job(out, wait_s=10)
 
 
+@pytest.mark.slow
 def test_cancel_then_resume(teacher_run, job_dir):
     out = job_dir
-    options = {"steps": 30, "batch_size": 2, "ctx": 16, "lr": 1e-3, "log_every": 1, "checkpoint_every": 1000}
-    jobs.start_job(out, jobs.train_argv(out, str(teacher_run), None, "1,0.5", "ffn,heads,hidden", options), [])
+    cfg = TrainConfig(steps=30, batch_size=2, ctx=16, lr=1e-3, log_every=1, checkpoint_every=1000)
+    jobs.start_job(out, jobs.train_argv(out, str(teacher_run), None, "1,0.5", "ffn,heads,hidden", cfg), [])
     wait(lambda: len(read_metrics(out)) >= 3)
     with pytest.raises(NMLError, match="already has a job running"):
         jobs.start_job(out, ["--resume"], [])

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nml_core.losses import nested_kd_loss, soft_targets
+from nml_core.training.losses import nested_kd_loss, soft_targets
 
 
 def reference(s, y, t, alpha, T):

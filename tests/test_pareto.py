@@ -1,5 +1,5 @@
-from nml_core.pareto import pareto_front, run_points
-from nml_core.runs import load_run
+from nml_core.analysis.pareto import pareto_front, run_points
+from nml_core.store.runs import load_run
 
 
 def test_front_keeps_only_undominated_points():
@@ -10,12 +10,12 @@ def test_front_keeps_only_undominated_points():
     assert pareto_front(acc, "acc", "decode_tok_s") == [True, False]
 
 
-def test_run_points_join_quality_and_latency(nested_run):
-    from nml_core import commands
-    commands.baseline(nested_run, "naive")
-    commands.evaluate_run(nested_run, max_tokens=256)
-    commands.bench_run(nested_run, repeats=2, threads=1)
-    pts = run_points(load_run(nested_run))
+def test_run_points_join_quality_and_latency(nested_copy):
+    from nml_core import api
+    api.baseline(nested_copy, "naive")
+    api.evaluate_run(nested_copy, max_tokens=256)
+    api.bench_run(nested_copy, repeats=2, threads=1)
+    pts = run_points(load_run(nested_copy))
     groups = {p["group"] for p in pts}
     assert {"teacher", "NML", "naive slice"} <= groups
     naive = [p for p in pts if p["group"] == "naive slice"]

@@ -1,9 +1,9 @@
 """The hardware what-if: projections behave like a roofline, and the budget picks the best width that fits."""
 import pytest
 
-from nml_core import roofline
-from nml_core.evaluate import cost
-from nml_core.width import ALL_AXES, WidthSpec
+from nml_core.analysis import roofline
+from nml_core.arch.gpt2 import cost
+from nml_core.nesting.width import ALL_AXES, WidthSpec
 from conftest import tiny_config
 
 CFG = tiny_config(vocab_size=50257, n_positions=128)

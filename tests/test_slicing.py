@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from nml_core.slicing import ElasticGPT2, extract_student, sliced_tensors
-from nml_core.width import WidthSpec, parse_axes
+from nml_core.arch.gpt2 import slice_params as sliced_tensors
+from nml_core.nesting.elastic import ElasticGPT2, extract_student
+from nml_core.nesting.width import WidthSpec, parse_axes
 
 AXES = ["ffn", "heads,hidden", "ffn,heads,hidden"]
 

@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from nml_core import commands
-from nml_core.data import TokenData
+from nml_core import api
+from nml_core.data.sources import TokenData
 from nml_core.errors import NMLError
-from nml_core.losses import nested_kd_loss, soft_targets
-from nml_core.runs import create_run
-from nml_core.teacher_cache import TopKTeacher, build_topk_cache, dense_targets, topk_soft_targets
-from nml_core.train import TrainConfig, train
+from nml_core.training.losses import nested_kd_loss, soft_targets
+from nml_core.store.runs import create_run
+from nml_core.training.teacher_cache import TopKTeacher, build_topk_cache, dense_targets, topk_soft_targets
+from nml_core.training.config import TrainConfig
+from nml_core.training.loop import train
 
 
 def sparse_target(logits, k, temperature):
@@ -90,6 +91,6 @@ def test_a_cache_for_other_data_or_context_is_refused(tiny_model, tokens, tmp_pa
 
 
 def test_cache_teacher_command_on_a_teacher_run(teacher_run, tmp_path):
-    out = commands.cache_teacher(str(teacher_run), None, tmp_path / "c", k=16, ctx=32)
-    info = TopKTeacher(out, commands.run_tokens(commands.load_run(teacher_run)), 32, 50257, 2.0).info
+    out = api.cache_teacher(str(teacher_run), None, tmp_path / "c", k=16, ctx=32)
+    info = TopKTeacher(out, api.run_tokens(api.load_run(teacher_run)), 32, 50257, 2.0).info
     assert info["k"] == 16 and 0 <= info["tail_mass_t1"] <= info["tail_mass_at_temperature"] < 1

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nml_core.data import TokenData
+from nml_core.data.sources import TokenData
 from nml_core.errors import NMLError
-from nml_core.runs import create_run, load_run, read_metrics
-from nml_core.slicing import ElasticGPT2
-from nml_core.train import TrainConfig, lr_factor, train, widths_for_step
+from nml_core.store.runs import create_run, load_run, read_metrics
+from nml_core.nesting.elastic import ElasticGPT2
+from nml_core.training.config import TrainConfig, lr_factor, widths_for_step
+from nml_core.training.loop import train
 
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
@@ -78,7 +79,7 @@ def test_cascade_kd_and_random_strategy_train(tmp_path, tiny_model):
 def test_out_of_memory_becomes_a_clear_error(tmp_path, tiny_model, monkeypatch):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
-    monkeypatch.setattr("nml_core.train.nested_kd_loss", oom)
+    monkeypatch.setattr("nml_core.training.loop.nested_kd_loss", oom)
     run = create_run(tmp_path / "o", {"kind": "nested"})
     with pytest.raises(NMLError, match="out of memory at batch size 4; retry with a smaller --batch-size"):
         train(run, tiny_model, pattern_data(), _cfg(), WIDTHS)

@@ -1,7 +1,7 @@
 import pytest
 
 from nml_core.errors import NMLError
-from nml_core.width import WidthSpec, check_distinct, parse_axes, parse_widths
+from nml_core.nesting.width import WidthSpec, check_distinct, parse_axes, parse_widths
 from conftest import tiny_config
 
 

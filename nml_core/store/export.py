@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from transformers import GPT2LMHeadModel
 
-from .errors import NMLError
-from .runs import atomic_write_bytes
+from ..errors import NMLError
+from .files import atomic_write_bytes
 
 
 def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.dtype = torch.float32,

@@ -3,8 +3,10 @@
 A job is a shell chain of CLI commands (train, then eval, then bench) started in its own process group with
 its output in <run>/job.log and its description in <run>/job.json. The run directory itself is the state:
 metrics.jsonl is followed for progress, run.json says running/done/cancelled/failed, so a page that is
-reloaded re-attaches by reading the directory. Cancel sends SIGTERM to the group: the trainer checkpoints,
-marks the run `cancelled` and the chain stops; Resume starts the same chain with --resume.
+reloaded re-attaches by reading the directory. A job is followed by its whole process group, so it counts as
+alive until the last of its processes has exited. Cancel sends SIGTERM to the group and returns once every
+process has exited: the trainer checkpoints, marks the run `cancelled` and the chain stops; Resume starts the
+same chain with --resume, and is refused while any process of the job lives.
 """
 from __future__ import annotations
 
@@ -16,29 +18,31 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import NMLError
-from .runs import RUN_FILE, atomic_write_json, read_json
+from ..errors import NMLError
+from ..training.config import TrainConfig
+from .files import atomic_write_json, read_json
+from .runs import RUN_FILE
 
 JOB_FILE, LOG_FILE = "job.json", "job.log"
 
 
-def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str, options: dict) -> list[str]:
-    """`python -m nml_core train ...` for these choices; options maps CLI flags (without --) to values."""
+def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str, cfg: TrainConfig) -> list[str]:
+    """`python -m nml_core train ...` for these choices; the recipe's flags come from TrainConfig itself."""
     argv = [sys.executable, "-m", "nml_core", "train", "--teacher", teacher, "--out", str(out),
             "--widths", widths, "--nest", nest]
     if data:
         argv += ["--data", data]
-    for flag, value in options.items():
-        argv += [f"--{flag.replace('_', '-')}", str(value)]
-    return argv
+    return argv + cfg.argv()
 
 
-def follow_up_argvs(out: Path, eval_tokens: int | None, bench_repeats: int) -> list[list[str]]:
-    """What runs once training is done, so the run arrives on every page evaluated and timed."""
-    ev = [sys.executable, "-m", "nml_core", "eval", str(out)]
+def follow_up_argvs(out: Path, eval_tokens: int | None, bench_repeats: int, device: str = "auto") -> list[list[str]]:
+    """What runs once training is done, on the training's device, so the run arrives on every page
+    evaluated and timed."""
+    ev = [sys.executable, "-m", "nml_core", "eval", str(out), "--device", device]
     if eval_tokens:
         ev += ["--max-tokens", str(eval_tokens)]
-    return [ev, [sys.executable, "-m", "nml_core", "bench", str(out), "--repeats", str(bench_repeats)]]
+    return [ev, [sys.executable, "-m", "nml_core", "bench", str(out), "--repeats", str(bench_repeats),
+                 "--device", device]]
 
 
 def unique_run_dir(root: Path, name: str) -> Path:
@@ -74,34 +78,58 @@ def read_job(out: Path) -> dict | None:
     return read_json(p) if p.exists() else None
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group that run nml_core (a reused pgid runs something else).
+
+    A job is `sh -c "train && eval && bench"`: SIGTERM ends `sh` at once, while the trainer it started is still
+    checkpointing; so a job is followed by its whole group, not by the pid of `sh`.
+    """
+    if not os.path.isdir("/proc"):  # not Linux: trust the group's existence
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields: state, ppid, pgrp, ...
+                continue
+            if fields[0] == "Z":
+                if int(entry) == pgid:
+                    _reap(pgid)  # our own finished `sh`: reap it
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"nml_core" in f.read():
+                    members.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+    return members
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+
+
 def job_alive(out: Path) -> bool:
-    """The job's process group still exists (and is ours: a reused pid would not run our command)."""
+    """Any process of the job (its `sh` and every command it started) is still running."""
     try:
         job = read_job(out)
     except NMLError:  # an unreadable job.json: no job we can follow
         return False
-    if not job:
-        return False
-    pid = job["pid"]
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                os.waitpid(pid, os.WNOHANG)  # our own finished child: reap it
-                return False
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"nml_core" in f.read()  # the pid was reused by something else
-    except FileNotFoundError:
-        return not os.path.isdir("/proc")  # gone just now; or no /proc at all (not Linux): trust the pid
-    except (OSError, ChildProcessError):
-        return True
+    return bool(job) and bool(group_members(job["pid"]))
 
 
-def cancel_job(out: Path, wait_s: float = 30.0) -> bool:
-    """SIGTERM the job's group (the trainer checkpoints and marks the run cancelled); True once it has exited."""
+def cancel_job(out: Path, wait_s: float = 60.0) -> bool:
+    """SIGTERM the job's group: the trainer checkpoints and marks the run cancelled. Returns True only once every
+    process of the job has exited (the run's status is then final); False if some still run after wait_s."""
     job = read_job(out)
     if not job or not job_alive(out):
         return True

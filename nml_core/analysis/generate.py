@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .slicing import ElasticGPT2
+from ..nesting.elastic import ElasticGPT2
 
 
 @torch.inference_mode()
@@ -48,13 +48,14 @@ class TokenDiagnostics:
 
 @torch.inference_mode()
 def diagnose(teacher_logits_fn, student_logits_fn, tokenizer, prompt_ids: list[int], new_ids: list[int],
-             k: int = 5) -> TokenDiagnostics:
-    """Score the student's continuation under both models in one forward each (position t-1 predicts t)."""
-    seq = torch.tensor([list(prompt_ids) + list(new_ids)])
+             k: int = 5, device: str | torch.device = "cpu") -> TokenDiagnostics:
+    """Score the student's continuation under both models in one forward each (position t-1 predicts t);
+    `device` is where the models live."""
+    seq = torch.tensor([list(prompt_ids) + list(new_ids)], device=device)
     start = len(prompt_ids) - 1
     t_logp = F.log_softmax(teacher_logits_fn(seq)[0, start:-1].float(), -1)
     s_logp = F.log_softmax(student_logits_fn(seq)[0, start:-1].float(), -1)
-    target = torch.tensor(new_ids)
+    target = torch.tensor(new_ids, device=device)
     kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
 
     def topk(logp):

@@ -1,16 +1,9 @@
-"""Prefix slicing of a GPT-2 teacher: the elastic forward (views, no copies) and student extraction.
+"""The elastic model: one set of GPT-2 weights run at any nested width (views, no copies), and student extraction.
 
 The elastic forward runs HF's own GPT-2 code: a stock GPT2LMHeadModel *skeleton* of the student's config
 (parameters on the meta device, no memory) is called with `torch.func.functional_call`, feeding it views of
-the full parameters. Gradients of a width therefore land in the shared full parameters, in exactly the
-prefix that width uses.
-
-Shapes (Conv1D stores weights as (in, out)); d = n_embd, a = attention inner width, f = n_inner:
-  wte (V, d), wpe (P, d), ln_* (d,)
-  attn.c_attn.weight (d, 3d) = [q | k | v], each block head-major -> student (d', 3a')
-  attn.c_proj.weight (d, d) (in = heads, out = residual)            -> student (a', d')
-  mlp.c_fc.weight (d, f), mlp.c_proj.weight (f, d)                  -> (d', f'), (f', d')
-  lm_head.weight is tied to wte.
+the full parameters (nml_core.arch.gpt2.slice_params). Gradients of a width therefore land in the shared
+full parameters, in exactly the prefix that width uses.
 """
 from __future__ import annotations
 
@@ -18,47 +11,10 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from .width import ALL_AXES, StudentDims, WidthSpec, config_for_dims
+from ..arch.gpt2 import EMBEDDING, StudentDims, slice_params, student_config
+from .width import ALL_AXES, WidthSpec
 
 VIEW_CACHE = 8  # inference view students kept per ElasticGPT2 (one per head count of an 8-head teacher)
-
-
-def _qkv_cols(t: torch.Tensor, full: int, keep: int) -> torch.Tensor:
-    """Keep the first `keep` columns of each of the q, k and v blocks (last dim = 3 * full).
-
-    When keep == full this is the tensor itself (a view); otherwise the three blocks are not adjacent
-    in memory, so one small cat is needed (cost O(d'*3a'), negligible next to the matmul it feeds).
-    """
-    if keep == full:
-        return t
-    q, k, v = t.split(full, dim=-1)
-    return torch.cat([q[..., :keep], k[..., :keep], v[..., :keep]], dim=-1)
-
-
-def sliced_tensors(params: dict[str, torch.Tensor], cfg: GPT2Config, dims: StudentDims) -> dict[str, torch.Tensor]:
-    """Views of the teacher-shaped `params` (HF GPT-2 names) for one student's dims."""
-    d, a = cfg.n_embd, cfg.n_embd
-    d2, a2, f2 = dims.n_embd, dims.attn_dim, dims.n_inner
-    out = {}
-    for name, p in params.items():
-        if name == "lm_head.weight":
-            continue  # tied to wte; functional_call re-ties it
-        leaf = name.split(".")
-        if leaf[-2] in ("wte", "wpe"):
-            out[name] = p[:, :d2]
-        elif leaf[-2] in ("ln_1", "ln_2", "ln_f"):
-            out[name] = p[:d2]
-        elif leaf[-3:-1] == ["attn", "c_attn"]:
-            out[name] = _qkv_cols(p[:d2], a, a2) if p.dim() == 2 else _qkv_cols(p, a, a2)
-        elif leaf[-3:-1] == ["attn", "c_proj"]:
-            out[name] = p[:a2, :d2] if p.dim() == 2 else p[:d2]
-        elif leaf[-3:-1] == ["mlp", "c_fc"]:
-            out[name] = p[:d2, :f2] if p.dim() == 2 else p[:f2]
-        elif leaf[-3:-1] == ["mlp", "c_proj"]:
-            out[name] = p[:f2, :d2] if p.dim() == 2 else p[:d2]
-        else:
-            raise ValueError(f"don't know how to slice parameter {name} of shape {tuple(p.shape)}")
-    return out
 
 
 class ElasticGPT2(nn.Module):
@@ -86,7 +42,7 @@ class ElasticGPT2(nn.Module):
         """A parameter-less stock model of the student's config (built once per shape, on meta)."""
         if dims not in self._skeletons:
             with torch.device("meta"):
-                self._skeletons[dims] = GPT2LMHeadModel(config_for_dims(self.config, dims))
+                self._skeletons[dims] = GPT2LMHeadModel(student_config(self.config, dims))
         skel = self._skeletons[dims]
         skel.train(self.model.training)  # dropout follows the shared model's mode
         return skel
@@ -105,11 +61,10 @@ class ElasticGPT2(nn.Module):
         version = (sum(p._version for p in params), params[0].data_ptr(), params[0].dtype)
         hit = self._views.pop(dims, None)
         if hit is None or hit[0] != version:
-            views = sliced_tensors(dict(self.model.named_parameters()), self.config, dims)
-            wte = "transformer.wte.weight"
-            views[wte] = views[wte].contiguous()
+            views = slice_params(dict(self.model.named_parameters()), self.config, dims)
+            views[EMBEDDING] = views[EMBEDDING].contiguous()
             with torch.device("meta"):
-                student = GPT2LMHeadModel(config_for_dims(self.config, dims))
+                student = GPT2LMHeadModel(student_config(self.config, dims))
             student.load_state_dict({k: v.detach() for k, v in views.items()}, strict=False, assign=True)
             student.tie_weights()
             hit = (version, student.requires_grad_(False))
@@ -125,15 +80,15 @@ class ElasticGPT2(nn.Module):
         if not torch.is_grad_enabled():
             return self.view_student(dims)(input_ids=input_ids, **kwargs)
         params = dict(self.model.named_parameters())
-        views = sliced_tensors(params, self.config, dims)
+        views = slice_params(params, self.config, dims)
         return torch.func.functional_call(self.skeleton(dims), views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
 
 
 def extract_student(model: GPT2LMHeadModel, spec: WidthSpec) -> GPT2LMHeadModel:
     """A standalone stock GPT2LMHeadModel holding copies of the width's prefix weights."""
     dims = spec.dims(model.config)
-    cfg = spec.student_config(model.config)
-    tensors = sliced_tensors(dict(model.named_parameters()), model.config, dims)
+    cfg = student_config(model.config, dims)
+    tensors = slice_params(dict(model.named_parameters()), model.config, dims)
     student = GPT2LMHeadModel(cfg).to(next(model.parameters()).device)
     with torch.no_grad():
         missing, unexpected = student.load_state_dict({k: v.detach().clone().contiguous() for k, v in tensors.items()},

@@ -5,7 +5,7 @@ NML widths) take the latency measured for the NML student of that width.
 """
 from __future__ import annotations
 
-from .runs import Run
+from ..store.runs import Run
 
 QUALITY = {"ppl": ("val perplexity", False), "acc": ("top-1 accuracy", True), "agree": ("agreement with teacher", True)}
 COST = {"prefill_b1_ms": ("prefill 1x128 (ms)", False), "prefill_b8_ms": ("prefill 8x128 (ms)", False),

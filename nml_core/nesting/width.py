@@ -8,7 +8,8 @@ w keeps, in every layer,
 Head dim is fixed, so a student is always a stock GPT2Config(n_embd=k*h, n_head=k, n_inner=...).
 
 GPT-2 ties n_embd = n_head * head_dim (GPT2Attention splits c_attn's output at n_embd), so "heads" and
-"hidden" can only shrink together: a heads-only student would not be a stock GPT-2 model.
+"hidden" can only shrink together: a heads-only student would not be a stock GPT-2 model
+(nml_core.arch.gpt2 holds that rule and the rest of GPT-2's layout).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 from transformers import GPT2Config
 
-from .errors import NMLError
+from ..arch.gpt2 import StudentDims, model_dims, student_config
+from ..errors import NMLError
 
 AXES = ("ffn", "heads", "hidden")
 ALL_AXES = frozenset(AXES)
@@ -70,27 +72,13 @@ def parse_fraction(token: str) -> float:
 
 
 @dataclass(frozen=True)
-class StudentDims:
-    """Concrete sizes of one student: heads kept, residual width, attention inner width, FFN neurons."""
-    n_head: int
-    n_embd: int
-    n_inner: int
-    head_dim: int
-
-    @property
-    def attn_dim(self) -> int:
-        return self.n_head * self.head_dim
-
-
-@dataclass(frozen=True)
 class WidthSpec:
     width: float
     axes: frozenset = ALL_AXES
 
     def dims(self, cfg: GPT2Config) -> StudentDims:
-        H, d = cfg.n_head, cfg.n_embd
-        f = cfg.n_inner or 4 * d
-        h = d // H
+        full = model_dims(cfg)
+        H, d, f, h = full.n_head, full.n_embd, full.n_inner, full.head_dim
         k = H
         if "heads" in self.axes:
             k = round(self.width * H)
@@ -102,19 +90,7 @@ class WidthSpec:
         return StudentDims(n_head=k, n_embd=n_embd, n_inner=n_inner, head_dim=h)
 
     def student_config(self, cfg: GPT2Config) -> GPT2Config:
-        return config_for_dims(cfg, self.dims(cfg))
-
-
-def config_for_dims(cfg: GPT2Config, dims: StudentDims) -> GPT2Config:
-    """A stock GPT2Config for a student of `cfg` (same depth, vocab, context, epsilon, attention kernel)."""
-    data = cfg.to_dict()
-    for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype"):
-        data.pop(key, None)
-    data.update(n_embd=dims.n_embd, n_head=dims.n_head, n_inner=dims.n_inner)
-    student = GPT2Config(**data)
-    student.architectures = ["GPT2LMHeadModel"]
-    student._attn_implementation = cfg._attn_implementation
-    return student
+        return student_config(cfg, self.dims(cfg))
 
 
 def check_distinct(specs: list[WidthSpec], cfg: GPT2Config) -> None:

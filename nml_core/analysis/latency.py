@@ -10,43 +10,21 @@ reported; CUDA synchronised around each call.
 """
 from __future__ import annotations
 
-import os
-import platform
-import re
 import statistics
 import time
 from typing import Callable
 
 import torch
+from transformers import GPT2LMHeadModel
+
+from ..arch.gpt2 import cost
+from ..device import device_info, resolve, set_threads, synchronize
+from ..nesting.elastic import ElasticGPT2, extract_student
+from ..nesting.width import WidthSpec
+from ..store.runs import now
 
 PREFILL_LEN = 128
 DECODE_PROMPT, DECODE_NEW = 16, 32
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info(device: str, threads: int) -> dict:
-    if device == "cuda":
-        name = torch.cuda.get_device_name(0)
-        key = "cuda-" + name
-    else:
-        name = cpu_name()
-        key = f"cpu-{name}-{threads}t"
-    return {"device": device, "device_name": name, "threads": threads, "torch": torch.__version__,
-            "device_key": re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")}
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
@@ -56,12 +34,12 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
-        _sync(device)
+        synchronize(device)
         for _ in range(repeats):
             for name, fn in fns.items():
                 t = time.perf_counter()
                 fn()
-                _sync(device)
+                synchronize(device)
                 times[name].append((time.perf_counter() - t) * 1e3)
     return {k: {"min_ms": round(min(v), 3), "median_ms": round(statistics.median(v), 3), "max_ms": round(max(v), 3),
                 "repeats": len(v)} for k, v in times.items()}
@@ -96,14 +74,35 @@ def decode_fn(model, device: str) -> Callable:
                                   min_new_tokens=new, do_sample=False, pad_token_id=eos)
 
 
-def set_threads(threads: int | None) -> int:
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(threads)
-    return threads
-
-
 def tokens_per_s(stats: dict, tokens: int) -> dict:
     """Turn call times into throughput (min time -> max throughput)."""
     return {"min": round(tokens / stats["max_ms"] * 1e3, 2), "median": round(tokens / stats["median_ms"] * 1e3, 2),
             "max": round(tokens / stats["min_ms"] * 1e3, 2)}
+
+
+def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str = "auto", threads: int | None = None,
+                 repeats: int = 10) -> dict:
+    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process."""
+    device = resolve(device).type
+    threads = set_threads(threads)
+    model = model.to(device).eval()
+    cfg = model.config
+    elastic = ElasticGPT2(model, axes).eval()
+    fns = {}
+    for w in widths:
+        s = extract_student(model, WidthSpec(w, axes)).eval()
+        fns[f"{w:g}/prefill_b1"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
+        fns[f"{w:g}/prefill_b8"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
+        fns[f"{w:g}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
+        fns[f"{w:g}/decode"] = decode_fn(s, device)
+    times = interleaved_timings(fns, device, repeats=repeats)
+    report = {**device_info(device, threads), "measured": now(), "protocol": __doc__.strip(),
+              "prefill_len": prefill_len(cfg), "decode_new_tokens": decode_new_tokens(cfg),
+              "matmul_gflops": matmul_gflops(device), "widths": []}
+    for w in widths:
+        row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), prefill_len(cfg))}
+        for name in ("prefill_b1", "prefill_b8", "elastic_prefill_b1"):
+            row[f"{name}_ms"] = times[f"{w:g}/{name}"]
+        row["decode_tok_s"] = tokens_per_s(times[f"{w:g}/decode"], decode_new_tokens(cfg))
+        report["widths"].append(row)
+    return report

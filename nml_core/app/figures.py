@@ -7,7 +7,7 @@ import math
 import plotly.graph_objects as go
 import torch
 
-from .pareto import COST, QUALITY
+from ..analysis.pareto import COST, QUALITY
 
 PALETTE = {"teacher": "#222222", "NML": "#d62728", "NML FFN-only": "#ff7f0e", "naive slice": "#7f7f7f",
            "independent KD": "#1f77b4"}

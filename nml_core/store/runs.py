@@ -5,56 +5,25 @@ runs/<name>/ (or cached_runs/<name>/)
   model/          weights (safetensors) + config.json + tokenizer files: a stock HF GPT-2 directory
   data/           train.bin / val.bin token files (uint16) and data.json, when the run tokenised text
   metrics.jsonl   one JSON row per logged training step
-  eval.json       quality per width (nml_core.evaluate)
-  latency/*.json  speed per width on one device (nml_core.latency)
+  eval.json       quality per width (nml_core.analysis.evaluate)
+  latency/*.json  speed per width on one device (nml_core.analysis.latency)
   checkpoints/    resumable training state
   baselines/<b>/  naive-slice / independent-KD baselines of this run, each itself a run directory
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NMLError
+from ..errors import NMLError
+from .files import REBUILD_HINT, atomic_write_json, read_json
 
 RUN_FILE = "run.json"
 KINDS = ("pretrain", "nested", "independent", "naive")
 STATUSES = ("running", "done", "failed", "cancelled")
-REBUILD_HINT = "rebuild it (cached runs: python scripts/build_cached_runs.py)"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def read_json(path: Path, what: str = "file") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise NMLError(f"{path} is missing; {REBUILD_HINT}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NMLError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); {REBUILD_HINT}") from None
 
 
 def now() -> str:
@@ -62,9 +31,9 @@ def now() -> str:
 
 
 def library_versions() -> dict:
+    import accelerate
     import torch
     import transformers
-    import accelerate
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__}
 

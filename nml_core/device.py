@@ -1,0 +1,92 @@
+"""Where the engine runs: one place that turns `--device auto|cpu|cuda` into a torch device, names it, picks its
+compute dtype and thread count.
+
+Every command and loader takes a device spec and resolves it here, so `auto` means the same thing everywhere
+(CUDA when a GPU is visible, else the CPU) and a bad choice fails with the same one-line message.
+The device *key* names a latency file (`latency/<key>.json`): a CPU is named with its thread count, because
+the same CPU at 1 and 2 threads is two different devices for timing.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+import torch
+
+from .errors import NMLError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
+
+
+def resolve(spec: str | torch.device | None = "auto") -> torch.device:
+    """`auto` -> cuda if visible else cpu; `cuda` without a GPU -> one-line error."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").lower()
+    if spec not in DEVICE_CHOICES and not spec.startswith("cuda:"):
+        raise NMLError(f"--device {spec} is not one of {', '.join(DEVICE_CHOICES)}")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise NMLError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(spec)
+
+
+def mixed_precision(device: torch.device, requested: str = "auto") -> str:
+    """accelerate's mixed-precision name for this device: bf16 on a CUDA GPU that has it (fp16 otherwise),
+    fp32 ("no") on a CPU, where half-precision compute is far slower than fp32 without native support."""
+    if requested not in PRECISION_CHOICES:
+        raise NMLError(f"--mixed-precision {requested} is not one of {', '.join(PRECISION_CHOICES)}")
+    cpu = device.type != "cuda"
+    if requested == "auto":
+        return "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if cpu and requested != "no":
+        raise NMLError(f"--mixed-precision {requested} on CPU is ~60x slower than fp32 here; use --mixed-precision no")
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        raise NMLError("--mixed-precision bf16 but this GPU has no bf16; use --mixed-precision fp16")
+    return requested
+
+
+def autocast_dtype(device: torch.device, requested: str = "auto") -> torch.dtype | None:
+    """The dtype autocast computes in on this device, or None for plain fp32."""
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision(device, requested)]
+
+
+def set_threads(threads: int | None) -> int:
+    """Fix torch's CPU thread count (default: every core this process may use); returns it."""
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: str | torch.device, threads: int) -> dict:
+    """{device, device_name, threads, torch, device_key}: what a latency file says it was measured on."""
+    dev = resolve(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        key = "cuda-" + name
+    else:
+        name = cpu_name()
+        key = f"cpu-{name}-{threads}t"
+    return {"device": dev.type, "device_name": name, "threads": threads, "torch": torch.__version__,
+            "device_key": re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")}
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work (a timer around a CUDA call must not stop before the kernels do)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+

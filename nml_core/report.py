@@ -1,0 +1,132 @@
+"""Text and markdown renderings of what the engine computed: eval and latency tables, the run list, model cards.
+Pure functions of run files and reports; nothing here computes a figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import GPT2Config
+
+from .analysis.pareto import run_points
+from .arch.gpt2 import cost
+from .errors import NMLError
+from .nesting.width import WidthSpec
+from .store.files import atomic_write_bytes
+from .store.runs import Run, load_run
+
+DASH = "—"  # shown where a figure does not exist (no teacher to agree with, not measured), never "nan"
+
+
+def num(value, spec: str = ".3f", width: int = 0) -> str:
+    """`value` formatted, or a dash when it is missing."""
+    text = DASH if value is None or value != value else format(value, spec)
+    return f"{text:>{width}}" if width else text
+
+
+def format_eval(report: dict) -> str:
+    lines = []
+    if "teacher" in report:
+        t = report["teacher"]
+        lines.append(f"teacher: ppl {t['ppl']:.2f}  acc {t['acc']:.3f}  ({t['params'] / 1e6:.1f}M params)")
+    groups = [("nml", report["widths"])] + list(report.get("baselines", {}).items())
+    lines.append(f"{'model':<12} {'width':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} {'agree':>6} {'kl':>6}")
+    for group, rows in groups:
+        for r in rows:
+            lines.append(f"{group:<12} {r['width']:>6g} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e6:>9.1f} "
+                         f"{r['ppl']:>8.2f} {r['acc']:>6.3f} {num(r.get('agree'), '.3f', 6)} {num(r.get('kl'), '.3f', 6)}")
+    if "unigram_ppl" in report:
+        lines.append(f"unigram baseline ppl: {report['unigram_ppl']:.1f}")
+    return "\n".join(lines)
+
+
+def format_latency(report: dict) -> str:
+    n = report["prefill_len"]
+    lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']})",
+             f"{'width':>6} {'FLOP ratio':>10} {f'1x{n} ms':>9} {'speedup':>8} {f'8x{n} ms':>9} {'speedup':>8} "
+             f"{'decode tok/s':>12} {'elastic ovh':>11}"]
+    full = report["widths"][0]
+    for r in report["widths"]:
+        p1, p8 = r["prefill_b1_ms"]["median_ms"], r["prefill_b8_ms"]["median_ms"]
+        ovh = r["elastic_prefill_b1_ms"]["median_ms"] / p1 - 1
+        lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {p1:>9.2f} "
+                     f"{full['prefill_b1_ms']['median_ms'] / p1:>7.2f}x {p8:>9.2f} "
+                     f"{full['prefill_b8_ms']['median_ms'] / p8:>7.2f}x {r['decode_tok_s']['median']:>12.1f} {ovh:>+10.1%}")
+    return "\n".join(lines)
+
+
+def format_runs(runs: list[Run]) -> str:
+    if not runs:
+        return "no runs found (looked in cached_runs/ and runs/)"
+    lines = [f"{'run':<28} {'kind':<10} {'status':<9} {'widths':<22} val ppl per width"]
+    for r in runs:
+        try:
+            ev = r.eval() if r.status != "corrupt" else None
+        except NMLError:
+            ev = None
+        ppl = " ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "-"
+        widths = ",".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "-"
+        lines.append(f"{r.name:<28} {r.kind:<10} {r.status:<9} {widths:<22} {ppl}")
+    return "\n".join(lines)
+
+
+def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
+    c = cost(cfg)
+    ev = run.eval() or {}
+    row = next((r for r in ev.get("widths", []) if abs(r["width"] - spec.width) < 1e-9), None)
+    metrics = (f"| val ppl | {row['ppl']:.2f} |\n| top-1 acc | {row['acc']:.3f} |\n| agreement with teacher | "
+               f"{num(row.get('agree'))} |\n" if row else "| metrics | not evaluated at this width |\n")
+    data = run.info.get("data", {})
+    return f"""# Nested student of {run.info.get('teacher', {}).get('label', '?')} — width {spec.width:g}
+
+A stock `GPT2LMHeadModel` extracted from the NML run `{run.name}` (nested axes: {', '.join(run.axes)}):
+{cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, n_inner {cfg.n_inner}, {c['params'] / 1e6:.2f}M parameters,
+{c['flops_per_token'] / 1e6:.1f} MFLOP/token. Load it with plain transformers:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("path/to/this/dir")
+```
+
+Trained on: {data.get('source', '?')} ({data.get('split', '?')}).
+
+| metric (validation split) | value |
+|---|---|
+{metrics}"""
+
+
+def write_run_card(run_path) -> Path:
+    """README.md in the run dir: what was trained on what, how long, and the headline table."""
+    run = load_run(run_path, require_model=False)
+    info, ev = run.info, run.eval() or {}
+    lat = next(iter(run.latency().values()), None)
+    data = info.get("data", {})
+    hp = info.get("hparams", {})
+    lines = [f"# {run.name}", "", f"**{info.get('label', run.kind)}**", "",
+             f"- kind: {run.kind}; status: {run.status}",
+             f"- teacher: {info.get('teacher', {}).get('label') or 'trained from scratch'}",
+             f"- tokenizer: {info.get('tokenizer', 'the teacher tokenizer (GPT-2 BPE)')}",
+             f"- data: {data.get('source', '?')}; split: {data.get('split', '?')}"
+             + (f"; held-out files: {', '.join(data['val_files'])}" if data.get("val_files") else ""),
+             f"- tokens: {data.get('train_tokens', '?')} train / {data.get('val_tokens', '?')} val",
+             f"- widths {', '.join(f'{w:g}' for w in run.widths)}; nested axes {', '.join(run.axes)}",
+             f"- steps {hp.get('steps')} x batch {hp.get('batch_size')} x ctx {hp.get('ctx')}; lr {hp.get('lr')}; "
+             f"alpha {hp.get('alpha')}; T {hp.get('temperature')}; strategy {hp.get('strategy')}; "
+             f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
+             f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')} "
+             f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}"]
+    if info.get("weights_note"):
+        lines.append(f"- {info['weights_note']}")
+    lines.append("")
+    if ev:
+        n = (lat or {}).get("prefill_len", 128)
+        lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
+                  f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | prefill 1x{n} ms | decode tok/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p in run_points(run):
+            lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
+                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {num(p.get('agree'))} | {num(p.get('prefill_b1_ms'), '.1f')} | "
+                         f"{num(p.get('decode_tok_s'), '.1f')} |")
+        if "unigram_ppl" in ev:
+            lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
+    path = run.path / "README.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path

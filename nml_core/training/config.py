@@ -1,0 +1,113 @@
+"""The training recipe: one dataclass whose fields are the single source of the CLI flags, the background job's
+argv and the Train page's fields (name, default, help), plus the schedules that read it.
+
+A field's metadata says which commands take it as a flag: "train" (pretrain and nested train), "kd" (nested
+train only); fields without a group are internal.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, fields
+
+from ..device import DEVICE_CHOICES, PRECISION_CHOICES
+from ..errors import NMLError
+
+STRATEGIES = ("all", "sandwich", "random")
+KD_SOURCES = ("teacher", "cascade")
+# The recipe of the shipped NML run (scripts/build_cached_runs.py) where it differs from the defaults: the
+# Train page starts from it, since it finishes in minutes on a 2-core CPU.
+SHIPPED_RECIPE = {"steps": 200, "batch_size": 8, "lr": 5e-4}
+
+
+def option(default, help: str, group: str | None = "train", choices: tuple | None = None, label: str | None = None):
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "label": label})
+
+
+@dataclass
+class TrainConfig:
+    steps: int = option(1000, "optimizer steps", label="Steps")
+    batch_size: int = option(16, "sequences per micro-batch", label="Batch size")
+    ctx: int = option(128, "context length of the training windows", label="Context")
+    lr: float = option(1e-3, "peak learning rate (AdamW)", label="Learning rate")
+    min_lr_ratio: float = option(0.1, "cosine decays to lr x this")
+    warmup: int = option(-1, "warm-up steps (-1: 5%% of --steps)")
+    weight_decay: float = option(0.1, "AdamW weight decay of the matrices")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
+    seed: int = option(1337, "seed of the model init, batches and strategy draws")
+    alpha: float = option(0.5, "KD weight: alpha*KL*T^2 + (1-alpha)*CE", group="kd", label="alpha (KD weight)")
+    temperature: float = option(2.0, "KD temperature T", group="kd", label="Temperature")
+    strategy: str = option("all", "widths per step: all; sandwich = largest + smallest + one random; "
+                           "random = one", group="kd", choices=STRATEGIES, label="Strategy")
+    kd_source: str = option("teacher", "KD target of every width: the frozen teacher, or (cascade) the next "
+                            "larger width", group="kd", choices=KD_SOURCES, label="KD source")
+    checkpoint_every: int = option(100, "checkpoint every N steps")
+    log_every: int = option(5, "log a metrics.jsonl row every N steps")
+    eval_every: int = option(0, "log val loss every N steps (0: never)")
+    eval_windows: int = option(16, "val windows of the periodic val loss", group=None)
+    device: str = option("auto", "auto picks CUDA when present", choices=DEVICE_CHOICES, label="Device")
+    mixed_precision: str = option("auto", "auto: bf16 on a CUDA GPU that has it, fp32 on CPU",
+                                  choices=PRECISION_CHOICES)
+    teacher_cache: str | None = option(None, "top-k teacher cache dir (cache-teacher): KD with no teacher forward",
+                                       group="kd")
+
+    def __post_init__(self):
+        checks = [(self.steps > 0, "--steps must be > 0"), (self.batch_size > 0, "--batch-size must be > 0"),
+                  (self.ctx > 1, "--ctx must be > 1"), (self.lr > 0, "--lr must be > 0"),
+                  (0 <= self.alpha <= 1, "--alpha must be in [0, 1]"),
+                  (self.temperature > 0, "--temperature must be > 0"),
+                  (self.grad_accum > 0, "--grad-accum must be > 0"),
+                  (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
+                  (self.kd_source in KD_SOURCES, f"--kd-source must be one of {', '.join(KD_SOURCES)}"),
+                  (self.device in DEVICE_CHOICES, "--device must be auto, cpu or cuda")]
+        for ok, message in checks:
+            if not ok:
+                raise NMLError(message)
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup >= 0 else max(1, self.steps // 20)
+
+    def argv(self, groups=("train", "kd")) -> list[str]:
+        """The CLI flags that reproduce this recipe (fields that differ from the defaults)."""
+        default = TrainConfig()
+        out = []
+        for f in option_fields(groups):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                out += [flag(f.name), str(value)]
+        return out
+
+
+def option_fields(groups=("train", "kd")) -> list:
+    """The TrainConfig fields that the commands of these groups take as flags."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("group") in groups]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def describe(name: str) -> dict:
+    """{label, help, default, choices} of one field: what a form shows for it."""
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return {"label": f.metadata.get("label") or name, "help": f.metadata["help"].replace("%%", "%"),
+            "default": f.default, "choices": f.metadata.get("choices")}
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def widths_for_step(widths: list[float], strategy: str, rng: random.Random) -> list[float]:
+    """Which widths train this step, largest first."""
+    if strategy == "all" or len(widths) <= 2:
+        return list(widths)
+    if strategy == "sandwich":  # largest + smallest + one random middle width (US-Nets)
+        return [widths[0], rng.choice(widths[1:-1]), widths[-1]]
+    return [rng.choice(widths)]

@@ -1,0 +1,99 @@
+"""The package's shape: the engine imports without the app's libraries, no two modules import each other in a
+cycle, and the CLI's training flags are TrainConfig's fields."""
+import ast
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from nml_core.cli import build_parser
+from nml_core.training.config import TrainConfig, option_fields
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nml_core"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """nml_core modules imported anywhere in the file (top level or inside functions)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:  # `from . import device` imports a module, `from .x import f` a name
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in known and m != name}
+
+
+def test_no_import_cycles():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(files)
+    graph = {m: imported_modules(p, known) - {m.rsplit(".", 1)[0]} for m, p in files.items()}
+    # a package's __init__ importing nothing of its own: an edge to the parent package is not a cycle
+    cycles = []
+
+    def visit(node, stack):
+        for nxt in graph[node]:
+            if nxt in stack:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, stack + [nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for m in sorted(graph):
+        if m not in done:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_engine_imports_without_streamlit_or_plotly():
+    code = ("import sys\n"
+            "for blocked in ('streamlit', 'plotly', 'pandas'): sys.modules[blocked] = None\n"
+            "import nml_core.api, nml_core.cli, nml_core.report, nml_core.analysis.roofline, nml_core.store.jobs\n"
+            "import nml_core.training.estimate, nml_core.analysis.generate\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_only_the_app_package_imports_streamlit_or_plotly():
+    for path in PACKAGE.rglob("*.py"):
+        if "app" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        text = path.read_text()
+        assert "import streamlit" not in text and "import plotly" not in text, path
+
+
+def test_train_flags_are_the_config_fields():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    train_flags = {a.dest for a in sub["train"]._actions}
+    pretrain_flags = {a.dest for a in sub["pretrain"]._actions}
+    assert {f.name for f in option_fields(("train", "kd"))} <= train_flags
+    assert {f.name for f in option_fields(("train",))} <= pretrain_flags
+    assert not {f.name for f in option_fields(("kd",))} & pretrain_flags
+    # a recipe round-trips through its argv: the job's command line is the recipe
+    cfg = TrainConfig(steps=7, lr=3e-4, strategy="sandwich", kd_source="cascade", temperature=3.0, device="cpu")
+    args = sub["train"].parse_args(["--teacher", "t", "--out", "o"] + cfg.argv())
+    assert {f.name: getattr(args, f.name) for f in option_fields()} == \
+        {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if f.metadata.get("group")}
+
+
+def test_every_command_but_list_takes_the_same_device_flag():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in sub.items():
+        device = [a for a in parser._actions if a.dest == "device"]
+        if name == "list":
+            assert not device
+            continue
+        assert device and device[0].default == "auto" and list(device[0].choices) == ["auto", "cpu", "cuda"], name
