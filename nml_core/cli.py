@@ -5,6 +5,7 @@ background job's argv and the Train page cannot drift apart."""
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 
@@ -116,6 +117,12 @@ def main(argv=None) -> int:
         return dispatch(args) or 0
     except NMLError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on the device writing {e.filename or 'a file'}; free some disk space, then "
+              "rerun (training continues with --resume; every file is written whole or not at all)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -90,3 +90,22 @@ def synchronize(device: str | torch.device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
+
+
+# ---------------------------------------------------------------- several processes (accelerate launch)
+
+def world_size() -> int:
+    """Processes of this run: `accelerate launch --num_processes N` sets WORLD_SIZE; a plain run is 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Only the main process writes run files, metrics, checkpoints and weights."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the run's processes (nothing to wait for in a single-process run)."""
+    if world_size() > 1:
+        from accelerate import PartialState  # the process group accelerate's Accelerator then reuses (gloo on CPU)
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()

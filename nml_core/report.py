@@ -11,6 +11,7 @@ from .arch.gpt2 import cost
 from .errors import NMLError
 from .nesting.width import WidthSpec
 from .store.files import atomic_write_bytes
+from .store.liveness import resume_hint, run_state
 from .store.runs import Run, load_run
 
 DASH = "—"  # shown where a figure does not exist (no teacher to agree with, not measured), never "nan"
@@ -28,11 +29,15 @@ def format_eval(report: dict) -> str:
         t = report["teacher"]
         lines.append(f"teacher: ppl {t['ppl']:.2f}  acc {t['acc']:.3f}  ({t['params'] / 1e6:.1f}M params)")
     groups = [("nml", report["widths"])] + list(report.get("baselines", {}).items())
-    lines.append(f"{'model':<12} {'width':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} {'agree':>6} {'kl':>6}")
+    lines.append(f"{'model':<12} {'width':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} {'agree':>6} "
+                 f"{'kl':>6} {'doc1-16':>7} {'rest':>6}")
     for group, rows in groups:
         for r in rows:
             lines.append(f"{group:<12} {r['width']:>6g} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e6:>9.1f} "
-                         f"{r['ppl']:>8.2f} {r['acc']:>6.3f} {num(r.get('agree'), '.3f', 6)} {num(r.get('kl'), '.3f', 6)}")
+                         f"{r['ppl']:>8.2f} {r['acc']:>6.3f} {num(r.get('agree'), '.3f', 6)} {num(r.get('kl'), '.3f', 6)} "
+                         f"{num(r.get('doc_start_nll'), '.3f', 7)} {num(r.get('rest_nll'), '.3f', 6)}")
+    if any(r.get("doc_start_nll") is not None for _, rows in groups for r in rows):
+        lines.append("doc1-16: NLL (nats) of tokens 1-16 of each val document after its <|endoftext|>; rest: the others")
     if "unigram_ppl" in report:
         lines.append(f"unigram baseline ppl: {report['unigram_ppl']:.1f}")
     return "\n".join(lines)
@@ -56,7 +61,8 @@ def format_latency(report: dict) -> str:
 def format_runs(runs: list[Run]) -> str:
     if not runs:
         return "no runs found (looked in cached_runs/ and runs/)"
-    lines = [f"{'run':<28} {'kind':<10} {'status':<9} {'widths':<22} val ppl per width"]
+    lines = [f"{'run':<28} {'kind':<10} {'status':<11} {'widths':<22} val ppl per width"]
+    hints = []
     for r in runs:
         try:
             ev = r.eval() if r.status != "corrupt" else None
@@ -64,8 +70,11 @@ def format_runs(runs: list[Run]) -> str:
             ev = None
         ppl = " ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "-"
         widths = ",".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "-"
-        lines.append(f"{r.name:<28} {r.kind:<10} {r.status:<9} {widths:<22} {ppl}")
-    return "\n".join(lines)
+        state = run_state(r) if r.status != "corrupt" else r.status
+        if state == "interrupted":
+            hints.append(resume_hint(r))
+        lines.append(f"{r.name:<28} {r.kind:<10} {state:<11} {widths:<22} {ppl}")
+    return "\n".join(lines + hints)
 
 
 def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
@@ -113,6 +122,11 @@ def write_run_card(run_path) -> Path:
              f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
              f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')} "
              f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}"]
+    if info.get("build"):
+        b = info["build"]
+        lines.append(f"- built with `scripts/build_cached_runs.py`, {b['profile']} profile, on {b['device_name']} "
+                     f"({b['device']}{', ' + str(b['threads']) + ' threads' if b['device'] == 'cpu' else ''}): "
+                     f"{b['stage_s']:.0f} s for this stage, {b['built']}")
     if info.get("weights_note"):
         lines.append(f"- {info['weights_note']}")
     lines.append("")

@@ -1,5 +1,4 @@
 """Train: pick a teacher, data and a nesting recipe; estimate; run it in a background process and follow it."""
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -8,10 +7,12 @@ import torch
 
 from nml_core.app import ui
 from nml_core.app.figures import loss_curves_figure
+from nml_core.data.sources import save_text_upload
 from nml_core.errors import NMLError
 from nml_core.nesting.width import parse_axes, parse_widths
 from nml_core.store import jobs
 from nml_core.store.hub import HUB_TEACHERS, hub_status
+from nml_core.store.liveness import resume_hint, run_state
 from nml_core.store.runs import load_run, read_metrics
 from nml_core.training.config import TrainConfig
 
@@ -105,16 +106,7 @@ def resolve_choices():
     if data_choice == "upload a .txt file":
         if upload is None:
             raise NMLError("choose a .txt file to upload, or another data source")
-        if upload.size > MAX_UPLOAD_MB * 1e6:
-            raise NMLError(f"the upload is {upload.size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
-        try:
-            text = upload.getvalue().decode("utf-8")
-        except UnicodeDecodeError:
-            raise NMLError("the upload is not UTF-8 text; save it as UTF-8 .txt") from None
-        up = ui.new_runs_root() / ".uploads" / f"{int(time.time())}-{Path(upload.name).name}"
-        up.parent.mkdir(parents=True, exist_ok=True)
-        up.write_text(text, encoding="utf-8")
-        data = str(up)
+        data = str(save_text_upload(upload.name, upload.getvalue(), ui.new_runs_root() / ".uploads", MAX_UPLOAD_MB))
     elif data_choice == "path to .txt file/folder":
         if not data_text or not Path(data_text).exists():
             raise NMLError(f"{data_text or 'the path'} does not exist; type the path of a .txt file or folder")
@@ -191,16 +183,20 @@ def follow(path: Path):
                          f"ETA {left_s / 60:.1f} min" if alive and status == "running" else
                          f"step {last['step']}/{total}")
         st.plotly_chart(loss_curves_figure(rows), width="stretch", key=f"loss_{path.name}_{len(rows)}")
-    phase = status
+    phase = run_state(run) if run and not alive else status
     if status == "done" and alive:
         phase = "evaluating and timing"
-    elif status == "running" and not alive:
-        phase = "stopped (the process is gone; resume it)"
+    elif status == "cancelled" and alive:
+        phase = "checkpointing…"  # cancelled, the trainer is still writing its checkpoint
     st.markdown(f"**Status:** {phase}")
+    if phase == "interrupted":
+        st.warning(resume_hint(run) + " — or click Resume.")
     b = st.columns(2)
     if alive and b[0].button("Cancel (keeps a checkpoint)", key="job_cancel"):
-        with st.spinner("Stopping at the next step…"):
-            jobs.cancel_job(path)
+        with st.spinner("Checkpointing… (Resume is offered once every process of the job has exited)"):
+            stopped = jobs.cancel_job(path)
+        if not stopped:
+            st.warning("The job is still checkpointing; it will stop on its own.")
         st.rerun()
     if not alive and status in ("cancelled", "failed", "running") and b[1].button("Resume", key="job_resume"):
         with ui.friendly_errors():

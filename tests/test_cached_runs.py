@@ -1,4 +1,5 @@
 """The shipped runs in cached_runs/ load, and their stored numbers are what their weights give."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,10 @@ def test_shipped_ffn_only_run_has_its_figures():
         assert p["prefill_b1_ms"] is not None
 
 
-def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_cached_runs.py"), "--toy",
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_cached_runs.py"), "--toy", "--profile", profile,
                           "--out", str(tmp_path / "cached_runs")], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for name in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
@@ -81,3 +84,15 @@ def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path):
     nml = load_run(tmp_path / "cached_runs" / "shakespeare-nml")
     assert {b.kind for b in nml.baselines()} == {"naive", "independent"} and nml.latency()
     assert "all stages done" in res.stdout
+    teacher = load_run(tmp_path / "cached_runs" / "shakespeare-teacher")
+    assert teacher.info["build"]["profile"] == profile and teacher.info["build"]["stage_s"] > 0
+    assert f"{profile} profile" in (teacher.path / "README.md").read_text()
+    shards = sorted((teacher.model_dir).glob("model-*.safetensors"))
+    if profile == "gpu":  # weights come home in shards that plain transformers loads
+        from transformers import GPT2LMHeadModel
+        assert len(shards) > 1 and (teacher.model_dir / "model.safetensors.index.json").exists()
+        GPT2LMHeadModel.from_pretrained(str(teacher.model_dir))
+    else:
+        assert not shards and (teacher.model_dir / "model.safetensors").exists()
+    data = json.loads((teacher.path / "data" / "data.json").read_text())
+    assert "endoftext" in data["convention"] and data["documents"]["train"] > 0

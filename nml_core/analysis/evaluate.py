@@ -17,20 +17,24 @@ import torch.nn.functional as F
 @torch.no_grad()
 def evaluate_models(models: dict[str, Callable], teacher: Callable | None, windows: torch.Tensor,
                     batch_size: int = 8, progress: Callable | None = None, spot_tokens: int = 2048,
-                    device: str | torch.device = "cpu") -> dict[str, dict]:
+                    device: str | torch.device = "cpu", apart: torch.Tensor | None = None) -> dict[str, dict]:
     """Score every model on the same windows in one pass (one teacher forward per batch, shared).
 
     models: name -> fn(input_ids) -> logits (B, T, V). Returns name -> {ppl, nll, acc, agree, kl, tokens,
     spot_ppl, spot_tokens}; spot_* is the perplexity over the first whole batches holding >= spot_tokens
     tokens, so a stored result can be re-checked quickly on a prefix of the data. Batches go to `device`
     (where the models live); sums are accumulated there and read once at the end, not once per batch.
+    apart: an optional bool mask over the labels (windows[:, 1:]); the NLL of the labels outside it is also
+    reported as rest_nll (e.g. everything but the first tokens of each document).
     """
     device = torch.device(device)
-    sums = {k: torch.zeros(4, dtype=torch.float64, device=device) for k in models}  # nll, acc, agree, kl
+    sums = {k: torch.zeros(5, dtype=torch.float64, device=device) for k in models}  # nll, acc, agree, kl, nll apart
     count, spot = 0, {}
     batches = list(windows.split(batch_size))
-    for i, batch in enumerate(batches):
+    masks = list(apart.split(batch_size)) if apart is not None else [None] * len(batches)
+    for i, (batch, mask) in enumerate(zip(batches, masks)):
         batch = batch.to(device, non_blocking=True)
+        mask = mask.reshape(-1).to(device) if mask is not None else None
         x, y = batch[:, :-1], batch[:, 1:].reshape(-1)
         t_logp = F.log_softmax(teacher(x).float(), -1).flatten(0, 1) if teacher else None
         t_top = t_logp.argmax(-1) if teacher else None
@@ -38,7 +42,10 @@ def evaluate_models(models: dict[str, Callable], teacher: Callable | None, windo
             logp = F.log_softmax(fn(x).float(), -1).flatten(0, 1)
             top = logp.argmax(-1)
             s = sums[name]
-            s[0] += F.nll_loss(logp, y, reduction="sum")
+            nll = F.nll_loss(logp, y, reduction="none")
+            s[0] += nll.sum()
+            if mask is not None:
+                s[4] += nll[mask].sum()
             s[1] += (top == y).sum()
             if teacher:
                 s[2] += (top == t_top).sum()
@@ -48,7 +55,8 @@ def evaluate_models(models: dict[str, Callable], teacher: Callable | None, windo
             spot = {k: (s[0].clone(), count) for k, s in sums.items()}
         if progress:
             progress((i + 1) / len(batches))
-    sums = {k: dict(zip(("nll", "acc", "agree", "kl"), s.tolist())) for k, s in sums.items()}  # the one sync
+    sums = {k: dict(zip(("nll", "acc", "agree", "kl", "apart"), s.tolist())) for k, s in sums.items()}  # one sync
+    n_apart = int(apart[:len(windows)].sum()) if apart is not None else 0
     spot = {k: (float(v), n) for k, (v, n) in spot.items()}
     out = {}
     for name, s in sums.items():
@@ -58,6 +66,8 @@ def evaluate_models(models: dict[str, Callable], teacher: Callable | None, windo
                "spot_ppl": round(math.exp(spot_nll / spot_count), 3), "spot_tokens": spot_count}
         if teacher:
             row.update(agree=round(s["agree"] / count, 5), kl=round(s["kl"] / count, 5))
+        if apart is not None and count > n_apart:
+            row["rest_nll"] = round((s["nll"] - s["apart"]) / (count - n_apart), 5)
         out[name] = row
     return out
 

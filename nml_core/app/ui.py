@@ -14,7 +14,9 @@ import streamlit as st
 
 from .. import device as devices
 from ..errors import NMLError
-from ..store.runs import Run, find_runs, load_run
+from ..store.files import REBUILD_HINT
+from ..store.runs import Run, find_runs, load_run, weight_files
+from ..store.runs import has_weights as store_has_weights
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -72,7 +74,7 @@ def evaluated_runs() -> list[Run]:
 
 
 def has_weights(run: Run) -> bool:
-    return (run.model_dir / "model.safetensors").is_file()
+    return store_has_weights(run.model_dir)
 
 
 def select_run(runs: list[Run] | None = None, label: str = "Run") -> Run:
@@ -151,8 +153,11 @@ def model_config(run: Run):
 @st.cache_data(show_spinner=False, max_entries=4)
 def _weight_tensor(path: str, name: str, stamp: float):
     from safetensors import safe_open
-    with safe_open(str(Path(path) / "model" / "model.safetensors"), framework="pt") as f:
-        return f.get_tensor(name).float()
+    for file in weight_files(Path(path) / "model"):
+        with safe_open(str(file), framework="pt") as f:
+            if name in f.keys():
+                return f.get_tensor(name).float()
+    raise NMLError(f"{path}/model has no tensor {name}; {REBUILD_HINT}")
 
 
 def weight_tensor(run: Run, name: str):

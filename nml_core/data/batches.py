@@ -43,3 +43,31 @@ def example_prompts(ids: np.ndarray, tokenizer, n: int = 3, length: int = 12) ->
         if text and text not in prompts:
             prompts.append(text)
     return prompts
+
+
+DOC_START_TOKENS = 16  # "tokens 1-16 of a document": where a model that ignores <|endoftext|> pays most
+
+
+def document_starts(ids: np.ndarray, eot: int, ctx: int, max_tokens: int | None = None,
+                    n: int = DOC_START_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well a model starts a document (GPT-2's convention: right after <|endoftext|>).
+
+    Returns (windows, mask):
+      windows (D, n + 1): each <|endoftext|> followed by its document's first n tokens, scored with the
+                          end-of-text token as the only context (how tools prompt a GPT-2);
+      mask    (blocks, ctx) over the labels of eval_windows(ids, ctx, max_tokens): True where a label is
+              among the first n tokens after an end-of-text token, so "the rest" can be scored apart.
+    """
+    limit = len(ids) if not max_tokens else min(len(ids), max_tokens + 1)
+    arr = np.asarray(ids[:limit], dtype=np.int64)
+    eots = np.flatnonzero(arr == eot)
+    starts = [e for e in eots if e + n < len(arr) and not (arr[e + 1:e + n + 1] == eot).any()]
+    windows = torch.from_numpy(np.stack([arr[e:e + n + 1] for e in starts])) if starts \
+        else torch.empty((0, n + 1), dtype=torch.int64)
+    last = np.where(arr == eot, np.arange(len(arr)), -1)
+    last = np.maximum.accumulate(np.concatenate([[-1], last[:-1]]))   # last end-of-text strictly before p
+    dist = np.arange(len(arr)) - last
+    near = (last >= 0) & (dist >= 1) & (dist <= n)
+    blocks = (min(len(ids) - 1, max_tokens or len(ids)) // ctx)
+    mask = torch.from_numpy(near[1:blocks * ctx + 1].reshape(blocks, ctx).copy())
+    return windows, mask

@@ -5,15 +5,18 @@ Sources (`--data D`):
   - a .bin file: uint16 tokens, split by position (last 10% -> val);
   - a .txt file: tokenised, split by position (last 10% of tokens -> val);
   - a folder of .txt files: split by file (files sorted by name; every 10th, starting at the 10th, -> val;
-    if fewer than 2 files, by position), so held-out text is whole documents;
+    if fewer than 2 files, by position), so held-out text is whole files (plays);
   - hf:<dataset>[:<config>]: its train/validation splits via `datasets` (needs the hub or its cache).
-Documents are joined with the tokenizer's end-of-text token. The tokens are cached in the run's data/ dir.
+Text files are cut into documents (nml_core.data.documents: scenes, poems), each followed by the tokenizer's
+end-of-text token, GPT-2's convention; the split is by file before the cut, so no held-out text leaks.
+The tokens are cached in the run's data/ dir.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +25,12 @@ import numpy as np
 from ..errors import NMLError
 from ..store.files import atomic_write_bytes, atomic_write_json
 from ..store.hub import hub_reachable
+from .documents import split_documents
 
 VAL_EVERY = 10  # one in VAL_EVERY files (or the last 1/VAL_EVERY of tokens) is validation
+CONVENTION = ("GPT-2's: every document is followed by <|endoftext|>; documents are cut at natural boundaries "
+              "(nml_core/data/documents.py: scenes of plays, numbered poems, else the whole file); "
+              "training windows may cross document boundaries")
 
 
 @dataclass
@@ -138,15 +145,18 @@ def _from_text(path: Path, tokenizer):
         raise NMLError(f"--data {path}: the text is empty")
     info = {"source": str(path), "files": [f.name for f in files],
             "text_sha256": hashlib.sha256("".join(texts).encode()).hexdigest()}
-    if len(files) >= 2:
+    info["convention"] = CONVENTION
+    if len(files) >= 2:  # split by file first, then cut documents: no held-out text leaks into train
         val_idx = {i for i in range(len(files)) if i % VAL_EVERY == VAL_EVERY - 1} or {len(files) - 1}
         info.update(split=f"by file: every {VAL_EVERY}th file (sorted by name) is validation",
                     val_files=[files[i].name for i in sorted(val_idx)])
-        train = _encode_docs([t for i, t in enumerate(texts) if i not in val_idx], tokenizer)
-        val = _encode_docs([t for i, t in enumerate(texts) if i in val_idx], tokenizer)
-        return train, val, info
-    train, val = _split_by_position(_encode_docs(texts, tokenizer))
-    info["split"] = f"by position: last 1/{VAL_EVERY} of the tokens is validation"
+        train_docs = [d for i, t in enumerate(texts) if i not in val_idx for d in split_documents(t)]
+        val_docs = [d for i, t in enumerate(texts) if i in val_idx for d in split_documents(t)]
+        info["documents"] = {"train": len(train_docs), "val": len(val_docs)}
+        return _encode_docs(train_docs, tokenizer), _encode_docs(val_docs, tokenizer), info
+    docs = [d for t in texts for d in split_documents(t)]
+    train, val = _split_by_position(_encode_docs(docs, tokenizer))
+    info.update(split=f"by position: last 1/{VAL_EVERY} of the tokens is validation", documents={"all": len(docs)})
     return train, val, info
 
 
@@ -167,3 +177,19 @@ def _from_hf(spec: str, tokenizer):
         return train, _encode_docs(["\n".join(ds["validation"][column])], tokenizer), info
     info["split"] = f"by position: last 1/{VAL_EVERY} of the tokens is validation"
     return (*_split_by_position(train), info)
+
+
+def save_text_upload(name: str, raw: bytes, folder: Path, max_mb: float = 20) -> Path:
+    """An uploaded text file, checked (size, UTF-8, not empty) and written whole into `folder`: a training
+    source (`--data`). Bad uploads get one line naming the problem and the fix."""
+    if len(raw) > max_mb * 1e6:
+        raise NMLError(f"the upload is {len(raw) / 1e6:.1f} MB; the limit is {max_mb:g} MB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NMLError(f"the upload {name} is not UTF-8 text; save it as UTF-8 .txt and upload it again") from None
+    if not text.strip():
+        raise NMLError(f"the upload {name} is empty; choose a .txt file with text in it")
+    path = Path(folder) / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(name).name}"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

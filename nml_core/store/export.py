@@ -18,15 +18,19 @@ from .files import atomic_write_bytes
 
 
 def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.dtype = torch.float32,
-                   card: str | None = None) -> Path:
-    """save_pretrained into a temp dir, then swap it in, so `path` is never half-written."""
+                   card: str | None = None, shard_mb: int | None = None) -> Path:
+    """save_pretrained into a temp dir, then swap it in, so `path` is never half-written.
+
+    shard_mb: write safetensors shards of at most that size (+ model.safetensors.index.json), which
+    from_pretrained loads natively: a build on a remote machine comes home in small files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         # fp16 storage halves the bytes; nml_core always loads with dtype=float32 and computes in fp32
         to_save = copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model
-        to_save.save_pretrained(str(tmp), safe_serialization=True)
+        to_save.save_pretrained(str(tmp), safe_serialization=True,
+                                **({"max_shard_size": f"{shard_mb}MB"} if shard_mb else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if card:

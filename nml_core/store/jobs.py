@@ -55,21 +55,25 @@ def unique_run_dir(root: Path, name: str) -> Path:
 
 
 def start_job(out: Path, train: list[str], follow_up: list[list[str]], cwd: Path | None = None) -> dict:
-    """Launch `train && follow_up...` detached from the caller; returns the job record."""
+    """Launch `train && follow_up...` detached from the caller; returns the job record. Two starts on one
+    directory at the same moment are serialised by a lock, so the second sees the first job and is refused."""
+    import fcntl
     out = Path(out)
-    if (out / RUN_FILE).exists() and "--resume" not in train:
-        raise NMLError(f"{out} already holds a run; pick another name")
-    if job_alive(out):
-        raise NMLError(f"{out} already has a job running; cancel it first")
     out.mkdir(parents=True, exist_ok=True)
-    script = " && ".join(shlex.join(a) for a in [train, *follow_up])
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    with open(out / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(["/bin/sh", "-c", script], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    job = {"pid": proc.pid, "train": train, "follow_up": follow_up, "cwd": str(cwd) if cwd else None,
-           "started": time.time()}
-    atomic_write_json(out / JOB_FILE, job)
+    with open(out / ".job.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / RUN_FILE).exists() and "--resume" not in train:
+            raise NMLError(f"{out} already holds a run; pick another name")
+        if job_alive(out):
+            raise NMLError(f"{out} already has a job running; cancel it first")
+        script = " && ".join(shlex.join(a) for a in [train, *follow_up])
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        with open(out / LOG_FILE, "ab") as log:
+            proc = subprocess.Popen(["/bin/sh", "-c", script], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        job = {"pid": proc.pid, "train": train, "follow_up": follow_up, "cwd": str(cwd) if cwd else None,
+               "started": time.time()}
+        atomic_write_json(out / JOB_FILE, job)
     return job
 
 

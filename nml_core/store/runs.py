@@ -13,17 +13,22 @@ runs/<name>/ (or cached_runs/<name>/)
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shlex
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..device import is_main_process, wait_for_everyone, world_size
 from ..errors import NMLError
 from .files import REBUILD_HINT, atomic_write_json, read_json
 
 RUN_FILE = "run.json"
 KINDS = ("pretrain", "nested", "independent", "naive")
-STATUSES = ("running", "done", "failed", "cancelled")
+STATUSES = ("running", "done", "failed", "cancelled")  # + "interrupted": reported by run_state, never stored
 
 
 def now() -> str:
@@ -69,8 +74,13 @@ class Run:
         return self.info.get("axes", ["ffn", "heads", "hidden"])
 
     def update(self, **fields) -> None:
+        """Change run.json; in a multi-process run only the main process writes (the others keep the change in
+        memory), so a run directory is written by one process."""
         self.info.update(fields, updated=now())
-        atomic_write_json(self.path / RUN_FILE, self.info)
+        if is_main_process():
+            atomic_write_json(self.path / RUN_FILE, self.info)
+            if self.status in ("done", "failed", "cancelled"):
+                release_lock(self.path)  # the writer is done: a resume may take the run
 
     def eval(self) -> dict | None:
         p = self.path / "eval.json"
@@ -89,21 +99,90 @@ class Run:
 
 
 def create_run(path: Path, info: dict, resume: bool = False) -> Run:
-    """Start a run directory; refuses to clobber an existing run unless resuming it."""
+    """Start a run directory; refuses to clobber an existing run unless resuming it, and refuses to resume it
+    with another recipe. Every process of a multi-process run gets the Run; only the main one writes it."""
     path = Path(path)
-    if (path / RUN_FILE).exists():
+    exists = (path / RUN_FILE).exists()
+    if is_main_process():
+        hold_lock(path)
+    wait_for_everyone()  # every rank has looked before the main one writes
+    if exists:
         if not resume:
             raise NMLError(f"{path} already holds a run; pick another --out, or add --resume to continue it")
         run = load_run(path, require_model=False)
-        run.update(status="running")
+        try:
+            check_same_recipe(run, info)
+        except NMLError:
+            release_lock(path)
+            raise
+        run.update(status="running", process=process_record())
         return run
     if resume:
         raise NMLError(f"--resume given but {path} holds no run; drop --resume to start a new one")
-    path.mkdir(parents=True, exist_ok=True)
     info = {"name": path.name, **info, "status": "running", "created": now(), "updated": now(),
-            "versions": library_versions()}
-    atomic_write_json(path / RUN_FILE, info)
+            "versions": library_versions(), "process": process_record()}
+    if is_main_process():
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / RUN_FILE, info)
     return Run(path, info)
+
+
+_LOCKS: dict[str, int] = {}  # run dir -> open fd of its lock, held until this process exits
+
+
+def hold_lock(path: Path) -> None:
+    """One writer per run directory: an exclusive lock on <run>/.lock, held for the life of this process (the
+    OS drops it when the process dies, even by kill -9). A second trainer on the same run is refused."""
+    import fcntl
+    key = str(Path(path).resolve())
+    if key in _LOCKS:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(path) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise NMLError(f"{path} is being written by another process (pid {owner}); wait for it or cancel it, "
+                       "then resume") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _LOCKS[key] = fd
+
+
+def release_lock(path: Path) -> None:
+    fd = _LOCKS.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+# What a resume may change: where and how often it runs and reports, not what it trains.
+RESUMABLE = {"device", "mixed_precision", "log_every", "checkpoint_every", "eval_every", "eval_windows"}
+
+
+def check_same_recipe(run: Run, info: dict) -> None:
+    """--resume continues the run it finds, so the recipe must be the stored one (a longer --steps would bend
+    the cosine schedule the run has followed so far): one line naming what differs and how to resume."""
+    changed = [f"{k} {run.info.get(k)} -> {info[k]}" for k in ("kind", "widths", "axes", "reorder", "width")
+               if k in info and run.info.get(k) != info[k]]
+    stored, given = run.info.get("hparams", {}), info.get("hparams", {})
+    changed += [f"{k} {stored.get(k)} -> {v}" for k, v in given.items()
+                if k not in RESUMABLE and k in stored and stored[k] != v]
+    if changed:
+        command = run.info.get("process", {}).get("command")
+        raise NMLError(f"--resume with another recipe than {run.path.name} was started with ({'; '.join(changed)}); "
+                       + (f"resume with its own flags: {command} --resume" if command else
+                          "resume with the flags it was started with, or start a new run with another --out"))
+
+
+def process_record() -> dict:
+    """Which process writes this run: pid and host (to tell a dead run from a live one) and, when started from
+    the CLI, the command that resumes it."""
+    argv = [a for a in sys.argv if a != "--resume"]
+    cli = argv and (argv[0].endswith(os.path.join("nml_core", "__main__.py")) or Path(argv[0]).name == "nml")
+    return {"pid": os.getpid(), "host": socket.gethostname(), "processes": world_size(),
+            "command": "python -m nml_core " + shlex.join(argv[1:]) if cli else None}
 
 
 def load_run(path, require_model: bool = True) -> Run:
@@ -121,20 +200,37 @@ def load_run(path, require_model: bool = True) -> Run:
     return run
 
 
+WEIGHTS, SHARD_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a model dir: model.safetensors, or the shards its index names."""
+    model_dir = Path(model_dir)
+    if (model_dir / SHARD_INDEX).is_file():
+        index = read_json(model_dir / SHARD_INDEX)
+        return [model_dir / name for name in sorted(set(index.get("weight_map", {}).values()))]
+    return [model_dir / WEIGHTS]
+
+
+def has_weights(model_dir: Path) -> bool:
+    return (Path(model_dir) / WEIGHTS).is_file() or (Path(model_dir) / SHARD_INDEX).is_file()
+
+
 def check_model_dir(model_dir: Path, status: str = "done") -> None:
-    """config.json + a readable model.safetensors header, or a one-line error."""
-    if status == "running" and not (model_dir / "model.safetensors").exists():
+    """config.json + readable safetensors headers (one file or every shard), or a one-line error."""
+    if status == "running" and not has_weights(model_dir):
         raise NMLError(f"{model_dir.parent} is still training (no weights yet); wait for it or resume it")
     read_json(model_dir / "config.json")
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise NMLError(f"{weights} is missing; {REBUILD_HINT}")
-    try:
-        from safetensors import safe_open
-        with safe_open(str(weights), framework="pt") as f:
-            list(f.keys())
-    except Exception as e:  # safetensors raises several types for truncated / garbage files
-        raise NMLError(f"{weights} is corrupt ({type(e).__name__}); {REBUILD_HINT}") from None
+    files = weight_files(model_dir)
+    for weights in files:
+        if not weights.is_file():
+            raise NMLError(f"{weights} is missing; {REBUILD_HINT}")
+        try:
+            from safetensors import safe_open
+            with safe_open(str(weights), framework="pt") as f:
+                list(f.keys())
+        except Exception as e:  # safetensors raises several types for truncated / garbage files
+            raise NMLError(f"{weights} is corrupt ({type(e).__name__}); {REBUILD_HINT}") from None
 
 
 def append_metrics(run_path: Path, row: dict) -> None:
@@ -149,11 +245,13 @@ def read_metrics(run_path: Path) -> list[dict]:
     if not p.exists():
         return []
     rows = []
-    for line in p.read_text().splitlines():
+    for line in p.read_text(errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break  # a line still being written
+            continue  # a line still being written, or one a crash cut short: the others still count
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
     return rows
 
 
@@ -167,6 +265,8 @@ def find_runs(*roots) -> list[Run]:
             continue
         if root.is_dir():
             for p in sorted(root.iterdir()):
+                if p.name.startswith("."):  # temp and swap dirs (.tmp-*, .old-*) are not runs
+                    continue
                 if (p / RUN_FILE).exists():
                     try:
                         found.append(load_run(p, require_model=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
@@ -35,12 +36,30 @@ def save_checkpoint(run: Run, model: GPT2LMHeadModel, optimizer, step: int, stat
             shutil.rmtree(old, ignore_errors=True)
 
 
+def latest_checkpoint(run: Run) -> Path | None:
+    """The checkpoint dir latest.json points at; if latest.json is missing or corrupt (a crash while it was
+    flipped), the newest complete step-N dir (complete dirs are renamed into place only once whole)."""
+    root = run.path / "checkpoints"
+    try:
+        ckpt = root / json.loads((root / "latest.json").read_text())["dir"]
+        if (ckpt / "state.json").is_file():
+            return ckpt
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+    return complete[-1] if complete else None
+
+
 def load_checkpoint(run: Run, model: GPT2LMHeadModel, optimizer) -> dict | None:
-    latest = run.path / "checkpoints" / "latest.json"
-    if not latest.exists():
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
         return None
-    ckpt = run.path / "checkpoints" / json.loads(latest.read_text())["dir"]
-    missing, unexpected = model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    try:
+        weights = load_file(str(ckpt / "model.safetensors"))
+    except Exception as e:  # safetensors raises several types for truncated / garbage files
+        raise NMLError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}); delete that folder to resume from an "
+                       "older checkpoint, or start the run again") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or set(missing) - {TIED}:
         raise NMLError(f"checkpoint {ckpt} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected)")
     model.tie_weights()

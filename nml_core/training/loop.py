@@ -24,6 +24,7 @@ from ..data.sources import TokenData
 from ..errors import NMLError
 from ..nesting.elastic import ElasticGPT2
 from ..store.files import atomic_write_bytes
+from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
@@ -82,7 +83,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     bar = tqdm(total=cfg.steps, initial=start, desc=run.name, disable=not accelerator.is_main_process,
                dynamic_ncols=True)
 
-    completed = start
+    completed = last_checkpoint_step = start
     sampler_state = (gen.get_state(), rng.getstate())  # as of the start of step `completed`
 
     def checkpoint():
@@ -93,11 +94,11 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
         accelerator.wait_for_everyone()
 
     try:
-        window_t, window_steps = time.time(), 0
+        window_t, window_steps, beat_t = time.time(), 0, 0.0
         for step in range(start, cfg.steps):
             sampler_state = (gen.get_state(), rng.getstate())
             step_widths = widths_for_step(widths, cfg.strategy, rng)
-            losses = {f"{w:g}": 0.0 for w in step_widths}
+            losses = {}  # width -> 0-d loss tensor on the device, read once per logged step
             for micro in range(cfg.grad_accum):
                 target = None
                 if cache is not None:
@@ -108,7 +109,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
                 micro_losses = nested_step(elastic, teacher, batch.to(device), step_widths, cfg, accelerator,
                                            sync=micro == cfg.grad_accum - 1, target=target)
                 for k, v in micro_losses.items():
-                    losses[k] += v / cfg.grad_accum
+                    losses[k] = losses.get(k, 0) + v / cfg.grad_accum
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(elastic.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -118,8 +119,12 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             sampler_state = (gen.get_state(), rng.getstate())
             window_steps += 1
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            if time.time() - beat_t > HEARTBEAT_S:
+                beat(run, done, last_checkpoint_step)
+                beat_t = time.time()
             if done % cfg.log_every == 0 or done == cfg.steps:
+                losses = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # the step's one sync
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
                 now = time.time()
                 row = {"step": done, "elapsed_s": round(now - t0, 3), "lr": scheduler.get_last_lr()[0],
                        "loss": losses, "tokens": done * tokens_per_step,
@@ -133,16 +138,27 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
                     callback(row)
             if done % cfg.checkpoint_every == 0 and done < cfg.steps:
                 checkpoint()
-    except KeyboardInterrupt:
-        bar.close()
-        if completed > start:
-            checkpoint()  # an interrupted step is discarded: its batch is drawn again on resume
-        run.update(status="cancelled", cancelled_at_step=completed)
-        raise NMLError(f"training cancelled at step {completed}; checkpoint kept — continue with --resume") from None
+                last_checkpoint_step = done
     except torch.OutOfMemoryError:
         run.update(status="failed", error="out of memory")
         raise NMLError(f"out of memory at batch size {cfg.batch_size}; retry with a smaller --batch-size "
                        "(and --grad-accum to keep the tokens per step)") from None
+    except (KeyboardInterrupt, RuntimeError) as e:
+        bar.close()
+        if accelerator.num_processes > 1:
+            # one rank of several stopped (killed, or the launcher stopping the rest after a rank died, or Ctrl-C):
+            # a collective checkpoint would wait for peers that may be gone, so the last periodic one is kept
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0][:160]
+            message = (f"a process of the {accelerator.num_processes}-process run stopped at step {completed} ({why}); "
+                       f"the last checkpoint (step {last_checkpoint_step}) is kept — continue with --resume")
+            run.update(status="failed", error=message)
+            raise NMLError(message) from None
+        if not isinstance(e, KeyboardInterrupt):
+            raise
+        if completed > start:
+            checkpoint()  # an interrupted step is discarded: its batch is drawn again on resume
+        run.update(status="cancelled", cancelled_at_step=completed)
+        raise NMLError(f"training cancelled at step {completed}; checkpoint kept — continue with --resume") from None
     bar.close()
     checkpoint()
     run.update(train_time_s=round(time.time() - t0, 1), steps_done=cfg.steps, device=str(device),
@@ -151,7 +167,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
 
 
 def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
-                sync: bool = True, target: torch.Tensor | None = None) -> dict[str, float]:
+                sync: bool = True, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths
     (none when `target`, the teacher's soft targets, comes from a top-k cache).
 
@@ -169,7 +185,7 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
             logits = elastic(x, width=w).logits
             loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
-        losses[f"{w:g}"] = loss.item()
+        losses[f"{w:g}"] = loss.detach()
         if cfg.kd_source == "cascade" and target is not None:
             target = soft_targets(logits.detach(), cfg.temperature)
         del logits, loss

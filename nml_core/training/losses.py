@@ -98,7 +98,7 @@ def nested_kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, target_lo
         target_logprobs = target_logprobs.reshape(-1, vocab)
     loss, ce, kl = _NestedKDLoss.apply(student_logits.reshape(-1, vocab), labels.reshape(-1), target_logprobs,
                                       float(alpha), float(temperature))
-    parts = {"ce": ce.item()}
+    parts = {"ce": ce}  # 0-d tensors on the logits' device: read them when logging, not per width (a GPU sync)
     if alpha > 0:
-        parts["kl"] = kl.item()
+        parts["kl"] = kl
     return loss, parts
