@@ -3,12 +3,15 @@ bytes a width's backward allocates.
 
   python -m bench.nested_step_ops [--shape gpt2-small|embedded] [--batch 8] [--repeats 5]
 
-  ops per nested step    torch.profiler count of aten ops dispatched in one nested step (teacher forward + 4
-                         widths forward/backward + AdamW); on a GPU each is (at least) one kernel launch
+  ops per nested step    torch.profiler count of the leaf aten ops that do work (views and metadata ops left out)
+                         in one nested step (teacher forward + 4 widths forward/backward + AdamW): on a GPU
+                         each is at least one kernel launch
   host ms per step       median wall time of a nested step at a tiny shape (2L/64d, 2x16), where the arithmetic
                          is negligible and what is left is Python + dispatch: the part a GPU cannot hide
   backward MB, width w   bytes allocated by the backward of width w alone (profile_memory); a prefix width
                          that materialised a full-size gradient per parameter allocates as much as width 1
+  --compare-prefix       also times the whole nested step with in-place prefix gradients against autograd's
+                         slicing (ElasticGPT2.prefix_grads), interleaved round-robin, median of --repeats
 Random weights; widths 1, 1/2, 1/4, 1/8; fp32 on this CPU.
 """
 from __future__ import annotations
@@ -48,11 +51,23 @@ def setup(shape: dict, batch: int, ctx: int):
     return step, model, data, cfg
 
 
+# ops that only make a view or read metadata: no kernel runs for them on a GPU
+NO_KERNEL = {"aten::view", "aten::slice", "aten::as_strided", "aten::expand", "aten::t", "aten::transpose",
+             "aten::reshape", "aten::unsqueeze", "aten::squeeze", "aten::permute", "aten::detach", "aten::alias",
+             "aten::select", "aten::split", "aten::split_with_sizes", "aten::unbind", "aten::_unsafe_view",
+             "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::resize_", "aten::lift_fresh",
+             "aten::numpy_T", "aten::_reshape_alias", "aten::flatten", "aten::narrow", "aten::chunk",
+             "aten::result_type", "aten::is_nonzero", "aten::_local_scalar_dense", "aten::item", "aten::set_",
+             "aten::view_as", "aten::expand_as", "aten::contiguous", "aten::unflatten", "aten::matrix_H"}
+
+
 def ops_per_step(step) -> int:
+    """Leaf aten ops that do work (each one kernel launch or more on a GPU) in one nested step."""
     step()  # warm-up (lazy inits, caches)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
-    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children
+               and e.name not in NO_KERNEL)
 
 
 def backward_mb(model, data, cfg, width: float) -> float:
@@ -71,6 +86,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compare-prefix", action="store_true")
     a = ap.parse_args()
     threads = set_threads(None)
     step, model, data, cfg = setup(SHAPES[a.shape], a.batch, a.ctx)
@@ -91,6 +107,25 @@ def main() -> None:
           " | ".join(f"backward MB, width {w:g}" for w in WIDTHS) + " |")
     print("|---|---|" + "---|" * len(WIDTHS))
     print(f"| {ops} | {statistics.median(times):.1f} | " + " | ".join(f"{mb[w]:.0f}" for w in WIDTHS) + " |")
+    if a.compare_prefix:
+        compare_prefix(step, model, a.repeats)
+
+
+def compare_prefix(step, model, repeats: int) -> None:
+    """Nested step with prefix gradients vs autograd slicing, interleaved in this process."""
+    runs = {True: [], False: []}
+    for flag in (True, False):  # warm-up both
+        model.prefix_grads = flag
+        step()
+    for _ in range(repeats):
+        for flag in (True, False):
+            model.prefix_grads = flag
+            t = time.perf_counter()
+            step()
+            runs[flag].append(time.perf_counter() - t)
+    on, off = statistics.median(runs[True]), statistics.median(runs[False])
+    print(f"\nnested step, prefix gradients {on:.3f} s vs autograd slicing {off:.3f} s "
+          f"(median of {repeats}, interleaved): {off / on:.2f}x")
 
 
 if __name__ == "__main__":

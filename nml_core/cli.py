@@ -19,6 +19,9 @@ TRAIN, NESTED = ("train",), ("train", "kd")  # TrainConfig flag groups of pretra
 def _config_flags(p: argparse.ArgumentParser, groups: tuple) -> None:
     """One flag per TrainConfig field of these groups: name, type, default, choices and help from the dataclass."""
     for f in option_fields(groups):
+        if isinstance(f.default, bool):
+            p.add_argument(flag(f.name), action="store_true", help=f.metadata["help"])
+            continue
         kind = type(f.default) if f.default is not None else str
         p.add_argument(flag(f.name), type=kind, default=f.default, choices=f.metadata.get("choices"),
                        required=f.name == "steps", help=f.metadata["help"])

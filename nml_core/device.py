@@ -85,6 +85,13 @@ def device_info(device: str | torch.device, threads: int) -> dict:
             "device_key": re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")}
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch onto the device: pinned and non-blocking on CUDA (the copy overlaps the running step)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work (a timer around a CUDA call must not stop before the kernels do)."""
     if torch.device(device).type == "cuda":

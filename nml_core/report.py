@@ -45,16 +45,19 @@ def format_eval(report: dict) -> str:
 
 def format_latency(report: dict) -> str:
     n = report["prefill_len"]
+    static = any("decode_static_tok_s" in r for r in report["widths"])
     lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']})",
              f"{'width':>6} {'FLOP ratio':>10} {f'1x{n} ms':>9} {'speedup':>8} {f'8x{n} ms':>9} {'speedup':>8} "
-             f"{'decode tok/s':>12} {'elastic ovh':>11}"]
+             f"{'decode tok/s':>12}" + (f" {'static tok/s':>12}" if static else "") + f" {'elastic ovh':>11}"]
     full = report["widths"][0]
     for r in report["widths"]:
         p1, p8 = r["prefill_b1_ms"]["median_ms"], r["prefill_b8_ms"]["median_ms"]
         ovh = r["elastic_prefill_b1_ms"]["median_ms"] / p1 - 1
+        fast = f" {num((r.get('decode_static_tok_s') or {}).get('median'), '.1f', 12)}" if static else ""
         lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {p1:>9.2f} "
                      f"{full['prefill_b1_ms']['median_ms'] / p1:>7.2f}x {p8:>9.2f} "
-                     f"{full['prefill_b8_ms']['median_ms'] / p8:>7.2f}x {r['decode_tok_s']['median']:>12.1f} {ovh:>+10.1%}")
+                     f"{full['prefill_b8_ms']['median_ms'] / p8:>7.2f}x {r['decode_tok_s']['median']:>12.1f}{fast} "
+                     f"{ovh:>+10.1%}")
     return "\n".join(lines)
 
 

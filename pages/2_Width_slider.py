@@ -62,42 +62,48 @@ else:
             quick[key] = api.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096)
         st.rerun()
 
-# ---- speed: the run's latency file for this machine, or a measurement on demand
+# ---- speed: the run's latency files for the app's device (and this CPU when the app runs on a GPU)
 st.subheader("Speed on this machine")
 threads = set_threads(None)
-here = device_info(ui.app_device(), threads)["device_key"]
-lat = latency_files.get(here)
-lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
 measured = st.session_state.setdefault("quick_bench", {})
-if lrow is None and key in measured:
-    lrow = measured[key]
-if lrow:
-    n = (lat or {}).get("prefill_len", 128)
-    s = st.columns(3)
-    s[0].metric(f"Prefill 1x{n}", f"{lrow['prefill_b1_ms']['median_ms']:.1f} ms")
-    s[1].metric(f"Prefill 8x{n}", f"{lrow['prefill_b8_ms']['median_ms']:.1f} ms")
-    s[2].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
-    st.caption(f"{here}: median of interleaved timed calls (nml_core/analysis/latency.py).")
-else:
-    st.info(f"No latency measured for width {width:g} on this machine ({here}).")
-    if st.button("Measure now (~20 s)", key="bench_btn"):
-        with st.spinner("Timing the extracted student…"), ui.friendly_errors():
-            rep = bench_widths(elastic.model, run.axes, [width], device=ui.app_device(), repeats=3)
-            measured[key] = rep["widths"][0]
-        st.rerun()
+devices_here = list(dict.fromkeys([ui.app_device().type, "cpu"]))
+for dev in devices_here:
+    here = device_info(dev, threads)["device_key"]
+    lat = latency_files.get(here)
+    lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
+    if lrow is None and (key, dev) in measured:
+        lrow = measured[(key, dev)]
+    if lrow:
+        n = (lat or {}).get("prefill_len", 128)
+        s = st.columns(4)
+        s[0].metric(f"Prefill 1x{n}", f"{lrow['prefill_b1_ms']['median_ms']:.1f} ms")
+        s[1].metric(f"Prefill 8x{n}", f"{lrow['prefill_b8_ms']['median_ms']:.1f} ms")
+        s[2].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
+        if lrow.get("decode_static_tok_s"):
+            s[3].metric("Decode, static cache", f"{lrow['decode_static_tok_s']['median']:.0f} tokens/s")
+        st.caption(f"Measured on {here}: median of interleaved timed calls (nml_core/analysis/latency.py).")
+    elif dev == devices_here[0]:
+        st.info(f"No latency measured for width {width:g} on this machine ({here}).")
+        if st.button("Measure now (~20 s)", key="bench_btn"):
+            with st.spinner("Timing the extracted student…"), ui.friendly_errors():
+                rep = bench_widths(elastic.model, run.axes, [width], device=dev, repeats=3)
+                measured[(key, dev)] = rep["widths"][0]
+            st.rerun()
 
 # ---- generation at this width
 st.subheader("Generate at this width")
 prompts = ui.example_prompts(run)
 prompt = st.text_input("Prompt", value=prompts[0] if prompts else "", key="width_prompt")
-g = st.columns(3)
+g = st.columns(4)
 max_new = g[0].slider("New tokens", 8, max(8, min(96, cfg.n_positions - 16)), 40, key="width_new")
 temperature = g[1].slider("Temperature (0 = greedy)", 0.0, 1.5, 0.0, 0.1, key="width_temp")
 seed = g[2].number_input("Seed", 0, 10_000, 0, key="width_seed")
+static = ui.app_device().type == "cuda" and g[3].checkbox(
+    "Static KV cache (compiled)", True, key="width_static", help="HF static cache + compiled forward: CUDA only")
 if st.button("Generate", type="primary", key="width_generate"):
     with st.spinner("Generating…"), ui.friendly_errors():
         ids = tokenizer.encode(prompt)
-        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed))
+        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed), static_cache=static)
     st.session_state["width_text"] = (width, prompt, tokenizer.decode(new))
 if "width_text" in st.session_state:
     w, p, text = st.session_state["width_text"]

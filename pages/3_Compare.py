@@ -40,7 +40,8 @@ if st.button("Generate and compare", type="primary", key="compare_go"):
     with st.spinner("Generating with the teacher and each student…"), ui.friendly_errors():
         teacher_fn = lambda x: teacher(x).logits  # noqa: E731
         for name, model, w in [("teacher", teacher, 1.0)] + [(f"width {w:g}", elastic, w) for w in widths]:
-            new = generate_ids(model, ids, w, max_new, temperature, int(seed))
+            new = generate_ids(model, ids, w, max_new, temperature, int(seed),
+                               static_cache=ui.app_device().type == "cuda")
             results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k,
                                      device=ui.app_device())
     st.session_state["compare"] = (prompt, results)

@@ -71,3 +71,13 @@ def nested_copy(nested_run, tmp_path):
     dst = tmp_path / "nested"
     shutil.copytree(nested_run, dst)
     return dst
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run wherever a CUDA GPU is visible and skip elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from transformers import GPT2LMHeadModel
 
 from nml_core.arch.gpt2 import slice_params as sliced_tensors
 from nml_core.nesting.elastic import ElasticGPT2, extract_student
@@ -77,3 +78,51 @@ def test_view_student_follows_weight_updates(tiny_model):
         fresh = extract_student(tiny_model, elastic.spec(0.5)).eval()(input_ids=x).logits
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-5)
+
+
+def _nested_grads(model, prefix_grads: bool, widths=(1.0, 0.5, 0.25, 0.125)) -> dict:
+    """Gradients of one nested step (every width's CE backward into the shared weights)."""
+    elastic = ElasticGPT2(model.train())
+    elastic.prefix_grads = prefix_grads
+    x = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+    for w in widths:
+        logits = elastic(x[:, :-1], width=w).logits
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("widths", [(1.0, 0.5, 0.25, 0.125), (0.5, 0.125), (0.375,)])
+def test_prefix_gradients_equal_autograd_slicing(tiny_model, widths):
+    """The in-place prefix gradient (no full-size zero tensor per width) is today's autograd gradient."""
+    import copy
+    fast = _nested_grads(copy.deepcopy(tiny_model), True, widths)
+    ref = _nested_grads(copy.deepcopy(tiny_model), False, widths)
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_a_small_width_backward_allocates_no_full_size_gradients():
+    """Width 1/8 alone: autograd slicing allocates a full-size zero gradient per parameter; prefix gradients
+    allocate about the slices' size (the CPU proxy of the GPU's memory traffic)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from conftest import tiny_config
+
+    def allocated(prefix_grads: bool) -> int:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(tiny_config(n_positions=16))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)  # as after the first step
+        elastic = ElasticGPT2(model.train())
+        elastic.prefix_grads = prefix_grads
+        logits = elastic(torch.zeros(1, 8, dtype=torch.long), width=0.125).logits
+        loss = logits.float().logsumexp(-1).mean()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            loss.backward()
+        return sum(max(0, e.self_cpu_memory_usage) for e in prof.key_averages())
+
+    full = sum(p.numel() for p in GPT2LMHeadModel(tiny_config(n_positions=16)).parameters()) * 4
+    sliced, prefix = allocated(False), allocated(True)
+    assert sliced - prefix > 0.9 * full, "the full-size zero gradients (one per parameter) are gone"
+    assert prefix < sliced / 2

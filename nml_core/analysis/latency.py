@@ -7,6 +7,7 @@ reported; CUDA synchronised around each call.
   decode_tok_s              greedy `generate` with KV cache, batch 1, 16-token prompt, 32 new tokens
                             (fewer if the model's context is shorter)
   elastic_prefill_b1        the same batch-1 prefill through ElasticGPT2 views (shows slicing overhead)
+  decode_static_tok_s       (CUDA only) the same decode with HF's static KV cache and compiled forward
 """
 from __future__ import annotations
 
@@ -66,12 +67,15 @@ def prefill_fn(model_call: Callable, batch: int, cfg, device: str) -> Callable:
     return lambda: model_call(x)
 
 
-def decode_fn(model, device: str) -> Callable:
+def decode_fn(model, device: str, static_cache: bool = False) -> Callable:
+    """Greedy decode of decode_new_tokens; static_cache: HF's static KV cache (transformers compiles the
+    forward), the fast path on a GPU."""
     prompt = torch.randint(0, model.config.vocab_size, (1, DECODE_PROMPT),
                            generator=torch.Generator().manual_seed(0)).to(device)
     eos, new = model.config.eos_token_id, decode_new_tokens(model.config)
+    cache = {"cache_implementation": "static"} if static_cache else {}
     return lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new,
-                                  min_new_tokens=new, do_sample=False, pad_token_id=eos)
+                                  min_new_tokens=new, do_sample=False, pad_token_id=eos, **cache)
 
 
 def tokens_per_s(stats: dict, tokens: int) -> dict:
@@ -95,6 +99,8 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
         fns[f"{w:g}/prefill_b8"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
         fns[f"{w:g}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
         fns[f"{w:g}/decode"] = decode_fn(s, device)
+        if device == "cuda":  # the static-cache decode beside the eager one (on a CPU it does not pay)
+            fns[f"{w:g}/decode_static"] = decode_fn(s, device, static_cache=True)
     times = interleaved_timings(fns, device, repeats=repeats)
     report = {**device_info(device, threads), "measured": now(), "protocol": __doc__.strip(),
               "prefill_len": prefill_len(cfg), "decode_new_tokens": decode_new_tokens(cfg),
@@ -104,5 +110,7 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
         for name in ("prefill_b1", "prefill_b8", "elastic_prefill_b1"):
             row[f"{name}_ms"] = times[f"{w:g}/{name}"]
         row["decode_tok_s"] = tokens_per_s(times[f"{w:g}/decode"], decode_new_tokens(cfg))
+        if f"{w:g}/decode_static" in times:
+            row["decode_static_tok_s"] = tokens_per_s(times[f"{w:g}/decode_static"], decode_new_tokens(cfg))
         report["widths"].append(row)
     return report

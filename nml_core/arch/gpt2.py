@@ -4,7 +4,9 @@ The nesting, training and analysis code never matches a GPT-2 parameter name or 
 this module:
   model_dims(cfg)              -> StudentDims of the full model
   student_config(cfg, dims)    -> a stock GPT2Config of a student
-  slice_params(params, ...)    -> views of the full parameters holding one student (the slice rules)
+  prefix_of(name, ...)         -> the slice rule (Prefix) of one parameter for a student's dims
+  take_prefix / add_into_prefix_ -> apply a rule to a parameter (forward) or to its gradient (backward)
+  slice_params(params, ...)    -> views of the full parameters holding one student
   permute_units(model, perms)  -> reorder heads / FFN neurons / residual channels in place (importance tables)
   hook_points(model)           -> the modules importance scoring listens to
   cost(cfg, dims, ctx)         -> parameters, FLOPs per token, fp16 size
@@ -74,40 +76,71 @@ def student_config(cfg: GPT2Config, dims: StudentDims) -> GPT2Config:
 
 # ---------------------------------------------------------------- slice rules
 
-def _qkv_cols(t: torch.Tensor, full: int, keep: int) -> torch.Tensor:
-    """Keep the first `keep` columns of each of the q, k and v blocks (last dim = 3 * full).
+@dataclass(frozen=True)
+class Prefix:
+    """Which prefix of a full parameter a student uses: the first `rows` of dim 0, the first `cols` of the last
+    dim, and for c_attn's [q | k | v] (last dim 3 x qkv_full) the first qkv_keep columns of each block."""
+    rows: int | None = None
+    cols: int | None = None
+    qkv_full: int | None = None
+    qkv_keep: int | None = None
 
-    When keep == full this is the tensor itself (a view); otherwise the three blocks are not adjacent in
-    memory, so one small cat is needed (cost O(d'*3a'), negligible next to the matmul it feeds).
-    """
-    if keep == full:
+
+def prefix_of(name: str, ndim: int, full_attn: int, dims: StudentDims) -> Prefix:
+    """The slice rule of one GPT-2 parameter (HF name) for a student of `dims`."""
+    d2, a2, f2 = dims.n_embd, dims.attn_dim, dims.n_inner
+    leaf = name.split(".")
+    matrix = ndim == 2
+    if leaf[-2] in ("wte", "wpe"):
+        return Prefix(cols=d2)
+    if leaf[-2] in ("ln_1", "ln_2", "ln_f"):
+        return Prefix(rows=d2)
+    if leaf[-3:-1] == ["attn", "c_attn"]:
+        return Prefix(rows=d2 if matrix else None, qkv_full=full_attn, qkv_keep=a2)
+    if leaf[-3:-1] == ["attn", "c_proj"]:
+        return Prefix(rows=a2, cols=d2) if matrix else Prefix(rows=d2)
+    if leaf[-3:-1] == ["mlp", "c_fc"]:
+        return Prefix(rows=d2, cols=f2) if matrix else Prefix(rows=f2)
+    if leaf[-3:-1] == ["mlp", "c_proj"]:
+        return Prefix(rows=f2, cols=d2) if matrix else Prefix(rows=d2)
+    raise ValueError(f"don't know how to slice parameter {name}")
+
+
+def _box(t: torch.Tensor, prefix: Prefix) -> torch.Tensor:
+    """The rows/cols prefix of t: always a view."""
+    if prefix.rows is not None:
+        t = t[:prefix.rows]
+    if prefix.cols is not None:
+        t = t[..., :prefix.cols]
+    return t
+
+
+def take_prefix(p: torch.Tensor, prefix: Prefix) -> torch.Tensor:
+    """The student's part of a full parameter: a view, except for c_attn below full width, whose q, k and v
+    blocks are not adjacent in memory (one small cat, O(d' x 3a'), negligible next to the matmul it feeds)."""
+    t = _box(p, prefix)
+    if prefix.qkv_full is None or prefix.qkv_keep == prefix.qkv_full:
         return t
-    q, k, v = t.split(full, dim=-1)
+    q, k, v = t.split(prefix.qkv_full, dim=-1)
+    keep = prefix.qkv_keep
     return torch.cat([q[..., :keep], k[..., :keep], v[..., :keep]], dim=-1)
 
 
-def slice_param(name: str, p: torch.Tensor, full_attn: int, dims: StudentDims) -> torch.Tensor:
-    """The view of one full parameter that a student of `dims` uses."""
-    d2, a2, f2 = dims.n_embd, dims.attn_dim, dims.n_inner
-    leaf = name.split(".")
-    if leaf[-2] in ("wte", "wpe"):
-        return p[:, :d2]
-    if leaf[-2] in ("ln_1", "ln_2", "ln_f"):
-        return p[:d2]
-    if leaf[-3:-1] == ["attn", "c_attn"]:
-        return _qkv_cols(p[:d2], full_attn, a2) if p.dim() == 2 else _qkv_cols(p, full_attn, a2)
-    if leaf[-3:-1] == ["attn", "c_proj"]:
-        return p[:a2, :d2] if p.dim() == 2 else p[:d2]
-    if leaf[-3:-1] == ["mlp", "c_fc"]:
-        return p[:d2, :f2] if p.dim() == 2 else p[:f2]
-    if leaf[-3:-1] == ["mlp", "c_proj"]:
-        return p[:f2, :d2] if p.dim() == 2 else p[:d2]
-    raise ValueError(f"don't know how to slice parameter {name} of shape {tuple(p.shape)}")
+def add_into_prefix_(full: torch.Tensor, prefix: Prefix, part: torch.Tensor) -> None:
+    """full[prefix] += part, in place: the inverse of take_prefix for gradients."""
+    t = _box(full, prefix)
+    if prefix.qkv_full is None or prefix.qkv_keep == prefix.qkv_full:
+        t.add_(part)
+        return
+    keep = prefix.qkv_keep
+    for j, block in enumerate(part.split(keep, dim=-1)):
+        t[..., j * prefix.qkv_full: j * prefix.qkv_full + keep].add_(block)
 
 
 def slice_params(params: dict[str, torch.Tensor], cfg: GPT2Config, dims: StudentDims) -> dict[str, torch.Tensor]:
     """Views of the teacher-shaped `params` (HF GPT-2 names) for one student's dims (the tied head skipped)."""
-    return {name: slice_param(name, p, cfg.n_embd, dims) for name, p in params.items() if name != TIED}
+    return {name: take_prefix(p, prefix_of(name, p.dim(), cfg.n_embd, dims))
+            for name, p in params.items() if name != TIED}
 
 
 # ---------------------------------------------------------------- importance: where to listen, how to permute

@@ -2,8 +2,15 @@
 
 The elastic forward runs HF's own GPT-2 code: a stock GPT2LMHeadModel *skeleton* of the student's config
 (parameters on the meta device, no memory) is called with `torch.func.functional_call`, feeding it views of
-the full parameters (nml_core.arch.gpt2.slice_params). Gradients of a width therefore land in the shared
-full parameters, in exactly the prefix that width uses.
+the full parameters. Gradients of a width land in the shared full parameters, in exactly the prefix that
+width uses.
+
+Training cost, per width and step: the slice plan (which prefix of which parameter) is built once per width,
+not re-read from parameter names every forward; and in a single-process run each slice is a _PrefixGrad,
+whose backward adds the width's gradient straight into the prefix of `param.grad`. Autograd's own slice
+backward would build a full-size zero gradient per parameter per width and copy the slice into it
+(SliceBackward): on a GPU most of the nested step's kernel launches and memory traffic, on a CPU a full-size
+memset per parameter per width (bench/nested_step_ops.py).
 """
 from __future__ import annotations
 
@@ -11,10 +18,33 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ..arch.gpt2 import EMBEDDING, StudentDims, slice_params, student_config
+from ..arch.gpt2 import (EMBEDDING, TIED, Prefix, StudentDims, add_into_prefix_, prefix_of, slice_params,
+                         student_config, take_prefix)
+from ..device import world_size
 from .width import ALL_AXES, WidthSpec
 
 VIEW_CACHE = 8  # inference view students kept per ElasticGPT2 (one per head count of an 8-head teacher)
+
+
+class _PrefixGrad(torch.autograd.Function):
+    """A prefix of a shared parameter whose backward adds the width's gradient into the prefix of param.grad
+    in place (param.grad is allocated once per step, by the first width that reaches it).
+
+    Single process only: DDP's gradient hooks fire on autograd's own accumulation, which this bypasses, so
+    under `accelerate launch` the elastic model uses plain slices (ElasticGPT2.prefix_grads)."""
+
+    @staticmethod
+    def forward(ctx, param: torch.Tensor, prefix: Prefix) -> torch.Tensor:
+        ctx.param, ctx.prefix = param, prefix
+        return take_prefix(param.detach(), prefix)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        param = ctx.param
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        add_into_prefix_(param.grad, ctx.prefix, grad)
+        return None, None
 
 
 class ElasticGPT2(nn.Module):
@@ -29,6 +59,9 @@ class ElasticGPT2(nn.Module):
         self.axes = frozenset(axes) if axes is not None else ALL_AXES
         self._skeletons: dict[StudentDims, GPT2LMHeadModel] = {}
         self._views: dict[StudentDims, tuple[tuple, GPT2LMHeadModel]] = {}
+        self._plans: dict[StudentDims, tuple[int, list]] = {}
+        self._compiled: dict[float, object] = {}
+        self.prefix_grads = world_size() == 1  # see _PrefixGrad
         self.train(model.training)
 
     @property
@@ -79,9 +112,42 @@ class ElasticGPT2(nn.Module):
         dims = self.spec(width).dims(self.config)
         if not torch.is_grad_enabled():
             return self.view_student(dims)(input_ids=input_ids, **kwargs)
-        params = dict(self.model.named_parameters())
-        views = slice_params(params, self.config, dims)
+        if self.prefix_grads:
+            views = {name: _PrefixGrad.apply(p, prefix) for name, p, prefix in self.plan(dims)}
+        else:
+            views = {name: take_prefix(p, prefix) for name, p, prefix in self.plan(dims)}
         return torch.func.functional_call(self.skeleton(dims), views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
+
+    def compiled(self, width: float):
+        """x -> logits of one width, torch.compile'd once (static shapes, the whole forward one graph). The
+        width's plan and skeleton are built eagerly, so the graph only slices and runs HF's GPT-2; compiled
+        widths take plain slices (the compiler fuses their backward itself)."""
+        if width not in self._compiled:
+            self.prefix_grads = False
+            if width == 1.0:
+                def forward(x):
+                    return self.model(input_ids=x, use_cache=False).logits
+            else:
+                dims = self.spec(width).dims(self.config)
+                plan, skeleton = self.plan(dims), self.skeleton(dims)
+
+                def forward(x):
+                    views = {name: take_prefix(p, prefix) for name, p, prefix in plan}
+                    return torch.func.functional_call(skeleton, views, args=(),
+                                                      kwargs=dict(input_ids=x, use_cache=False)).logits
+            self._compiled[width] = torch.compile(forward, fullgraph=True, dynamic=False)
+        return self._compiled[width]
+
+    def plan(self, dims: StudentDims) -> list[tuple[str, torch.nn.Parameter, Prefix]]:
+        """(name, shared parameter, its prefix) of one width, built once per width (and again only if the
+        model's parameters are replaced)."""
+        owner = id(self.model.transformer.wte.weight)
+        hit = self._plans.get(dims)
+        if hit is None or hit[0] != owner:
+            plan = [(name, p, prefix_of(name, p.dim(), self.config.n_embd, dims))
+                    for name, p in self.model.named_parameters() if name != TIED]
+            hit = self._plans[dims] = (owner, plan)
+        return hit[1]
 
 
 def extract_student(model: GPT2LMHeadModel, spec: WidthSpec) -> GPT2LMHeadModel:

@@ -71,6 +71,8 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
             _truncate_metrics(run, start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg), last_epoch=start - 1)
     elastic, optimizer = accelerator.prepare(elastic, optimizer)
+    if cfg.compile and accelerator.num_processes > 1:
+        raise NMLError("--compile with several processes is not supported; drop --compile or run one process")
     cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size, cfg.temperature) \
         if cfg.teacher_cache else None
     if cache is not None:
@@ -103,11 +105,12 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
                 target = None
                 if cache is not None:
                     batch, top_idx, top_val, lse = cache.batch(cfg.batch_size, gen)
-                    target = topk_soft_targets(top_idx.to(device), top_val.to(device), lse.to(device), cfg.temperature)
+                    target = topk_soft_targets(*(devices.to_device(t, device) for t in (top_idx, top_val, lse)),
+                                               cfg.temperature)
                 else:
                     batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen)
-                micro_losses = nested_step(elastic, teacher, batch.to(device), step_widths, cfg, accelerator,
-                                           sync=micro == cfg.grad_accum - 1, target=target)
+                micro_losses = nested_step(elastic, teacher, devices.to_device(batch, device), step_widths, cfg,
+                                           accelerator, sync=micro == cfg.grad_accum - 1, target=target)
                 for k, v in micro_losses.items():
                     losses[k] = losses.get(k, 0) + v / cfg.grad_accum
             if cfg.grad_clip:
@@ -182,7 +185,7 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
     for i, w in enumerate(widths):
         last = sync and i == len(widths) - 1
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
-            logits = elastic(x, width=w).logits
+            logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
             loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
         losses[f"{w:g}"] = loss.detach()
@@ -190,6 +193,18 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
             target = soft_targets(logits.detach(), cfg.temperature)
         del logits, loss
     return losses
+
+
+def compiled_logits(elastic: ElasticGPT2, width: float, x: torch.Tensor) -> torch.Tensor:
+    """The compiled forward of one width; a compiler that does not work here becomes one line."""
+    try:
+        return elastic.compiled(width)(x)
+    except Exception as e:
+        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise NMLError(f"--compile failed here ({type(e).__name__}: {first}); drop --compile (eager is the "
+                       "default), or install what torch.compile needs (a C++ compiler on CPU, Triton on CUDA)") from None
 
 
 @torch.no_grad()
