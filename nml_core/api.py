@@ -327,6 +327,13 @@ def export_zip(run_path, width: float) -> bytes:
         return buf.getvalue()
 
 
+def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, dict]:
+    """Measure this device for the what-if and store the profile in <out>/device_profiles/<device key>.json."""
+    from .analysis.profile import profile_device as measure, save_profile
+    prof = measure(device, threads)
+    return save_profile(prof, Path(out)), prof
+
+
 def list_runs(*dirs) -> list[Run]:
     return find_runs(*dirs)
 

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _device_flag(p)
 
+    p = sub.add_parser("profile-device", help="measure what the hardware what-if needs on this device (< 60 s)")
+    _device_flag(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--out", default="runs", help="folder whose device_profiles/ receives <device key>.json")
+
     p = sub.add_parser("list", help="table of runs")
     p.add_argument("dirs", nargs="*", help="default: cached_runs runs")
     return parser
@@ -160,6 +165,10 @@ def dispatch(a: argparse.Namespace) -> int | None:
                                                   repeats=a.repeats)))
     elif a.command == "export":
         print(f"wrote {api.export(a.run, a.width, a.out, device=a.device)}")
+    elif a.command == "profile-device":
+        path, prof = api.profile_device(a.device, a.threads, a.out)
+        print(report.format_profile(prof))
+        print(f"wrote {path}")
     elif a.command == "list":
         print(report.format_runs(api.list_runs(*a.dirs)))
     return 0

@@ -80,6 +80,17 @@ def format_runs(runs: list[Run]) -> str:
     return "\n".join(lines + hints)
 
 
+def format_profile(prof: dict) -> str:
+    top = max(r for _, r in prof["matmul_fp32"])
+    return "\n".join([
+        f"{prof['device_name']} ({prof['device_key']}, torch {prof.get('torch', '?')}), measured in {prof.get('profile_s')} s",
+        f"host per forward: {prof['prefill']['fixed_us']:.0f} us + {prof['prefill']['per_layer_us']:.0f} us/layer "
+        f"({prof['ops_per_layer']} ops/layer, {prof['op_overhead_us']:.2f} us/op); per generated token: "
+        f"{prof['decode']['fixed_us']:.0f} us + {prof['decode']['per_layer_us']:.0f} us/layer",
+        f"matmul fp32: {prof['matmul_fp32'][0][1]:.1f} GFLOP/s at {prof['matmul_fp32'][0][0]:.0e} FLOPs up to "
+        f"{top:.0f} GFLOP/s; copy bandwidth {prof['bandwidth_gbs']:.1f} GB/s"])
+
+
 def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
     c = cost(cfg)
     ev = run.eval() or {}

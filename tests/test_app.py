@@ -124,9 +124,18 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     at.number_input(key="budget_ms").set_value(0.001).run()
     assert at.error and "No NML width fits" in at.error[0].value
     at.number_input(key="budget_ms").set_value(0.0).run()
-    at.selectbox(key="pareto_device").set_value("NVIDIA H100 SXM (projected)").run()
+    options = at.selectbox(key="pareto_device").options
+    assert options[0].endswith("— measured"), "measured devices come first"
+    h100 = next(o for o in options if o.startswith("NVIDIA H100 SXM — projected"))
+    at.selectbox(key="pareto_device").set_value(h100).run()
     assert_clean(at)
     assert any("Projected" in c.value for c in at.caption)
+    assert any("launch-bound" in i.value for i in at.info), "the page says why small widths gain little on a GPU"
+    at.number_input(key="pareto_batch").set_value(64).run()
+    assert_clean(at)
+    measured = next(o for o in options if "H100 80GB" in o and o.endswith("— measured"))
+    at.selectbox(key="pareto_device").set_value(measured).run()
+    assert any("reference measurement" in c.value for c in at.caption)
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def test_no_import_cycles():
 def test_engine_imports_without_streamlit_or_plotly():
     code = ("import sys\n"
             "for blocked in ('streamlit', 'plotly', 'pandas'): sys.modules[blocked] = None\n"
-            "import nml_core.api, nml_core.cli, nml_core.report, nml_core.analysis.roofline, nml_core.store.jobs\n"
+            "import nml_core.api, nml_core.cli, nml_core.report, nml_core.analysis.whatif, nml_core.analysis.profile, nml_core.store.jobs\n"
             "import nml_core.training.estimate, nml_core.analysis.generate\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -4,6 +4,7 @@ Protocol: fixed thread count, torch.inference_mode, warm-up calls, then `repeats
 round-robin across variants so slow drift of a shared machine hits all of them alike; min / median / max
 reported; CUDA synchronised around each call.
   prefill_b1 / prefill_b8   one forward over a (1 or 8) x prefill_len batch, prefill_len = min(128, n_positions)
+                            (and prefill_b32 on CUDA)
   decode_tok_s              greedy `generate` with KV cache, batch 1, 16-token prompt, 32 new tokens
                             (fewer if the model's context is shorter)
   elastic_prefill_b1        the same batch-1 prefill through ElasticGPT2 views (shows slicing overhead)
@@ -99,7 +100,8 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
         fns[f"{w:g}/prefill_b8"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
         fns[f"{w:g}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
         fns[f"{w:g}/decode"] = decode_fn(s, device)
-        if device == "cuda":  # the static-cache decode beside the eager one (on a CPU it does not pay)
+        if device == "cuda":  # batch 32 (where a GPU starts to pay) and the static-cache decode beside the eager one
+            fns[f"{w:g}/prefill_b32"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 32, cfg, device)
             fns[f"{w:g}/decode_static"] = decode_fn(s, device, static_cache=True)
     times = interleaved_timings(fns, device, repeats=repeats)
     report = {**device_info(device, threads), "measured": now(), "protocol": __doc__.strip(),
@@ -107,8 +109,9 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
               "matmul_gflops": matmul_gflops(device), "widths": []}
     for w in widths:
         row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), prefill_len(cfg))}
-        for name in ("prefill_b1", "prefill_b8", "elastic_prefill_b1"):
-            row[f"{name}_ms"] = times[f"{w:g}/{name}"]
+        for name in ("prefill_b1", "prefill_b8", "prefill_b32", "elastic_prefill_b1"):
+            if f"{w:g}/{name}" in times:
+                row[f"{name}_ms"] = times[f"{w:g}/{name}"]
         row["decode_tok_s"] = tokens_per_s(times[f"{w:g}/decode"], decode_new_tokens(cfg))
         if f"{w:g}/decode_static" in times:
             row["decode_static_tok_s"] = tokens_per_s(times[f"{w:g}/decode_static"], decode_new_tokens(cfg))

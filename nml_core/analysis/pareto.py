@@ -9,6 +9,7 @@ from ..store.runs import Run
 
 QUALITY = {"ppl": ("val perplexity", False), "acc": ("top-1 accuracy", True), "agree": ("agreement with teacher", True)}
 COST = {"prefill_b1_ms": ("prefill 1x128 (ms)", False), "prefill_b8_ms": ("prefill 8x128 (ms)", False),
+        "prefill_ms": ("prefill at the chosen batch (ms)", False), "memory_mb": ("memory at the chosen batch (MB)", False),
         "decode_tok_s": ("decode (tokens/s)", True), "flops_per_token": ("FLOPs per token", False),
         "fp16_mb": ("fp16 size (MB)", False)}
 

@@ -14,7 +14,7 @@ import streamlit as st
 
 from .. import device as devices
 from ..errors import NMLError
-from ..store.files import REBUILD_HINT
+from ..store.files import REBUILD_HINT, read_json
 from ..store.runs import Run, find_runs, load_run, weight_files
 from ..store.runs import has_weights as store_has_weights
 
@@ -163,6 +163,26 @@ def _weight_tensor(path: str, name: str, stamp: float):
 def weight_tensor(run: Run, name: str):
     """One weight matrix of a run, read straight from its safetensors file (no model load)."""
     return _weight_tensor(str(run.path), name, _stamp(run.path))
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def device_profiles() -> dict[str, dict]:
+    """Device profiles under every run folder (cached_runs/device_profiles, runs/device_profiles)."""
+    from ..analysis.profile import load_profiles
+    return load_profiles(*run_roots())
+
+
+def whatif_errors() -> dict:
+    """The what-if's measured error per device class (bench/whatif_accuracy.py --write), if measured."""
+    from ..analysis.profile import profiles_dir
+    for root in run_roots():
+        path = profiles_dir(root) / "whatif_error.json"
+        if path.exists():
+            try:
+                return read_json(path)
+            except NMLError:
+                return {}
+    return {}
 
 
 def recipe_field(name: str) -> dict:

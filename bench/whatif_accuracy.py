@@ -1,0 +1,102 @@
+"""How far is the hardware what-if from what devices really do? Leave-one-out: every (run, device, measure,
+width) with a measured latency is projected from a profile of that device alone (profile-device's
+microbenchmarks on tiny models, or for an unmeasurable device its preset built on this CPU's profile) —
+never from the latencies it is checked against.
+
+  python -m bench.whatif_accuracy [--roots cached_runs runs] [--write]
+
+Prints the error table per device and measure, and last the line
+  what-if error: median X%, worst Y% over N measurements
+--write stores the per-device-class errors in cached_runs/device_profiles/whatif_error.json, which the
+Pareto page shows as the "± x%" of its projections.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from transformers import GPT2Config
+
+from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile, profiles_dir
+from nml_core.analysis.whatif import project
+from nml_core.nesting.width import WidthSpec
+from nml_core.store.files import atomic_write_json
+from nml_core.store.runs import find_runs
+
+MEASURES = ("prefill_b1_ms", "prefill_b8_ms", "prefill_b32_ms", "decode_ms")
+
+
+def profile_for(key: str, profiles: dict) -> tuple[dict | None, str]:
+    if key in profiles:
+        return profiles[key], "measured profile"
+    base = next((p for k, p in sorted(profiles.items()) if p.get("device") == "cpu" and p.get("kind") == "measured"),
+                None)
+    if key in PRESET_FOR_KEY and base:
+        return preset_profile(PRESET_FOR_KEY[key], base), f"preset {PRESET_FOR_KEY[key]} (host from {base['device_key']})"
+    return None, "no profile"
+
+
+def measured(row: dict, measure: str) -> float | None:
+    if measure == "decode_ms":
+        return 1e3 / row["decode_tok_s"]["median"] if row.get("decode_tok_s") else None
+    return row[measure]["median_ms"] if row.get(measure) else None
+
+
+def check(roots: list[str]) -> list[dict]:
+    profiles = load_profiles(*map(Path, roots))
+    rows = []
+    for run in find_runs(*roots):
+        if run.kind != "nested" or run.status != "done":
+            continue
+        cfg = GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+        for key, lat in run.latency().items():
+            profile, source = profile_for(key, profiles)
+            if profile is None:
+                print(f"skipped {run.name} on {key}: {source}")
+                continue
+            for r in lat["widths"]:
+                dims = WidthSpec(r["width"], frozenset(run.axes)).dims(cfg)
+                proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
+                for m in MEASURES:
+                    got = measured(r, m)
+                    if got:
+                        rows.append({"run": run.name, "device": key, "class": lat["device"], "source": source,
+                                     "width": r["width"], "measure": m, "measured": got, "projected": proj[m],
+                                     "error": proj[m] / got - 1})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    errs = [abs(r["error"]) for r in rows]
+    return {"median": statistics.median(errs), "worst": max(errs), "n": len(errs)} if errs else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--roots", nargs="+", default=["cached_runs", "runs"])
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    rows = check(a.roots)
+    print("| run | device | profile | width | measure | measured | projected | error |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['device']} | {r['source']} | {r['width']:g} | {r['measure']} | {r['measured']:.2f} | "
+              f"{r['projected']:.2f} | {r['error']:+.0%} |")
+    by_device = {d: summary([r for r in rows if r["device"] == d]) for d in dict.fromkeys(r["device"] for r in rows)}
+    by_class = {c: summary([r for r in rows if r["class"] == c]) for c in dict.fromkeys(r["class"] for r in rows)}
+    print("\n| device | median error | worst | measurements |\n|---|---|---|---|")
+    for d, s in by_device.items():
+        print(f"| {d} | {s['median']:.0%} | {s['worst']:.0%} | {s['n']} |")
+    overall = summary(rows)
+    if a.write and overall:
+        atomic_write_json(profiles_dir(Path(a.roots[0])) / "whatif_error.json",
+                          {"all": overall, "by_class": by_class, "by_device": by_device,
+                           "command": "python -m bench.whatif_accuracy --write"})
+    if overall:
+        print(f"\nwhat-if error: median {overall['median']:.0%}, worst {overall['worst']:.0%} over {overall['n']} measurements")
+    else:
+        print("\nwhat-if error: no measurement has a profile of its device")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Device profiles: what the what-if needs to know about a device, measured on it in under a minute
+(`python -m nml_core profile-device`), or, for devices we cannot reach, a preset of vendor peaks with
+overheads taken from measured devices of the same class. Every field says whether it was measured or assumed.
+
+A profile (JSON, named by the device key of nml_core.device):
+  prefill.fixed_us / per_layer_us  host time of one HF GPT-2 forward that does no arithmetic to speak of
+                                   (tiny 1- and 2-layer models, use_cache=False): Python, dispatch, launches
+  decode.fixed_us / per_layer_us   the same per generated token through HF `generate` (KV cache)
+  ops_per_layer, ops_fixed         leaf aten ops of a GPT-2 forward (torch.profiler): the op count
+  op_overhead_us                   per_layer_us / ops_per_layer
+  matmul_fp32 (and matmul_half on CUDA)  achieved GFLOP/s against FLOPs per matmul, across the shapes the runs use
+  bandwidth_gbs                    a large copy's read + write bytes per second
+  asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from .. import device as devices
+from ..errors import NMLError
+from ..store.files import atomic_write_json, read_json
+from ..store.runs import now
+
+PROFILE_VERSION = 1
+HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
+# (M, K, N) of matmuls like the runs' layers and LM heads, small to large
+MATMULS = [(1, 32, 32), (1, 256, 1024), (1, 256, 50257), (8, 256, 768), (128, 32, 128), (128, 256, 768),
+           (128, 256, 1024), (128, 768, 3072), (128, 256, 50257), (1024, 256, 1024), (1024, 768, 3072),
+           (1024, 256, 50257)]
+
+
+def _median_us(fn, device: torch.device, repeats: int, inner: int = 1) -> float:
+    for _ in range(2):
+        fn()
+    devices.synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        devices.synchronize(device)
+        times.append((time.perf_counter() - t) / inner * 1e6)
+    return statistics.median(times)
+
+
+def _tiny(n_layer: int, device: torch.device) -> GPT2LMHeadModel:
+    cfg = GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, n_inner=64, vocab_size=64, n_positions=64,
+                     resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).to(device).eval()
+
+
+def _host_costs(device: torch.device, repeats: int) -> dict:
+    """fixed + per-layer host time of a prefill forward and of a generated token, from 1- and 4-layer tiny
+    models timed in turn (their arithmetic is negligible: what is left is the framework)."""
+    x = torch.zeros(1, 8, dtype=torch.long, device=device)
+    prompt = torch.zeros(1, 4, dtype=torch.long, device=device)
+    calls = {"prefill": (1, lambda m: m(input_ids=x, use_cache=False)),
+             "decode": (16, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
+                                                 min_new_tokens=16, do_sample=False, pad_token_id=0))}
+    models = {n: _tiny(n, device) for n in (1, HOST_LAYERS)}
+    out = {}
+    with torch.inference_mode():
+        for name, (per, call) in calls.items():
+            times = {n: [] for n in models}
+            for _ in range(2):
+                for m in models.values():
+                    call(m)
+            for _ in range(3 * repeats):  # interleaved: drift hits both alike
+                for n, m in models.items():
+                    t = time.perf_counter()
+                    call(m)
+                    devices.synchronize(device)
+                    times[n].append((time.perf_counter() - t) / per * 1e6)
+            t1, tn = (statistics.median(times[n]) for n in models)
+            per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
+            out[name] = {"fixed_us": round(max(0.0, t1 - per_layer), 2), "per_layer_us": round(per_layer, 2)}
+    return out
+
+
+def _op_counts(device: torch.device) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    def leaf_ops(model):
+        x = torch.zeros(1, 8, dtype=torch.long, device=device)
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(input_ids=x, use_cache=False)
+        return sum(1 for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children)
+    one, two = leaf_ops(_tiny(1, device)), leaf_ops(_tiny(2, device))
+    return {"ops_per_layer": two - one, "ops_fixed": 2 * one - two}
+
+
+def _matmul_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> list[list[float]]:
+    table = []
+    with torch.inference_mode():
+        for m, k, n in MATMULS:
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            b = torch.randn(k, n, device=device, dtype=dtype)
+            flops = 2 * m * k * n
+            inner = max(1, int(2e8 // flops)) if device.type == "cuda" else 1
+            us = _median_us(lambda: a @ b, device, repeats, inner)
+            table.append([flops, round(flops / us / 1e3, 2)])  # GFLOP/s
+    return sorted(table)
+
+
+def _bandwidth_gbs(device: torch.device, repeats: int) -> float:
+    x = torch.empty(32 * 2 ** 20, device=device)  # 128 MB
+    us = _median_us(lambda: x.clone(), device, repeats)
+    return round(2 * x.numel() * 4 / us / 1e3, 2)
+
+
+def profile_device(device: str = "auto", threads: int | None = None, repeats: int = 7) -> dict:
+    """Measure this device (about 20-60 s) -> a profile (see the module doc)."""
+    dev = devices.resolve(device)
+    threads = devices.set_threads(threads)
+    info = devices.device_info(dev, threads)
+    t0 = time.time()
+    prof = {"version": PROFILE_VERSION, **info, "measured": now(), "kind": "measured",
+            **_host_costs(dev, repeats), **_op_counts(dev), "bandwidth_gbs": _bandwidth_gbs(dev, repeats),
+            "matmul_fp32": _matmul_rates(dev, torch.float32, repeats), "asynchronous": dev.type == "cuda"}
+    if dev.type == "cuda":
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        prof["matmul_half"] = _matmul_rates(dev, half, repeats)
+    prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
+    prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}
+    prof["profile_s"] = round(time.time() - t0, 1)
+    return prof
+
+
+# ---------------------------------------------------------------- stored profiles and presets
+
+def profiles_dir(root: Path) -> Path:
+    return Path(root) / "device_profiles"
+
+
+def save_profile(prof: dict, root: Path) -> Path:
+    path = profiles_dir(root) / f"{prof['device_key']}.json"
+    atomic_write_json(path, prof)
+    return path
+
+
+def check_profile(prof: dict, where: str = "profile") -> dict:
+    """A profile the projection can use, or one line naming what is wrong with it."""
+    need = ("prefill", "decode", "matmul_fp32", "bandwidth_gbs", "device_key")
+    missing = [k for k in need if k not in prof]
+    if missing or prof.get("version") != PROFILE_VERSION:
+        raise NMLError(f"{where} is not a device profile of this version (missing {missing or 'version'}); "
+                       "measure it again: python -m nml_core profile-device")
+    if prof.get("kind") == "measured" and prof.get("torch", "").split("+")[0].rsplit(".", 1)[0] != \
+            torch.__version__.split("+")[0].rsplit(".", 1)[0]:
+        raise NMLError(f"{where} was measured with torch {prof.get('torch')}, this is {torch.__version__}; "
+                       "measure it again: python -m nml_core profile-device")
+    return prof
+
+
+def load_profiles(*roots: Path) -> dict[str, dict]:
+    """device key -> profile, for every readable profile under the roots (a bad one is skipped, not used)."""
+    out = {}
+    for root in roots:
+        for path in sorted(profiles_dir(root).glob("*.json")):
+            try:
+                prof = check_profile(read_json(path), str(path))
+            except NMLError:
+                continue
+            out[prof["device_key"]] = prof
+    return out
+
+
+# Vendor figures: dense fp32 (CUDA matmuls run in full fp32 unless TF32 is switched on) and memory bandwidth
+PRESETS = {
+    "Raspberry Pi 5": dict(cpu=True, peak_gflops=153.6, bandwidth_gbs=17.0, host_factor=2.5,
+                           note="4x Cortex-A76 2.4 GHz, NEON fp32 FMA; LPDDR4X-4267"),
+    "laptop CPU (8-core AVX2)": dict(cpu=True, peak_gflops=845.0, bandwidth_gbs=60.0, host_factor=0.6,
+                                     note="8 Zen 4 cores ~3.3 GHz, AVX2 fp32 FMA; LPDDR5"),
+    "NVIDIA T4": dict(cpu=False, peak_gflops=8_100.0, bandwidth_gbs=320.0, note="fp32 CUDA cores; GDDR6"),
+    "NVIDIA A10G": dict(cpu=False, peak_gflops=31_200.0, bandwidth_gbs=600.0, note="fp32 CUDA cores; GDDR6"),
+    "NVIDIA A100 40GB": dict(cpu=False, peak_gflops=19_500.0, bandwidth_gbs=1555.0, note="fp32 CUDA cores; HBM2"),
+    "NVIDIA H100 SXM": dict(cpu=False, peak_gflops=67_000.0, bandwidth_gbs=3350.0, note="fp32 CUDA cores; HBM3"),
+}
+PRESET_FOR_KEY = {"cuda-nvidia-h100-80gb-hbm3": "NVIDIA H100 SXM"}  # a measured device's class, by device key
+SUSTAINED = 0.5         # assumed: large matmuls reach half the vendor peak
+LAUNCH_US = 5.0         # assumed: one CUDA kernel launch, on top of the host's dispatch
+KERNEL_FLOOR_US = 3.0   # assumed: the shortest matmul kernel on a GPU
+BANDWIDTH_REACHED = 0.8  # assumed: share of the vendor bandwidth a large copy reaches
+
+
+def preset_profile(name: str, base: dict) -> dict:
+    """A profile of a device we cannot measure: its vendor peaks, with host costs taken from `base`, a profile
+    measured here (a CPU preset scales this CPU's host costs by host_factor; a GPU's host side is CPU dispatch
+    plus one kernel launch per op). Every field is marked measured (from base) or assumed."""
+    spec = PRESETS[name]
+    sustained = spec["peak_gflops"] * SUSTAINED
+    if spec["cpu"]:
+        host = {k: {f: v * spec["host_factor"] for f, v in base[k].items()} for k in ("prefill", "decode")}
+        top = max(r for _, r in base["matmul_fp32"])
+        table = [[f, r * sustained / top] for f, r in base["matmul_fp32"]]
+    else:
+        host = {k: {"fixed_us": base[k]["fixed_us"] + base["ops_fixed"] * LAUNCH_US,
+                    "per_layer_us": base[k]["per_layer_us"] + base["ops_per_layer"] * LAUNCH_US}
+                for k in ("prefill", "decode")}
+        table = [[f, f / (KERNEL_FLOOR_US * 1e3 + f / sustained)] for f, _ in base["matmul_fp32"]]
+    return {"version": PROFILE_VERSION, "kind": "preset", "device": "cpu" if spec["cpu"] else "cuda",
+            "device_name": name, "device_key": "preset-" + name.lower().replace(" ", "-"), "note": spec["note"],
+            **host, "ops_per_layer": base["ops_per_layer"], "ops_fixed": base["ops_fixed"],
+            "matmul_fp32": table, "bandwidth_gbs": spec["bandwidth_gbs"] * BANDWIDTH_REACHED,
+            "asynchronous": not spec["cpu"], "based_on": base["device_key"],
+            "fields": {"prefill": f"assumed (measured on {base['device_key']}, scaled)",
+                       "decode": f"assumed (measured on {base['device_key']}, scaled)",
+                       "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s)",
+                       "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
+                       "ops_per_layer": "measured", "ops_fixed": "measured"}}

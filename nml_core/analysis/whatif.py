@@ -1,0 +1,201 @@
+"""Hardware what-if: a width's latency and memory on a device, projected from the model's own work and a
+profile of the device (nml_core.analysis.profile) — never from latencies measured on that device.
+
+Per forward of a (batch B, new tokens n, cached tokens p) call, the ops of every layer are listed with their
+FLOPs and bytes (arch.gpt2 dims: d residual, a attention, f FFN, V vocab):
+  matmuls   qkv (Bn x d x 3a), scores and weighted values (2 x 2B n (p+n) a), out (Bn x a x d), fc (Bn x d x f),
+            proj (Bn x f x d); the LM head (Bn x d x V)
+  elementwise  2 LayerNorms, softmax over B heads n (p+n), GELU over Bn f, 2 residual adds; the logits written
+and each costs max(FLOPs / achieved rate at that size, bytes / bandwidth). The host side costs
+fixed + L x per_layer (measured on tiny models: Python, dispatch, kernel launches). On a CPU the two add up;
+on a GPU they overlap, so a call costs the larger: at small batch every width of a small model then costs the
+same (launch-bound) and the speedup of small widths appears only once the arithmetic outgrows the host side.
+A decoded token is a forward of n = 1 over the cache, plus generate's own per-token work (in decode.fixed_us).
+Memory = weights + KV cache (2 L B (p+n) d) + the largest activations alive (the logits and one layer's).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+
+from ..arch.gpt2 import StudentDims, cost
+
+MEASURES = {"prefill_b1_ms": 1, "prefill_b8_ms": 8}  # the latency files' prefill batches
+DECODE_PROMPT, DECODE_NEW = 16, 32                   # as nml_core.analysis.latency measures decode
+
+
+def matmul_ops(dims: StudentDims, batch: int, n: int, past: int) -> list[tuple[int, int, int, int]]:
+    """(M, K, N, count) of every matmul of one forward, per layer first, then the LM head (count = 1)."""
+    d, a, f = dims.n_embd, dims.attn_dim, dims.n_inner
+    m, ctx, hd, heads = batch * n, past + n, dims.head_dim, dims.n_head
+    return [(m, d, 3 * a, 1), (n, hd, ctx, batch * heads), (n, ctx, hd, batch * heads), (m, a, d, 1),
+            (m, d, f, 1), (m, f, d, 1)]
+
+
+def elementwise_bytes(dims: StudentDims, batch: int, n: int, past: int, dtype_bytes: int) -> int:
+    """Bytes read + written by one layer's elementwise ops (2 LN, softmax, GELU, 2 residual adds)."""
+    m, ctx = batch * n, past + n
+    return dtype_bytes * (2 * 2 * m * dims.n_embd + 2 * batch * dims.n_head * n * ctx + 2 * m * dims.n_inner
+                          + 2 * 3 * m * dims.n_embd)
+
+
+def rate_gflops(table: list[list[float]], flops: float) -> float:
+    """Achieved GFLOP/s at this matmul size: log-log interpolation in the profile's table, clamped at the ends."""
+    xs = [math.log(f) for f, _ in table]
+    ys = [math.log(r) for _, r in table]
+    x = math.log(max(flops, 1.0))
+    if x <= xs[0]:
+        return table[0][1]
+    if x >= xs[-1]:
+        return table[-1][1]
+    i = bisect.bisect_right(xs, x)
+    t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return math.exp(ys[i - 1] + t * (ys[i] - ys[i - 1]))
+
+
+def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: int) -> float:
+    flops = 2 * m * k * n
+    compute = flops / (rate_gflops(profile["matmul_fp32"], flops) * 1e3)
+    memory = dtype_bytes * (m * k + k * n + m * n) / (profile["bandwidth_gbs"] * 1e3)
+    return count * max(compute, memory)
+
+
+def breakdown(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
+              dtype_bytes: int = 4) -> dict:
+    """Projected microseconds of one forward: host side, the layers' arithmetic, the LM head, and the total."""
+    layer = sum(_matmul_us(profile, m, k, nn, c, dtype_bytes) for m, k, nn, c in matmul_ops(dims, batch, n, past))
+    layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile["bandwidth_gbs"] * 1e3)
+    head = _matmul_us(profile, batch * n, dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
+    host = profile[kind]["fixed_us"] + cfg.n_layer * profile[kind]["per_layer_us"]
+    device = cfg.n_layer * layer + head
+    total = max(host, device) if profile.get("asynchronous") else host + device
+    return {"host_us": host, "layers_us": cfg.n_layer * layer, "head_us": head, "total_us": total}
+
+
+def forward_us(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
+               dtype_bytes: int = 4) -> float:
+    """Projected time (microseconds) of one forward on the profiled device."""
+    return breakdown(profile, cfg, dims, batch, n, past, kind, dtype_bytes)["total_us"]
+
+
+def speedup_batch(profile: dict, cfg, full: StudentDims, small: StudentDims, n: int = 128, at_least: float = 1.5,
+                  batches=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> int | None:
+    """The smallest batch at which the small width's prefill is projected at_least x faster than the full one."""
+    for b in batches:
+        if forward_us(profile, cfg, full, b, n) >= at_least * forward_us(profile, cfg, small, b, n):
+            return b
+    return None
+
+
+def project(profile: dict, cfg, dims: StudentDims, n: int = 128, batches=(1, 8)) -> dict:
+    """prefill_b<B>_ms for each batch, decode_ms (per generated token) and decode_tok_s of one width."""
+    out = {f"prefill_b{b}_ms": forward_us(profile, cfg, dims, b, n) / 1e3 for b in batches}
+    steps = [forward_us(profile, cfg, dims, 1, 1, past=DECODE_PROMPT + i, kind="decode") for i in range(DECODE_NEW)]
+    out["decode_ms"] = sum(steps) / len(steps) / 1e3
+    out["decode_tok_s"] = 1e3 / out["decode_ms"]
+    return out
+
+
+def memory_mb(cfg, dims: StudentDims, batch: int, ctx: int, dtype_bytes: int = 4) -> dict:
+    """Weights + KV cache at this batch and context + the largest activations alive in a forward."""
+    weights = cost(cfg, dims)["params"] * dtype_bytes
+    kv = 2 * cfg.n_layer * batch * ctx * dims.attn_dim * dtype_bytes
+    logits = batch * ctx * cfg.vocab_size * dtype_bytes
+    layer = batch * ctx * (3 * dims.attn_dim + dims.n_inner + 2 * dims.n_embd) * dtype_bytes \
+        + batch * dims.n_head * ctx * ctx * dtype_bytes
+    mb = {"weights_mb": weights / 1e6, "kv_cache_mb": kv / 1e6, "activations_mb": max(logits, layer) / 1e6}
+    mb["memory_mb"] = sum(mb.values())
+    return mb
+
+
+def best_within_budget(rows: list[dict], latency_key: str, latency_budget: float | None,
+                       memory_budget_mb: float | None, quality: str = "ppl", memory_key: str = "memory_mb") -> dict | None:
+    """The best-quality row whose latency (rows[latency_key], ms) and memory fit the budgets."""
+    higher_better = quality != "ppl"
+    fits = [r for r in rows if r.get(quality) is not None and r.get(latency_key) is not None
+            and (latency_budget is None or r[latency_key] <= latency_budget)
+            and (memory_budget_mb is None or r[memory_key] <= memory_budget_mb)]
+    if not fits:
+        return None
+    return max(fits, key=lambda r: r[quality]) if higher_better else min(fits, key=lambda r: r[quality])
+
+
+# ---------------------------------------------------------------- the devices a page can pick, and their points
+
+def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = None) -> list[dict]:
+    """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
+    projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
+    from .profile import PRESETS, preset_profile
+    errors = errors or {}
+    out, seen = [], set()
+    for run in runs:
+        for key, lat in run.latency().items():
+            if key not in seen:
+                seen.add(key)
+                out.append({"key": key, "kind": "measured", "name": lat["device_name"], "profile": profiles.get(key),
+                            "label": f"{lat['device_name']} ({_threads(lat)}) — measured",
+                            "provenance": lat.get("provenance")})
+    base = next((p for _, p in sorted(profiles.items()) if p.get("kind") == "measured" and p.get("device") == "cpu"), None)
+    candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
+    candidates += [preset_profile(name, base) for name in PRESETS] if base else []
+    for prof in candidates:
+        err = (errors.get("by_device", {}).get(prof["device_key"]) or errors.get("by_class", {}).get(prof["device"])
+               or errors.get("all"))
+        pm = f" ± {err['median']:.0%}" if err else " (error not measured)"
+        out.append({"key": prof["device_key"], "kind": "projected", "name": prof["device_name"], "profile": prof,
+                    "label": f"{prof['device_name']}{' (' + _threads(prof) + ')' if prof.get('kind') == 'measured' else ''}"
+                             f" — projected{pm}", "error": err})
+    return out
+
+
+def _threads(x: dict) -> str:
+    return f"{x['threads']} threads" if x.get("device") == "cpu" and x.get("threads") else x.get("device", "")
+
+
+def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128) -> list[dict]:
+    """run_points rows with this device's figures: measured (prefill 1 and 8, decode) where the device has a
+    latency file, projected from its profile at the chosen batch; memory at that batch and context."""
+    from ..nesting.width import WidthSpec
+    out = []
+    for p in points:
+        dims = WidthSpec(p["width"], frozenset(axes)).dims(cfg)
+        row = {**p, **memory_mb(cfg, dims, batch, ctx)}
+        if p.get("decode_tok_s"):
+            row["decode_ms"] = 1e3 / p["decode_tok_s"]
+        measured_here = choice["kind"] == "measured" and f"prefill_b{batch}_ms" in MEASURES
+        if choice.get("profile"):
+            proj = project(choice["profile"], cfg, dims, n=ctx, batches=tuple(sorted({1, 8, batch})))
+            row["prefill_ms"] = p.get(f"prefill_b{batch}_ms") if measured_here else proj[f"prefill_b{batch}_ms"]
+            if choice["kind"] == "projected":
+                row.update(decode_ms=proj["decode_ms"], decode_tok_s=proj["decode_tok_s"],
+                           prefill_b1_ms=proj["prefill_b1_ms"], prefill_b8_ms=proj["prefill_b8_ms"])
+        elif measured_here:
+            row["prefill_ms"] = p.get(f"prefill_b{batch}_ms")
+        out.append(row)
+    return out
+
+
+def lesson(profile: dict | None, cfg, axes, family: list[dict], batch: int, n: int = 128) -> str | None:
+    """Why small widths gain what they gain on this device, in one paragraph of projected figures."""
+    from ..nesting.width import WidthSpec
+    if not profile or not family:
+        return None
+    widths = sorted(p["width"] for p in family)
+    w_small, spec = widths[0], lambda w: WidthSpec(w, frozenset(axes)).dims(cfg)
+    full, small = breakdown(profile, cfg, spec(1.0), batch, n), breakdown(profile, cfg, spec(w_small), batch, n)
+    ratio = full["total_us"] / small["total_us"]
+    name = profile["device_name"]
+    if profile.get("asynchronous"):
+        first = speedup_batch(profile, cfg, spec(1.0), spec(w_small), n)
+        return (f"On {name} at batch {batch}, width 1 and width {w_small:g} are projected at "
+                f"{full['total_us'] / 1e3:.2f} and {small['total_us'] / 1e3:.2f} ms ({ratio:.1f}x). A GPU runs the "
+                f"arithmetic of a small model faster than the host can issue it: {full['host_us'] / 1e3:.2f} ms of "
+                "Python, dispatch and kernel launches per forward, whatever the width (launch-bound). "
+                + (f"Small widths pay off from batch {first} on (1.5x or more, projected)." if first else
+                   "Up to batch 256 no width is projected 1.5x faster than the full model."))
+    logits_mb = batch * n * cfg.vocab_size * 4 / 1e6
+    return (f"On {name} (a CPU: the host's work and the arithmetic add up), width {w_small:g} is projected "
+            f"{ratio:.1f}x faster than width 1 at batch {batch}. Its LM head still writes {batch}x{n}x{cfg.vocab_size} "
+            f"fp32 logits ({logits_mb:.0f} MB) whatever the width: {small['head_us'] / small['total_us']:.0%} of its "
+            f"{small['total_us'] / 1e3:.1f} ms, against {small['layers_us'] / small['total_us']:.0%} for all its "
+            f"layers and {small['host_us'] / small['total_us']:.0%} host overhead — the logits write caps small widths.")

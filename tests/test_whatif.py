@@ -1,0 +1,126 @@
+"""The hardware what-if: device profiles, projections from a model's own ops, memory, budgets, bad profiles."""
+import json
+
+import pytest
+import torch
+
+from nml_core.analysis import whatif
+from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_profile, profile_device,
+                                       save_profile)
+from nml_core.arch.gpt2 import cost
+from nml_core.errors import NMLError
+from nml_core.nesting.width import ALL_AXES, WidthSpec
+from conftest import tiny_config
+
+CFG = tiny_config(vocab_size=50257, n_positions=128)
+WIDTHS = [1.0, 0.5, 0.25, 0.125]
+
+
+def cpu_profile(**kw) -> dict:
+    """A synthetic measured CPU profile (the numbers of a small 2-core machine)."""
+    table = [[2e3, 0.5], [5e5, 40.0], [5e7, 300.0], [3e9, 300.0], [3e10, 150.0]]
+    prof = {"version": 1, "kind": "measured", "device": "cpu", "device_name": "test CPU", "threads": 2,
+            "device_key": "cpu-test-2t", "torch": torch.__version__, "prefill": {"fixed_us": 250.0, "per_layer_us": 150.0},
+            "decode": {"fixed_us": 500.0, "per_layer_us": 200.0}, "ops_per_layer": 77, "ops_fixed": 46,
+            "matmul_fp32": table, "bandwidth_gbs": 8.0, "asynchronous": False}
+    return {**prof, **kw}
+
+
+def dims(w):
+    return WidthSpec(w, ALL_AXES).dims(CFG)
+
+
+def profiles():
+    base = cpu_profile()
+    return [base] + [preset_profile(name, base) for name in PRESETS]
+
+
+@pytest.mark.parametrize("prof", profiles(), ids=lambda p: p["device_name"])
+def test_smaller_widths_are_never_projected_slower(prof):
+    for batch in (1, 8, 32):
+        times = [whatif.forward_us(prof, CFG, dims(w), batch, 128) for w in WIDTHS]
+        assert times == sorted(times, reverse=True), (batch, times)
+    decode = [whatif.project(prof, CFG, dims(w))["decode_ms"] for w in WIDTHS]
+    assert decode == sorted(decode, reverse=True)
+
+
+def test_a_gpu_is_launch_bound_at_batch_1_and_pays_off_at_larger_batches():
+    h100 = preset_profile("NVIDIA H100 SXM", cpu_profile())
+    b1 = [whatif.forward_us(h100, CFG, dims(w), 1, 128) for w in WIDTHS]
+    assert b1[0] / b1[-1] < 1.1, "every width costs about the same: the host side"
+    first = whatif.speedup_batch(h100, CFG, dims(1.0), dims(0.125))
+    assert first is not None and first > 1
+    lesson = whatif.lesson(h100, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 1)
+    assert "launch-bound" in lesson and f"from batch {first} on" in lesson
+
+
+def test_on_a_cpu_the_logits_write_caps_small_widths():
+    prof = cpu_profile()
+    small = whatif.breakdown(prof, CFG, dims(0.125), 8, 128)
+    assert small["head_us"] > small["layers_us"], "the vocab-sized head outweighs the 1/8 model's layers"
+    assert "logits write caps small widths" in whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8)
+
+
+def test_decode_is_never_faster_than_reading_the_weights():
+    h100 = preset_profile("NVIDIA H100 SXM", cpu_profile())
+    for w in WIDTHS:
+        assert whatif.project(h100, CFG, dims(w))["decode_ms"] * 1e3 >= \
+            cost(CFG, dims(w))["params"] * 4 / (h100["bandwidth_gbs"] * 1e3)
+
+
+def test_a_faster_device_is_projected_faster():
+    base = cpu_profile()
+    a100, pi = preset_profile("NVIDIA A100 40GB", base), preset_profile("Raspberry Pi 5", base)
+    for w in WIDTHS:
+        assert whatif.forward_us(a100, CFG, dims(w), 8, 128) < whatif.forward_us(pi, CFG, dims(w), 8, 128)
+
+
+def test_presets_say_which_fields_are_assumed():
+    p = preset_profile("NVIDIA T4", cpu_profile())
+    assert p["kind"] == "preset" and p["fields"]["matmul_fp32"].startswith("assumed")
+    assert p["fields"]["ops_per_layer"] == "measured" and p["based_on"] == "cpu-test-2t"
+
+
+def test_memory_counts_weights_kv_cache_and_activations():
+    one, many = whatif.memory_mb(CFG, dims(0.5), 1, 128), whatif.memory_mb(CFG, dims(0.5), 32, 128)
+    assert one["weights_mb"] == many["weights_mb"] == cost(CFG, dims(0.5))["params"] * 4 / 1e6
+    assert many["kv_cache_mb"] == pytest.approx(32 * one["kv_cache_mb"])
+    assert many["memory_mb"] > one["memory_mb"] > one["weights_mb"]
+
+
+def test_rate_interpolates_and_clamps():
+    table = [[1e3, 1.0], [1e5, 100.0]]
+    assert whatif.rate_gflops(table, 1e4) == pytest.approx(10.0)
+    assert whatif.rate_gflops(table, 10) == 1.0 and whatif.rate_gflops(table, 1e9) == 100.0
+
+
+def test_budget_picks_the_best_width_that_fits():
+    rows = [{"width": w, "ppl": ppl, "prefill_ms": ms, "memory_mb": mb}
+            for w, ppl, ms, mb in [(1.0, 100, 40, 90), (0.5, 130, 22, 40), (0.25, 200, 14, 20), (0.125, 400, 10, 9)]]
+    assert whatif.best_within_budget(rows, "prefill_ms", None, None)["width"] == 1.0
+    assert whatif.best_within_budget(rows, "prefill_ms", 25.0, None)["width"] == 0.5
+    assert whatif.best_within_budget(rows, "prefill_ms", None, 10.0)["width"] == 0.125
+    assert whatif.best_within_budget(rows, "prefill_ms", 1.0, None) is None
+
+
+@pytest.mark.parametrize("edit, words", [(lambda p: p.pop("matmul_fp32"), "not a device profile"),
+                                         (lambda p: p.update(torch="1.13.1"), "measured with torch 1.13.1")])
+def test_a_bad_profile_is_one_line_and_never_used(tmp_path, edit, words):
+    prof = cpu_profile()
+    edit(prof)
+    with pytest.raises(NMLError, match=words):
+        check_profile(prof)
+    (tmp_path / "device_profiles").mkdir()
+    (tmp_path / "device_profiles" / "x.json").write_text(json.dumps(prof))
+    (tmp_path / "device_profiles" / "y.json").write_text("{corrupt")
+    assert load_profiles(tmp_path) == {}, "the page falls back to no projection rather than a wrong number"
+
+
+def test_profile_device_measures_this_cpu(tmp_path):
+    prof = profile_device("cpu", threads=1, repeats=3)
+    check_profile(prof)
+    assert prof["threads"] == 1 and prof["device_key"].endswith("-1t") and prof["ops_per_layer"] > 10
+    assert prof["prefill"]["per_layer_us"] > 0 and prof["bandwidth_gbs"] > 0
+    assert all(r > 0 for _, r in prof["matmul_fp32"]) and set(prof["fields"].values()) == {"measured"}
+    path = save_profile(prof, tmp_path)
+    assert load_profiles(tmp_path)[prof["device_key"]]["measured"] == prof["measured"] and path.exists()
