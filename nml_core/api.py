@@ -27,7 +27,7 @@ from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
-from .store.models import load_gpt2, load_run_model, load_teacher_of, reordered_teacher, run_tokens
+from .store.models import load_gpt2, load_init, load_run_model, load_teacher_of, reordered_teacher, run_tokens
 from .store.runs import Run, create_run, find_runs, load_run, now
 from .training.config import TrainConfig
 from .training.loop import train
@@ -119,21 +119,33 @@ def calibration_batch(tokens, ctx: int, seed: int) -> torch.Tensor:
 
 
 def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[float], axes, cfg: TrainConfig,
-                 reorder: bool = True, save_dtype: str = "fp32", resume: bool = False, callback=None) -> Run:
-    """One run, all widths: importance-reorder a copy of the teacher, then nested distillation from the original."""
+                 reorder: bool = True, save_dtype: str = "fp32", resume: bool = False, callback=None,
+                 init: str | None = None) -> Run:
+    """One run, all widths: importance-reorder a copy of the starting model — the teacher, or with `init` a
+    teacher assistant (MatTA: a smaller model that holds the students) — then nested distillation from the
+    frozen teacher."""
     if widths[0] != 1.0:
         raise NMLError(f"--widths must start with 1 (the full model, which keeps learning from the teacher); got {widths}")
     teacher_model, tokenizer, tinfo = load_gpt2(teacher)
-    check_distinct([WidthSpec(w, axes) for w in widths], teacher_model.config)
-    _check_ctx(cfg, teacher_model.config)
+    start, ta_info = teacher_model, None
+    if init:
+        start, ta_tokenizer, ta_info = load_init(init)
+        _check_same_vocab(teacher, tokenizer, teacher_model, init, ta_tokenizer, start)
+        ta_info = {**ta_info, "shape_label": describe_shape(start.config),
+                   "larger_than_teacher": cost(start.config)["params"] > cost(teacher_model.config)["params"]}
+    check_distinct([WidthSpec(w, axes) for w in widths], start.config)
+    _check_ctx(cfg, start.config)
     data = resolve_data(data, teacher)
-    run = create_run(out, {"kind": "nested", "label": f"NML students of {tinfo['label']}",
+    label = f"NML students of {tinfo['label']}" if not init else \
+        f"MatTA: NML students nested in a TA ({ta_info['label']}), distilled from {tinfo['label']}"
+    run = create_run(out, {"kind": "nested", "label": label,
                            "teacher": {**tinfo, "shape_label": describe_shape(teacher_model.config)},
+                           **({"ta": ta_info} if init else {}),
                            "widths": widths, "axes": axes_label(axes).split(","), "reorder": reorder,
                            "hparams": asdict(cfg), "save_dtype": save_dtype}, resume=resume)
     with marks_failure(run):
         tokens = _prepare(data, tokenizer, run, cfg.ctx)
-        student = copy.deepcopy(teacher_model)
+        student = copy.deepcopy(start)
         perms_file = run.path / "reorder.safetensors"
         if reorder and perms_file.exists():  # resuming: replay the stored order (a checkpoint may then override)
             permute_units(student, load_file(str(perms_file)))
@@ -144,6 +156,14 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
         model = train(run, student, tokens, cfg, widths, axes, teacher=teacher_model, resume=resume, callback=callback)
         _finish(run, model, tokenizer, save_dtype)
     return run
+
+
+def _check_same_vocab(teacher: str, t_tok, t_model, init: str, i_tok, i_model) -> None:
+    """A teacher and a TA must share a tokenizer: KD compares their next-token distributions id by id."""
+    probe = "O Romeo, Romeo! wherefore art thou Romeo?\n<|endoftext|>"
+    if t_model.config.vocab_size != i_model.config.vocab_size or t_tok(probe)["input_ids"] != i_tok(probe)["input_ids"]:
+        raise NMLError(f"--init {init} has another vocabulary or tokenizer than --teacher {teacher} "
+                       f"({i_model.config.vocab_size} vs {t_model.config.vocab_size} tokens); KD needs the same one")
 
 
 def cache_teacher(teacher: str, data: str | None, out: str | Path, k: int = 64, ctx: int = 128, temperature: float = 2.0,
@@ -325,6 +345,18 @@ def export_zip(run_path, width: float) -> bytes:
                 if f.is_file():
                     z.write(f, f.relative_to(out.parent))
         return buf.getvalue()
+
+
+def generate(run_path, prompt: str, width: float = 1.0, max_new_tokens: int = 40, temperature: float = 0.0,
+             seed: int = 0, static_cache: bool = False, device: str = "auto") -> str:
+    """The prompt continued by the run's width-w student (greedy at temperature 0; sampled with a fixed seed)."""
+    from .analysis.generate import generate_ids
+    run = load_run(run_path)
+    model, tokenizer = load_run_model(run, device)
+    elastic = ElasticGPT2(model, run.axes).eval()
+    WidthSpec(width, run.axes).dims(model.config)  # a width the model cannot take: one line
+    new = generate_ids(elastic, tokenizer.encode(prompt), width, max_new_tokens, temperature, seed, static_cache)
+    return prompt + tokenizer.decode(new)
 
 
 def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, dict]:

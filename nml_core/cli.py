@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="hub id (gpt2), local HF GPT-2 dir, or run dir")
     p.add_argument("--widths", default="1,0.5,0.25,0.125")
     p.add_argument("--nest", default="ffn,heads,hidden", help="axes to nest: ffn | heads,hidden | ffn,heads,hidden")
+    p.add_argument("--init", help="the nested model's starting weights (MatTA's teacher assistant): hub id, local "
+                                  "HF GPT-2 dir, run dir or RUN@WIDTH; --teacher stays the frozen KD source")
     p.add_argument("--no-reorder", action="store_true", help="skip importance reordering of the teacher")
     _run_flags(p)
     _config_flags(p, NESTED)
@@ -99,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--width", type=float, required=True)
     p.add_argument("--out", required=True)
+    _device_flag(p)
+
+    p = sub.add_parser("generate", help="continue a prompt at one width of a run")
+    p.add_argument("run")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--static-cache", action="store_true", help="HF static KV cache + compiled forward (CUDA)")
     _device_flag(p)
 
     p = sub.add_parser("profile-device", help="measure what the hardware what-if needs on this device (< 60 s)")
@@ -148,7 +160,8 @@ def dispatch(a: argparse.Namespace) -> int | None:
         print(f"done: {run.path}")
     elif a.command == "train":
         run = api.train_nested(a.out, a.teacher, a.data, parse_widths(a.widths), parse_axes(a.nest),
-                               _train_config(a, NESTED), reorder=not a.no_reorder, save_dtype=a.save_dtype, resume=a.resume)
+                               _train_config(a, NESTED), reorder=not a.no_reorder, save_dtype=a.save_dtype,
+                               resume=a.resume, init=a.init)
         print(f"done: {run.path}")
     elif a.command == "cache-teacher":
         out = api.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.temperature, a.batch_size, a.device)
@@ -165,6 +178,9 @@ def dispatch(a: argparse.Namespace) -> int | None:
                                                   repeats=a.repeats)))
     elif a.command == "export":
         print(f"wrote {api.export(a.run, a.width, a.out, device=a.device)}")
+    elif a.command == "generate":
+        print(api.generate(a.run, a.prompt, a.width, a.max_new_tokens, a.temperature, a.seed, a.static_cache,
+                           a.device))
     elif a.command == "profile-device":
         path, prof = api.profile_device(a.device, a.threads, a.out)
         print(report.format_profile(prof))

@@ -126,6 +126,9 @@ def write_run_card(run_path) -> Path:
     lines = [f"# {run.name}", "", f"**{info.get('label', run.kind)}**", "",
              f"- kind: {run.kind}; status: {run.status}",
              f"- teacher: {info.get('teacher', {}).get('label') or 'trained from scratch'}",
+             *([f"- teacher assistant (the nested model's starting weights, MatTA): {info['ta']['label']} "
+                f"({info['ta']['shape_label']}" + (", larger than its teacher" if info['ta'].get('larger_than_teacher')
+                                                   else "") + ")"] if info.get("ta") else []),
              f"- tokenizer: {info.get('tokenizer', 'the teacher tokenizer (GPT-2 BPE)')}",
              f"- data: {data.get('source', '?')}; split: {data.get('split', '?')}"
              + (f"; held-out files: {', '.join(data['val_files'])}" if data.get("val_files") else ""),

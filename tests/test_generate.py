@@ -38,3 +38,15 @@ def test_diagnostics_of_a_model_against_itself(tiny_model):
     assert all(row[0][1] >= row[1][1] for row in d.teacher_topk)
     greedy_top = [row[0][0] for row in d.student_topk]
     assert greedy_top == d.tokens  # greedy tokens are the student's own top-1
+
+
+def test_generate_command_is_repeatable_and_checks_the_width(nested_run, capsys):
+    from nml_core.cli import main
+    argv = ["generate", str(nested_run), "--width", "0.25", "--prompt", "the king", "--max-new-tokens", "6",
+            "--temperature", "0.8", "--seed", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first and first.startswith("the king")
+    assert main(argv[:3] + ["0.01"] + argv[4:]) == 2
+    assert "keeps 0 of the teacher's 8 heads" in capsys.readouterr().err

@@ -93,7 +93,8 @@ def select_run(runs: list[Run] | None = None, label: str = "Run") -> Run:
     choice = st.sidebar.selectbox(label, names, index=index, format_func=lambda p: Path(p).name, key="run_picker")
     st.session_state["run_path"] = choice
     run = runs[names.index(choice)]
-    st.sidebar.caption(f"Teacher: {run.info.get('teacher', {}).get('label', '?')}")
+    st.sidebar.caption(f"Teacher: {run.info.get('teacher', {}).get('label', '?')}"
+                       + (f" · TA: {run.info['ta']['label']}" if run.info.get("ta") else ""))
     return run
 
 

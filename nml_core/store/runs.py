@@ -164,7 +164,7 @@ RESUMABLE = {"device", "mixed_precision", "log_every", "checkpoint_every", "eval
 def check_same_recipe(run: Run, info: dict) -> None:
     """--resume continues the run it finds, so the recipe must be the stored one (a longer --steps would bend
     the cosine schedule the run has followed so far): one line naming what differs and how to resume."""
-    changed = [f"{k} {run.info.get(k)} -> {info[k]}" for k in ("kind", "widths", "axes", "reorder", "width")
+    changed = [f"{k} {run.info.get(k)} -> {info[k]}" for k in ("kind", "widths", "axes", "reorder", "width", "ta")
                if k in info and run.info.get(k) != info[k]]
     stored, given = run.info.get("hparams", {}), info.get("hparams", {})
     changed += [f"{k} {stored.get(k)} -> {v}" for k, v in given.items()

@@ -14,7 +14,7 @@ from ..device import DEVICE_CHOICES, PRECISION_CHOICES
 from ..errors import NMLError
 
 STRATEGIES = ("all", "sandwich", "random")
-KD_SOURCES = ("teacher", "cascade")
+KD_SOURCES = ("teacher", "cascade", "ta")
 # The recipe of the shipped NML run (scripts/build_cached_runs.py) where it differs from the defaults: the
 # Train page starts from it, since it finishes in minutes on a 2-core CPU.
 SHIPPED_RECIPE = {"steps": 200, "batch_size": 8, "lr": 5e-4}
@@ -40,8 +40,11 @@ class TrainConfig:
     temperature: float = option(2.0, "KD temperature T", group="kd", label="Temperature")
     strategy: str = option("all", "widths per step: all; sandwich = largest + smallest + one random; "
                            "random = one", group="kd", choices=STRATEGIES, label="Strategy")
-    kd_source: str = option("teacher", "KD target of every width: the frozen teacher, or (cascade) the next "
-                            "larger width", group="kd", choices=KD_SOURCES, label="KD source")
+    kd_source: str = option("teacher", "KD target of every width: the frozen teacher; cascade: the next larger "
+                            "width; ta: the teacher for width 1 (the TA), the TA for the students, ramped in "
+                            "(MatTA)", group="kd", choices=KD_SOURCES, label="KD source")
+    ta_ramp: float = option(0.1, "--kd-source ta: fraction of the steps over which the TA->student term ramps "
+                            "in (the teacher's share ramps out)", group="kd")
     checkpoint_every: int = option(100, "checkpoint every N steps")
     log_every: int = option(5, "log a metrics.jsonl row every N steps")
     eval_every: int = option(0, "log val loss every N steps (0: never)")
@@ -62,6 +65,9 @@ class TrainConfig:
                   (self.grad_accum > 0, "--grad-accum must be > 0"),
                   (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
                   (self.kd_source in KD_SOURCES, f"--kd-source must be one of {', '.join(KD_SOURCES)}"),
+                  (0 <= self.ta_ramp <= 1, "--ta-ramp must be in [0, 1]"),
+                  (not (self.kd_source == "ta" and self.teacher_cache),
+                   "--kd-source ta mixes the teacher's full distribution with the TA's; drop --teacher-cache"),
                   (self.device in DEVICE_CHOICES, "--device must be auto, cpu or cuda")]
         for ok, message in checks:
             if not ok:

@@ -28,7 +28,7 @@ from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
-from .losses import nested_kd_loss, soft_targets
+from .losses import mix_targets, nested_kd_loss, soft_targets
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
 
@@ -110,7 +110,8 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
                 else:
                     batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen)
                 micro_losses = nested_step(elastic, teacher, devices.to_device(batch, device), step_widths, cfg,
-                                           accelerator, sync=micro == cfg.grad_accum - 1, target=target)
+                                           accelerator, sync=micro == cfg.grad_accum - 1, target=target,
+                                           ta_weight=min(1.0, (step + 1) / max(1.0, cfg.ta_ramp * cfg.steps)))
                 for k, v in micro_losses.items():
                     losses[k] = losses.get(k, 0) + v / cfg.grad_accum
             if cfg.grad_clip:
@@ -170,27 +171,32 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
 
 
 def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
-                sync: bool = True, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                sync: bool = True, target: torch.Tensor | None = None, ta_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths
     (none when `target`, the teacher's soft targets, comes from a top-k cache).
 
     Each width's graph is freed right after its backward, so peak memory is one width's activations, not the
     sum. Gradients accumulate in the shared parameters; DDP syncs only after the last width (`sync`).
+    kd_source "ta" (MatTA): width 1, the teacher assistant, learns from the teacher; the students learn from
+    (1 - ta_weight) x teacher + ta_weight x the TA's logits of this step (losses.mix_targets).
     """
     x, y = batch[:, :-1], batch[:, 1:]
     if target is None and teacher is not None:
         with torch.no_grad(), accelerator.autocast():
             target = soft_targets(teacher(input_ids=x).logits, cfg.temperature, inplace=True)
-    losses = {}
+    losses, ta_target = {}, None
     for i, w in enumerate(widths):
         last = sync and i == len(widths) - 1
+        width_target = target if ta_target is None else mix_targets(target, ta_target, ta_weight)
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
             logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
-            loss, _ = nested_kd_loss(logits, y, target, cfg.alpha, cfg.temperature)
+            loss, _ = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
         losses[f"{w:g}"] = loss.detach()
         if cfg.kd_source == "cascade" and target is not None:
             target = soft_targets(logits.detach(), cfg.temperature)
+        if cfg.kd_source == "ta" and w == 1.0 and target is not None:
+            ta_target = soft_targets(logits.detach(), cfg.temperature)
         del logits, loss
     return losses
 

@@ -10,6 +10,8 @@ backward pass only scales the stored gradient.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,16 @@ def soft_targets(logits: torch.Tensor, temperature: float, inplace: bool = False
         logits.div_(temperature)
         return logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True))
     return F.log_softmax(logits.float() / temperature, dim=-1)
+
+
+def mix_targets(teacher: torch.Tensor, ta: torch.Tensor, ta_weight: float) -> torch.Tensor:
+    """log((1 - r) p_teacher + r p_TA): KL to this mixture has the gradient of (1 - r) KL(teacher) + r KL(TA),
+    because the KD gradient is linear in the target probabilities (dL/dz = T (q - p))."""
+    if ta_weight >= 1:
+        return ta
+    if ta_weight <= 0:
+        return teacher
+    return torch.logaddexp(teacher + math.log1p(-ta_weight), ta + math.log(ta_weight))
 
 
 class _NestedKDLoss(torch.autograd.Function):
