@@ -53,6 +53,7 @@ with right:
     st.page_link("pages/3_Compare.py", label="Compare — teacher vs students, token by token", icon=":material/compare:")
     st.page_link("pages/4_Pareto.py", label="Pareto — quality vs latency, hardware what-if", icon=":material/show_chart:")
     st.page_link("pages/5_Runs.py", label="Runs — model cards, rename, delete", icon=":material/folder_open:")
+    st.page_link("pages/6_Fine-tune.py", label="Fine-tune — students as starting points", icon=":material/school:")
 
 st.subheader("Runs available")
 rows = []

@@ -359,6 +359,32 @@ def generate(run_path, prompt: str, width: float = 1.0, max_new_tokens: int = 40
     return prompt + tokenizer.decode(new)
 
 
+def finetune(run_path, width: float, task: str, starts=("nml", "independent", "naive", "random"), cfg=None,
+             device: str = "auto") -> dict[str, dict]:
+    """Fine-tune each starting point of one width on a downstream task with the same recipe; writes
+    <run>/finetune/<task>/<start>-w<width>.json (curve + final metric) and returns them."""
+    from .data.tasks import TASKS, domain_task, genre_task
+    from .store.models import starting_model
+    from .training.finetune import FinetuneConfig, run_task
+    if task not in TASKS:
+        raise NMLError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    cfg = cfg or FinetuneConfig()
+    run, device = load_run(run_path), devices.resolve(device)
+    tokenizer = load_tokenizer(run.model_dir)
+    data = genre_task(tokenizer, cfg.ctx) if task == "genre" else domain_task(tokenizer)
+    if task == "domain" and min(len(data["train"]), len(data["val"])) < 4 * (cfg.ctx + 1):
+        raise NMLError(f"the domain task has too little text for --ctx {cfg.ctx}; use a smaller --ctx")
+    results = {}
+    for start in starts:
+        model = starting_model(run, width, start, cfg.seed)
+        name = start if start in ("nml", "independent", "naive", "random") else Path(start).name
+        result = {**run_task(task, model, data, cfg, device), "start": name, "width": width, "run": run.name,
+                  "params": cost(model.config)["params"], "finished": now()}
+        atomic_write_json(run.path / "finetune" / task / f"{name}-w{width:g}.json", result)
+        results[name] = result
+    return results
+
+
 def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, dict]:
     """Measure this device for the what-if and store the profile in <out>/device_profiles/<device key>.json."""
     from .analysis.profile import profile_device as measure, save_profile

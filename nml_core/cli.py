@@ -113,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-cache", action="store_true", help="HF static KV cache + compiled forward (CUDA)")
     _device_flag(p)
 
+    p = sub.add_parser("finetune", help="fine-tune students of one width from several starts on a downstream task")
+    p.add_argument("run")
+    p.add_argument("--width", type=float, required=True)
+    p.add_argument("--task", required=True, help="genre (which kind of work a passage is from) | domain (LM on "
+                                                 "Python's documentation)")
+    p.add_argument("--starts", default="nml,independent,naive,random",
+                   help="comma-separated: nml, independent, naive, random, or an exported model dir")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--ctx", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    _device_flag(p)
+
     p = sub.add_parser("profile-device", help="measure what the hardware what-if needs on this device (< 60 s)")
     _device_flag(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -181,6 +195,10 @@ def dispatch(a: argparse.Namespace) -> int | None:
     elif a.command == "generate":
         print(api.generate(a.run, a.prompt, a.width, a.max_new_tokens, a.temperature, a.seed, a.static_cache,
                            a.device))
+    elif a.command == "finetune":
+        from .training.finetune import FinetuneConfig
+        cfg = FinetuneConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ctx=a.ctx, seed=a.seed)
+        print(report.format_finetune(api.finetune(a.run, a.width, a.task, a.starts.split(","), cfg, a.device)))
     elif a.command == "profile-device":
         path, prof = api.profile_device(a.device, a.threads, a.out)
         print(report.format_profile(prof))

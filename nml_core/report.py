@@ -80,6 +80,16 @@ def format_runs(runs: list[Run]) -> str:
     return "\n".join(lines + hints)
 
 
+def format_finetune(results: dict[str, dict]) -> str:
+    """start -> final metric (and its curve's last points) of one fine-tuning comparison."""
+    lines = []
+    for start, r in results.items():
+        metric = r["metric"]
+        curve = " ".join(f"{c['step']}:{c.get(metric, c.get('test_acc'))}" for c in r["curve"])
+        lines.append(f"{r['task']:<7} width {r['width']:g}  {start:<12} {metric} {r['final'][metric]}   curve {curve}")
+    return "\n".join(lines)
+
+
 def format_profile(prof: dict) -> str:
     top = max(r for _, r in prof["matmul_fp32"])
     return "\n".join([

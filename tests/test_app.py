@@ -11,7 +11,8 @@ from nml_core.store import jobs
 from nml_core.store.runs import load_run, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/1_Train.py", "pages/2_Width_slider.py", "pages/3_Compare.py", "pages/4_Pareto.py", "pages/5_Runs.py"]
+PAGES = ["pages/1_Train.py", "pages/2_Width_slider.py", "pages/3_Compare.py", "pages/4_Pareto.py", "pages/5_Runs.py",
+         "pages/6_Fine-tune.py"]
 TIMEOUT = 180
 
 
@@ -174,3 +175,16 @@ def test_train_page_rejects_bad_widths(run_dirs, teacher_run):
     at.button[0].click().run()  # Estimate
     assert_clean(at)
     assert at.error and "outside (0, 1]" in at.error[0].value
+
+
+def test_finetune_page_shows_each_starting_point(run_dirs, nested_run):
+    from nml_core import api
+    from nml_core.training.finetune import FinetuneConfig
+    shutil.copytree(nested_run, run_dirs / "nested")
+    cfg = FinetuneConfig(steps=2, batch_size=2, ctx=32, eval_every=1, eval_examples=16)
+    api.finetune(run_dirs / "nested", 0.5, "domain", ["nml", "random"], cfg, device="cpu")
+    at = open_page("pages/6_Fine-tune.py")
+    at.radio(key="ft_task").set_value("domain").run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table.index) == {"nml", "random"} and list(table.columns) == [0.5]

@@ -102,3 +102,17 @@ def token_html(tokens: list[str], probs: list[float]) -> str:
         spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{surprise_alpha(p)});'
                      f'border-radius: 3px; white-space: pre-wrap">{shown}</span>')
     return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"
+
+
+def finetune_figure(results: dict[str, dict], metric: str) -> go.Figure:
+    """The fine-tuning curve of each starting point (same recipe, same steps)."""
+    fig = go.Figure()
+    for start, r in results.items():
+        fig.add_scatter(x=[c["step"] for c in r["curve"]], y=[c[metric] for c in r["curve"]], mode="lines+markers",
+                        name=start)
+    fig.update_layout(xaxis_title="fine-tuning step", yaxis_title={"test_acc": "test accuracy",
+                                                                  "val_ppl": "held-out perplexity"}.get(metric, metric),
+                      height=380, legend_title="start", margin=dict(l=10, r=10, t=30, b=10))
+    if metric == "val_ppl":
+        fig.update_yaxes(type="log")
+    return fig

@@ -186,6 +186,18 @@ def whatif_errors() -> dict:
     return {}
 
 
+@st.cache_data(show_spinner=False, ttl=10)
+def finetune_results(run: Run, task: str) -> dict[str, dict]:
+    """<run>/finetune/<task>/*.json, by file name (unreadable ones skipped)."""
+    out = {}
+    for path in sorted((run.path / "finetune" / task).glob("*.json")):
+        try:
+            out[path.stem] = read_json(path)
+        except NMLError:
+            continue
+    return out
+
+
 def recipe_field(name: str) -> dict:
     """{label, help, default, choices} of a TrainConfig field for the Train page's form; the defaults are the
     shipped NML run's recipe where it differs (a run that finishes in minutes on a laptop CPU)."""

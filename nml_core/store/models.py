@@ -131,3 +131,33 @@ def reordered_teacher(run: Run, device: str | torch.device = "cpu") -> GPT2LMHea
     if perms_file.exists():
         permute_units(start, load_file(str(perms_file)))
     return start
+
+
+# ---------------------------------------------------------------- starting points for fine-tuning
+
+STARTS = ("nml", "independent", "naive", "random")
+
+
+def starting_model(run: Run, width: float, start: str, seed: int = 0) -> GPT2LMHeadModel:
+    """The width-w model a fine-tuning starts from: the NML student, the independent-KD student, the naive slice
+    of the reordered starting model, a random initialisation of that shape, or an exported HF dir (a path)."""
+    from ..nesting.elastic import extract_student
+    from ..nesting.width import WidthSpec
+    spec = WidthSpec(width, run.axes)
+    if start == "nml":
+        return extract_student(load_run_model(run)[0], spec)
+    if start == "independent":
+        path = run.path / "baselines" / f"independent-{width:g}"
+        if not (path / RUN_FILE).exists():
+            raise NMLError(f"{run.name} has no independent-KD student at width {width:g}; make it with "
+                           f"python -m nml_core baseline {run.path} --kind independent --width {width:g}")
+        return load_run_model(path)[0]
+    if start == "naive":
+        return extract_student(reordered_teacher(run), spec)
+    if start == "random":
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(spec.student_config(load_run_model(run)[0].config))
+    if Path(start).is_dir():
+        check_model_dir(Path(start))
+        return GPT2LMHeadModel.from_pretrained(start, dtype=torch.float32, use_safetensors=True, local_files_only=True)
+    raise NMLError(f"unknown starting point {start!r}; use one of {', '.join(STARTS)} or an exported model dir")

@@ -1,0 +1,47 @@
+"""Fine-tune: are nested students better starting points? Curves and final metrics per starting point."""
+import pandas as pd
+import streamlit as st
+
+from nml_core import api
+from nml_core.app import ui
+from nml_core.app.figures import finetune_figure
+from nml_core.data.tasks import TASKS
+from nml_core.store.models import STARTS
+from nml_core.training.finetune import FinetuneConfig
+
+st.set_page_config(page_title="Fine-tune · NML Explorer", page_icon=":material/school:", layout="wide")
+st.title("Students as starting points")
+st.markdown("NML's second claim: nested students are better starting points for fine-tuning than students of the "
+            "same shape made otherwise. Each starting point below is fine-tuned with **the same recipe and steps**: "
+            "*genre* — which kind of work a held-out passage is from (comedy, tragedy, history, poem; split by "
+            "whole work); *domain* — language modelling on Python's reference documentation (held out by topic).")
+
+run = ui.select_run()
+task = st.radio("Task", TASKS, horizontal=True, key="ft_task")
+results = ui.finetune_results(run, task)
+if results:
+    metric = next(iter(results.values()))["metric"]
+    widths = sorted({r["width"] for r in results.values()}, reverse=True)
+    width = st.selectbox("Width", widths, format_func=lambda w: f"{w:g}", key="ft_width")
+    shown = {r["start"]: r for r in results.values() if r["width"] == width}
+    st.plotly_chart(finetune_figure(shown, metric), width="stretch")
+    table = pd.DataFrame([{"width": r["width"], "start": r["start"], metric: r["final"][metric], "steps":
+                           r["recipe"]["steps"]} for r in results.values()])
+    st.dataframe(table.pivot_table(index="start", columns="width", values=metric), width="stretch")
+    st.caption(f"{metric}: " + ("test accuracy (higher is better)" if metric == "test_acc" else
+                                "held-out perplexity (lower is better)") + f"; files in {run.path / 'finetune' / task}.")
+else:
+    st.info(f"No fine-tuning results for {run.name} on {task} yet. Run them below or with "
+            f"`python -m nml_core finetune {run.path} --width 0.5 --task {task}`.")
+
+with st.expander("Run a comparison"):
+    c = st.columns(3)
+    width = c[0].selectbox("Width to fine-tune", [w for w in run.widths if w < 1], key="ft_run_width",
+                           format_func=lambda w: f"{w:g}")
+    steps = int(c[1].number_input("Steps", 1, 5000, FinetuneConfig.steps, key="ft_steps"))
+    starts = c[2].multiselect("Starting points", STARTS, default=["nml", "naive", "random"], key="ft_starts")
+    if st.button("Fine-tune", key="ft_go"):
+        with st.spinner("Fine-tuning each starting point…"), ui.friendly_errors():
+            api.finetune(run.path, width, task, starts, FinetuneConfig(steps=steps), device=str(ui.app_device()))
+        ui.finetune_results.clear()
+        st.rerun()
