@@ -181,6 +181,9 @@ def main(argv=None) -> int:
     stages = a.stages.split(",")
     t_all = time.time()
     texts = work / "shakespeare-texts"
+    if (work / "cached_runs").resolve() == out.resolve():
+        log("error: --out is the build area (--work/cached_runs); runs are built there and swapped into --out")
+        return 2
     for name in (TEACHER, NML, FFN):
         recover_swap(out / name)
     try:

@@ -9,7 +9,10 @@ A profile (JSON, named by the device key of nml_core.device):
   ops_per_layer, ops_fixed         leaf aten ops of a GPT-2 forward (torch.profiler): the op count
   op_overhead_us                   per_layer_us / ops_per_layer
   matmul_fp32 (and matmul_half on CUDA)  achieved GFLOP/s against FLOPs per matmul, across the shapes the runs use
-  bandwidth_gbs                    a large copy's read + write bytes per second
+  bandwidth_gbs                    a large copy's read + write bytes per second (elementwise ops)
+  read_gbs / write_gbs             reading a large tensor; writing into memory already in use
+  fresh_write_gbs                  writing a new large tensor (on a CPU its pages fault in first)
+  fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
   asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
 """
 from __future__ import annotations
@@ -28,10 +31,12 @@ from ..store.runs import now
 
 PROFILE_VERSION = 1
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
-# (M, K, N) of matmuls like the runs' layers and LM heads, small to large
+GPT2_VOCAB = 50257
+# (M, K, N) of matmuls like the runs' layers and LM heads, small to large, outputs below FRESH_OUTPUT (the
+# arithmetic rate); a large output's write is measured apart (fresh_output_gbs)
 MATMULS = [(1, 32, 32), (1, 256, 1024), (1, 256, 50257), (8, 256, 768), (128, 32, 128), (128, 256, 768),
            (128, 256, 1024), (128, 768, 3072), (128, 256, 50257), (1024, 256, 1024), (1024, 768, 3072),
-           (1024, 256, 50257)]
+           (4096, 768, 768)]
 
 
 def _median_us(fn, device: torch.device, repeats: int, inner: int = 1) -> float:
@@ -48,24 +53,28 @@ def _median_us(fn, device: torch.device, repeats: int, inner: int = 1) -> float:
     return statistics.median(times)
 
 
-def _tiny(n_layer: int, device: torch.device) -> GPT2LMHeadModel:
-    cfg = GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, n_inner=64, vocab_size=64, n_positions=64,
+def _tiny(n_layer: int, device: torch.device, vocab: int = 64) -> GPT2LMHeadModel:
+    cfg = GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, n_inner=64, vocab_size=vocab, n_positions=64,
                      resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(cfg).to(device).eval()
 
 
-def _host_costs(device: torch.device, repeats: int) -> dict:
+def _host_costs(device: torch.device, repeats: int, read_gbs: float) -> dict:
     """fixed + per-layer host time of a prefill forward and of a generated token, from 1- and 4-layer tiny
-    models timed in turn (their arithmetic is negligible: what is left is the framework)."""
+    models timed in turn (their arithmetic is negligible: what is left is the framework). The decoding models
+    have GPT-2's 50257-token vocabulary, because `generate` does vocabulary-sized work per token (logits
+    copies, processors, argmax) that a run pays whatever its width; their own LM-head read is taken out."""
     x = torch.zeros(1, 8, dtype=torch.long, device=device)
     prompt = torch.zeros(1, 4, dtype=torch.long, device=device)
     calls = {"prefill": (1, lambda m: m(input_ids=x, use_cache=False)),
              "decode": (16, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
                                                  min_new_tokens=16, do_sample=False, pad_token_id=0))}
-    models = {n: _tiny(n, device) for n in (1, HOST_LAYERS)}
     out = {}
     with torch.inference_mode():
         for name, (per, call) in calls.items():
+            vocab = GPT2_VOCAB if name == "decode" else 64
+            models = {n: _tiny(n, device, vocab) for n in (1, HOST_LAYERS)}
+            head_us = 32 * vocab * 4 / (read_gbs * 1e3) if name == "decode" else 0.0
             times = {n: [] for n in models}
             for _ in range(2):
                 for m in models.values():
@@ -78,7 +87,7 @@ def _host_costs(device: torch.device, repeats: int) -> dict:
                     times[n].append((time.perf_counter() - t) / per * 1e6)
             t1, tn = (statistics.median(times[n]) for n in models)
             per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
-            out[name] = {"fixed_us": round(max(0.0, t1 - per_layer), 2), "per_layer_us": round(per_layer, 2)}
+            out[name] = {"fixed_us": round(max(0.0, t1 - per_layer - head_us), 2), "per_layer_us": round(per_layer, 2)}
     return out
 
 
@@ -107,10 +116,26 @@ def _matmul_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> lis
     return sorted(table)
 
 
-def _bandwidth_gbs(device: torch.device, repeats: int) -> float:
-    x = torch.empty(32 * 2 ** 20, device=device)  # 128 MB
-    us = _median_us(lambda: x.clone(), device, repeats)
-    return round(2 * x.numel() * 4 / us / 1e3, 2)
+def _bandwidths(device: torch.device, repeats: int) -> dict:
+    """GB/s of a 128 MB copy (read + write bytes), a read (sum), a write into memory in use (fill_), and a write
+    into fresh memory (a new tensor: on a CPU every page faults in first, which is what a large output pays)."""
+    n = 32 * 2 ** 20
+    x = torch.ones(n, device=device)
+    gbs = lambda nbytes, us: round(nbytes / us / 1e3, 2)  # noqa: E731
+    return {"bandwidth_gbs": gbs(2 * 4 * n, _median_us(lambda: x.clone(), device, repeats)),
+            "read_gbs": gbs(4 * n, _median_us(lambda: x.sum(), device, repeats)),
+            "write_gbs": gbs(4 * n, _median_us(lambda: x.fill_(1.0), device, repeats)),
+            "fresh_write_gbs": gbs(4 * n, _median_us(lambda: torch.empty(n, device=device).fill_(1.0), device, repeats)),
+            "fresh_output_gbs": _fresh_output_gbs(device, repeats)}
+
+
+def _fresh_output_gbs(device: torch.device, repeats: int) -> float:
+    """Bytes per second of an LM-head-like matmul whose (1024 x 50257) output is new memory and whose inner
+    dimension (32) leaves almost no arithmetic: what writing a large logits tensor costs on this device."""
+    x, w = torch.randn(1024, 32, device=device), torch.randn(50257, 32, device=device)
+    with torch.inference_mode():
+        us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
+    return round(1024 * 50257 * 4 / us / 1e3, 2)
 
 
 def profile_device(device: str = "auto", threads: int | None = None, repeats: int = 7) -> dict:
@@ -119,8 +144,9 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     threads = devices.set_threads(threads)
     info = devices.device_info(dev, threads)
     t0 = time.time()
+    bandwidths = _bandwidths(dev, repeats)
     prof = {"version": PROFILE_VERSION, **info, "measured": now(), "kind": "measured",
-            **_host_costs(dev, repeats), **_op_counts(dev), "bandwidth_gbs": _bandwidth_gbs(dev, repeats),
+            **_host_costs(dev, repeats, bandwidths["read_gbs"]), **_op_counts(dev), **bandwidths,
             "matmul_fp32": _matmul_rates(dev, torch.float32, repeats), "asynchronous": dev.type == "cuda"}
     if dev.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -145,7 +171,8 @@ def save_profile(prof: dict, root: Path) -> Path:
 
 def check_profile(prof: dict, where: str = "profile") -> dict:
     """A profile the projection can use, or one line naming what is wrong with it."""
-    need = ("prefill", "decode", "matmul_fp32", "bandwidth_gbs", "device_key")
+    need = ("prefill", "decode", "matmul_fp32", "bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs",
+            "fresh_output_gbs", "device_key")
     missing = [k for k in need if k not in prof]
     if missing or prof.get("version") != PROFILE_VERSION:
         raise NMLError(f"{where} is not a device profile of this version (missing {missing or 'version'}); "
@@ -206,10 +233,22 @@ def preset_profile(name: str, base: dict) -> dict:
     return {"version": PROFILE_VERSION, "kind": "preset", "device": "cpu" if spec["cpu"] else "cuda",
             "device_name": name, "device_key": "preset-" + name.lower().replace(" ", "-"), "note": spec["note"],
             **host, "ops_per_layer": base["ops_per_layer"], "ops_fixed": base["ops_fixed"],
-            "matmul_fp32": table, "bandwidth_gbs": spec["bandwidth_gbs"] * BANDWIDTH_REACHED,
+            "matmul_fp32": table, **_preset_bandwidths(spec, base),
             "asynchronous": not spec["cpu"], "based_on": base["device_key"],
             "fields": {"prefill": f"assumed (measured on {base['device_key']}, scaled)",
                        "decode": f"assumed (measured on {base['device_key']}, scaled)",
                        "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s)",
                        "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
+                       "read_gbs": "assumed (as bandwidth_gbs; CPUs: scaled from the measured ratios)",
+                       "fresh_write_gbs": "assumed (GPUs: a caching allocator, no page faults)",
                        "ops_per_layer": "measured", "ops_fixed": "measured"}}
+
+
+def _preset_bandwidths(spec: dict, base: dict) -> dict:
+    """A GPU reads and writes at the vendor bandwidth (reached share); a CPU preset keeps the measured CPU's
+    ratios of read / write / fresh-write to copy bandwidth."""
+    bw = spec["bandwidth_gbs"] * BANDWIDTH_REACHED
+    keys = ("bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs", "fresh_output_gbs")
+    if not spec["cpu"]:
+        return {k: bw for k in keys}
+    return {k: bw * base[k] / base["bandwidth_gbs"] for k in keys}

@@ -53,11 +53,19 @@ def rate_gflops(table: list[list[float]], flops: float) -> float:
     return math.exp(ys[i - 1] + t * (ys[i] - ys[i - 1]))
 
 
+FRESH_BYTES = 32 * 2 ** 20  # outputs above this get fresh memory from the OS (glibc's largest mmap threshold)
+
+
 def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: int) -> float:
+    """max(arithmetic, memory traffic); on a CPU a large new output (the logits) is written after the
+    arithmetic, page by page, so its write adds (measured as fresh_output_gbs)."""
     flops = 2 * m * k * n
-    compute = flops / (rate_gflops(profile["matmul_fp32"], flops) * 1e3)
-    memory = dtype_bytes * (m * k + k * n + m * n) / (profile["bandwidth_gbs"] * 1e3)
-    return count * max(compute, memory)
+    compute = count * flops / (rate_gflops(profile["matmul_fp32"], flops) * 1e3)
+    out = dtype_bytes * m * n * count
+    if out > FRESH_BYTES and not profile.get("asynchronous"):
+        return compute + out / (profile["fresh_output_gbs"] * 1e3)
+    memory = count * dtype_bytes * (m * k + k * n) / (profile["read_gbs"] * 1e3) + out / (profile["write_gbs"] * 1e3)
+    return max(compute, memory)
 
 
 def breakdown(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
