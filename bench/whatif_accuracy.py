@@ -9,6 +9,9 @@ Prints the error table per device and measure, and last the line
   what-if error: median X%, worst Y% over N measurements
 --write stores the per-device-class errors in cached_runs/device_profiles/whatif_error.json, which the
 Pareto page shows as the "± x%" of its projections.
+--memory also checks the memory model on this CPU: for each width of the first nested run and batch 1 and 8,
+a fresh process loads the extracted student and runs one 128-token prefill; the growth of its peak RSS over
+the load is compared with the projected peak activations, the load itself with the projected weights.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from transformers import GPT2Config
 
 from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile, profiles_dir
-from nml_core.analysis.whatif import project
+from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.width import WidthSpec
 from nml_core.store.files import atomic_write_json
 from nml_core.store.runs import find_runs
@@ -67,6 +70,44 @@ def check(roots: list[str]) -> list[dict]:
     return rows
 
 
+CHILD = """
+import sys, torch
+from nml_core.nesting.elastic import extract_student
+from nml_core.nesting.width import WidthSpec
+from nml_core.store.models import load_run_model
+from nml_core.store.runs import load_run
+run = load_run(sys.argv[1]); width, batch = float(sys.argv[2]), int(sys.argv[3])
+model = load_run_model(run)[0]
+student = extract_student(model, WidthSpec(width, run.axes)).eval()
+del model
+x = torch.randint(0, 50257, (batch, 128))
+def status(field):  # MB, from /proc/self/status (kB)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field)) / 1e3
+before = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS := current RSS
+with torch.inference_mode():
+    student(input_ids=x, use_cache=False)
+print(before, status("VmHWM:") - before)
+"""
+
+
+def check_memory(roots: list[str]) -> list[dict]:
+    import subprocess
+    import sys
+    run = next(r for r in find_runs(*roots) if r.kind == "nested" and r.status == "done" and r.model_dir.exists())
+    cfg = GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+    rows = []
+    for width in run.widths:
+        for batch in (1, 8):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(run.path), str(width), str(batch)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            proj = memory_mb(cfg, WidthSpec(width, frozenset(run.axes)).dims(cfg), batch, 128)
+            rows.append({"width": width, "batch": batch, "activations_measured": float(out[1]),
+                         "activations_projected": proj["activations_mb"],
+                         "error": proj["activations_mb"] / max(float(out[1]), 1e-9) - 1})
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     errs = [abs(r["error"]) for r in rows]
     return {"median": statistics.median(errs), "worst": max(errs), "n": len(errs)} if errs else {}
@@ -76,7 +117,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--roots", nargs="+", default=["cached_runs", "runs"])
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--memory", action="store_true")
     a = ap.parse_args()
+    if a.memory:
+        mem = check_memory(a.roots)
+        print("| width | batch | peak activations, measured RSS growth (MB) | projected (MB) | error |\n|---|---|---|---|---|")
+        for r in mem:
+            print(f"| {r['width']:g} | {r['batch']} | {r['activations_measured']:.0f} | {r['activations_projected']:.0f} "
+                  f"| {r['error']:+.0%} |")
+        print(f"memory model: median error {statistics.median(abs(r['error']) for r in mem):.0%}, worst "
+              f"{max(abs(r['error']) for r in mem):.0%}\n")
     rows = check(a.roots)
     print("| run | device | profile | width | measure | measured | projected | error |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
