@@ -219,9 +219,11 @@ def main(argv=None) -> int:
             t = time.time()
             log(f"indep: independent KD students {WIDTHS[1:]}, {p['nml']['steps']} steps each")
             api.baseline(out / NML, "independent", device=p["device"])
-            for b in (out / NML / "baselines").glob("independent-*"):
-                shutil.rmtree(b / "checkpoints", ignore_errors=True)
-                if p["shard_mb"]:
+            for b in (out / NML / "baselines").glob("*"):
+                shutil.rmtree(b / "checkpoints", ignore_errors=True)  # resumable state is not shipped
+                for f in (".lock", "heartbeat.json"):
+                    (b / f).unlink(missing_ok=True)
+                if p["shard_mb"] and b.name.startswith("independent-"):
                     reshard(b, p["shard_mb"])
             log(f"indep: done in {time.time() - t:.0f} s")
         if "measure" in stages:

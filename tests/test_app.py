@@ -119,8 +119,13 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     at.number_input(key="budget_ms").set_value((by_w[0.5] + by_w[1.0]) / 2).run()
     assert_clean(at)
     assert "NML width 0.5" in at.success[0].value
-    # with the FFN-only family on the chart too, a wider FFN-only student fits the same budget and wins
+    # with the FFN-only family on the chart too, a budget its smallest student fits: it keeps every head, so
+    # it beats the NML students that fit (they are narrower) and wins
+    ffn = load_run(ROOT / "cached_runs" / "shakespeare-nml-ffn", require_model=False)
+    ffn_lat = ffn.latency()[next(k for k in run.latency() if k in ffn.latency())]
+    smallest = min(r["prefill_b1_ms"]["median_ms"] for r in ffn_lat["widths"])
     at.multiselect(key="pareto_runs").set_value(["shakespeare-nml", "shakespeare-nml-ffn"]).run()
+    at.number_input(key="budget_ms").set_value(smallest * 1.001).run()
     assert "NML FFN-only width" in at.success[0].value
     at.number_input(key="budget_ms").set_value(0.001).run()
     assert at.error and "No NML width fits" in at.error[0].value

@@ -96,3 +96,25 @@ def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
         assert not shards and (teacher.model_dir / "model.safetensors").exists()
     data = json.loads((teacher.path / "data" / "data.json").read_text())
     assert "endoftext" in data["convention"] and data["documents"]["train"] > 0
+
+
+def test_shipped_data_follows_gpt2s_document_convention():
+    """Every document (scene, poem) ends with <|endoftext|>; the held-out works never appear in train."""
+    import numpy as np
+    from nml_core.data.sources import load_token_dir
+    tokens = load_token_dir(CACHED / "shakespeare-teacher")
+    info, eot = tokens.info, 50256
+    assert "endoftext" in info["convention"]
+    assert int((np.asarray(tokens.train) == eot).sum()) == info["documents"]["train"] > 500
+    assert int((np.asarray(tokens.val) == eot).sum()) == info["documents"]["val"] > 40
+    assert not set(info["val_files"]) & (set(info["files"]) - set(info["val_files"])) and len(info["val_files"]) == 4
+    train = np.asarray(tokens.train).tobytes()
+    val = np.asarray(tokens.val)
+    for start in (1000, 50_000, 120_000):  # a held-out passage of 32 tokens is nowhere in the training tokens
+        assert val[start:start + 32].tobytes() not in train
+
+
+def test_shipped_eval_reports_how_documents_start():
+    report = load_run(CACHED / "shakespeare-nml").eval()
+    for row in [report["teacher"]] + report["widths"]:
+        assert row["doc_start_tokens"] > 500 and row["doc_start_nll"] - row["rest_nll"] <= 0.5
