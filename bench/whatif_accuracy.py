@@ -19,12 +19,11 @@ import argparse
 import statistics
 from pathlib import Path
 
-from transformers import GPT2Config
-
 from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile, profiles_dir
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.width import WidthSpec
 from nml_core.store.files import atomic_write_json
+from nml_core.store.models import run_config
 from nml_core.store.runs import find_runs
 
 MEASURES = ("prefill_b1_ms", "prefill_b8_ms", "prefill_b32_ms", "decode_ms")
@@ -52,7 +51,7 @@ def check(roots: list[str]) -> list[dict]:
     for run in find_runs(*roots):
         if run.kind != "nested" or run.status != "done":
             continue
-        cfg = GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+        cfg = run_config(run)
         for key, lat in run.latency().items():
             profile, source = profile_for(key, profiles)
             if profile is None:
@@ -95,7 +94,7 @@ def check_memory(roots: list[str]) -> list[dict]:
     import subprocess
     import sys
     run = next(r for r in find_runs(*roots) if r.kind == "nested" and r.status == "done" and r.model_dir.exists())
-    cfg = GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+    cfg = run_config(run)
     rows = []
     for width in run.widths:
         for batch in (1, 8):

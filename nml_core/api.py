@@ -27,7 +27,8 @@ from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
-from .store.models import load_gpt2, load_init, load_run_model, load_teacher_of, reordered_teacher, run_tokens
+from .store.models import (STARTS, load_gpt2, load_init, load_run_model, load_teacher_of, reordered_teacher,
+                           run_config, run_tokens)
 from .store.runs import Run, create_run, find_runs, load_run, now
 from .training.config import TrainConfig
 from .training.loop import train
@@ -196,8 +197,9 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
     if run.kind != "nested":
         raise NMLError(f"{run.path} is a {run.kind} run; baselines belong to a nested run (python -m nml_core train)")
     widths = [width] if width else [w for w in run.widths if w < 1]
+    config = run_config(run)
     for w in widths:
-        WidthSpec(w, run.axes).dims(load_run_model(run)[0].config)
+        WidthSpec(w, run.axes).dims(config)  # a width the model cannot take: one line
     base = {"teacher": run.info["teacher"], "parent": run.name, "axes": run.axes, "data": run.info.get("data")}
     if kind == "naive":
         path = run.path / "baselines" / "naive"
@@ -359,7 +361,7 @@ def generate(run_path, prompt: str, width: float = 1.0, max_new_tokens: int = 40
     return prompt + tokenizer.decode(new)
 
 
-def finetune(run_path, width: float, task: str, starts=("nml", "independent", "naive", "random"), cfg=None,
+def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None,
              device: str = "auto") -> dict[str, dict]:
     """Fine-tune each starting point of one width on a downstream task with the same recipe; writes
     <run>/finetune/<task>/<start>-w<width>.json (curve + final metric) and returns them."""
@@ -377,7 +379,7 @@ def finetune(run_path, width: float, task: str, starts=("nml", "independent", "n
     results = {}
     for start in starts:
         model = starting_model(run, width, start, cfg.seed)
-        name = start if start in ("nml", "independent", "naive", "random") else Path(start).name
+        name = start if start in STARTS else Path(start).name
         result = {**run_task(task, model, data, cfg, device), "start": name, "width": width, "run": run.name,
                   "params": cost(model.config)["params"], "finished": now()}
         atomic_write_json(run.path / "finetune" / task / f"{name}-w{width:g}.json", result)

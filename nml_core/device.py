@@ -49,11 +49,6 @@ def mixed_precision(device: torch.device, requested: str = "auto") -> str:
     return requested
 
 
-def autocast_dtype(device: torch.device, requested: str = "auto") -> torch.dtype | None:
-    """The dtype autocast computes in on this device, or None for plain fp32."""
-    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision(device, requested)]
-
-
 def set_threads(threads: int | None) -> int:
     """Fix torch's CPU thread count (default: every core this process may use); returns it."""
     if not threads:
@@ -96,7 +91,6 @@ def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work (a timer around a CUDA call must not stop before the kernels do)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
 
 
 # ---------------------------------------------------------------- several processes (accelerate launch)

@@ -28,6 +28,7 @@ from .. import device as devices
 from ..errors import NMLError
 from ..store.files import atomic_write_json, read_json
 from ..store.runs import now
+from .latency import interleaved_timings
 
 PROFILE_VERSION = 1
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
@@ -70,24 +71,14 @@ def _host_costs(device: torch.device, repeats: int, read_gbs: float) -> dict:
              "decode": (16, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
                                                  min_new_tokens=16, do_sample=False, pad_token_id=0))}
     out = {}
-    with torch.inference_mode():
-        for name, (per, call) in calls.items():
-            vocab = GPT2_VOCAB if name == "decode" else 64
-            models = {n: _tiny(n, device, vocab) for n in (1, HOST_LAYERS)}
-            head_us = 32 * vocab * 4 / (read_gbs * 1e3) if name == "decode" else 0.0
-            times = {n: [] for n in models}
-            for _ in range(2):
-                for m in models.values():
-                    call(m)
-            for _ in range(3 * repeats):  # interleaved: drift hits both alike
-                for n, m in models.items():
-                    t = time.perf_counter()
-                    call(m)
-                    devices.synchronize(device)
-                    times[n].append((time.perf_counter() - t) / per * 1e6)
-            t1, tn = (statistics.median(times[n]) for n in models)
-            per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
-            out[name] = {"fixed_us": round(max(0.0, t1 - per_layer - head_us), 2), "per_layer_us": round(per_layer, 2)}
+    for name, (per, call) in calls.items():
+        vocab = GPT2_VOCAB if name == "decode" else 64
+        fns = {n: (lambda m=_tiny(n, device, vocab): call(m)) for n in (1, HOST_LAYERS)}
+        head_us = 32 * vocab * 4 / (read_gbs * 1e3) if name == "decode" else 0.0
+        times = interleaved_timings(fns, device.type, repeats=3 * repeats)  # drift hits both alike
+        t1, tn = (times[n]["median_ms"] * 1e3 / per for n in fns)
+        per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
+        out[name] = {"fixed_us": round(max(0.0, t1 - per_layer - head_us), 2), "per_layer_us": round(per_layer, 2)}
     return out
 
 

@@ -147,8 +147,8 @@ def friendly_errors():
 
 def model_config(run: Run):
     """The run's GPT2Config, read from model/config.json without loading weights."""
-    from transformers import GPT2Config
-    return GPT2Config.from_json_file(str(run.model_dir / "config.json"))
+    from ..store.models import run_config
+    return run_config(run)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -112,11 +112,13 @@ class ElasticGPT2(nn.Module):
         dims = self.spec(width).dims(self.config)
         if not torch.is_grad_enabled():
             return self.view_student(dims)(input_ids=input_ids, **kwargs)
-        if self.prefix_grads:
-            views = {name: _PrefixGrad.apply(p, prefix) for name, p, prefix in self.plan(dims)}
-        else:
-            views = {name: take_prefix(p, prefix) for name, p, prefix in self.plan(dims)}
-        return torch.func.functional_call(self.skeleton(dims), views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
+        return self._sliced_forward(self.plan(dims), self.skeleton(dims), input_ids, **kwargs)
+
+    def _sliced_forward(self, plan: list, skeleton: GPT2LMHeadModel, input_ids: torch.Tensor, **kwargs):
+        """HF's GPT-2 forward of a width's skeleton on the plan's slices of the shared parameters."""
+        take = _PrefixGrad.apply if self.prefix_grads else take_prefix
+        views = {name: take(p, prefix) for name, p, prefix in plan}
+        return torch.func.functional_call(skeleton, views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
 
     def compiled(self, width: float):
         """x -> logits of one width, torch.compile'd once (static shapes, the whole forward one graph). The
@@ -132,16 +134,14 @@ class ElasticGPT2(nn.Module):
                 plan, skeleton = self.plan(dims), self.skeleton(dims)
 
                 def forward(x):
-                    views = {name: take_prefix(p, prefix) for name, p, prefix in plan}
-                    return torch.func.functional_call(skeleton, views, args=(),
-                                                      kwargs=dict(input_ids=x, use_cache=False)).logits
+                    return self._sliced_forward(plan, skeleton, x, use_cache=False).logits
             self._compiled[width] = torch.compile(forward, fullgraph=True, dynamic=False)
         return self._compiled[width]
 
     def plan(self, dims: StudentDims) -> list[tuple[str, torch.nn.Parameter, Prefix]]:
         """(name, shared parameter, its prefix) of one width, built once per width (and again only if the
         model's parameters are replaced)."""
-        owner = id(self.model.transformer.wte.weight)
+        owner = id(next(self.model.parameters()))
         hit = self._plans.get(dims)
         if hit is None or hit[0] != owner:
             plan = [(name, p, prefix_of(name, p.dim(), self.config.n_embd, dims))

@@ -9,6 +9,7 @@ import time
 
 from ..device import is_main_process
 from ..errors import NMLError
+from ..training.checkpoints import latest_checkpoint
 from .files import atomic_write_json, read_json
 from .runs import Run, process_record
 
@@ -59,18 +60,11 @@ def run_state(run: Run) -> str:
     return "running" if time.time() - owner.get("time", time.time()) < STALE_S else "interrupted"
 
 
-def last_checkpoint(run: Run) -> int | None:
-    p = run.path / "checkpoints" / "latest.json"
-    try:
-        return int(read_json(p)["step"]) if p.exists() else None
-    except (NMLError, KeyError, TypeError, ValueError):
-        return None
-
-
 def resume_hint(run: Run) -> str:
     """One line: where an interrupted run stopped and the command that continues it."""
-    step = last_checkpoint(run)
-    where = f"its last checkpoint is step {step}" if step is not None else "it has no checkpoint yet (resume restarts it)"
+    ckpt = latest_checkpoint(run)  # the checkpoint --resume will take
+    where = f"its last checkpoint is step {int(ckpt.name.removeprefix('step-'))}" if ckpt else \
+        "it has no checkpoint yet (resume restarts it)"
     command = run.info.get("process", {}).get("command")
     how = f"{command} --resume" if command else "the command it was started with, plus --resume"
     return f"{run.name} was interrupted (its process is gone); {where}; continue it with: {how}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from .. import device as devices
 from ..arch.gpt2 import check_model_type, permute_units
@@ -76,6 +76,11 @@ def load_run_model(run: Run | str | Path, device: str | torch.device = "cpu") ->
     model = GPT2LMHeadModel.from_pretrained(str(run.model_dir), dtype=torch.float32, use_safetensors=True,
                                             local_files_only=True)
     return model.to(devices.resolve(device)).eval(), load_tokenizer(run.model_dir)
+
+
+def run_config(run: Run) -> GPT2Config:
+    """The run's GPT2Config, read from model/config.json without loading weights."""
+    return GPT2Config.from_json_file(str(run.model_dir / "config.json"))
 
 
 def run_tokens(run: Run) -> TokenData:
@@ -156,7 +161,7 @@ def starting_model(run: Run, width: float, start: str, seed: int = 0) -> GPT2LMH
         return extract_student(reordered_teacher(run), spec)
     if start == "random":
         torch.manual_seed(seed)
-        return GPT2LMHeadModel(spec.student_config(load_run_model(run)[0].config))
+        return GPT2LMHeadModel(spec.student_config(run_config(run)))
     if Path(start).is_dir():
         check_model_dir(Path(start))
         return GPT2LMHeadModel.from_pretrained(start, dtype=torch.float32, use_safetensors=True, local_files_only=True)
