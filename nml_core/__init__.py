@@ -7,7 +7,7 @@
   nesting/     width specs, the elastic model (views of shared weights), importance reordering
   training/    recipe (config), loop, nested KD loss, checkpoints, top-k teacher cache, estimate
   data/        tokenizer (bundled GPT-2 BPE), text sources -> token files, batches
-  analysis/    evaluate, latency, roofline what-if, pareto points, generation and diagnostics
+  analysis/    evaluate, latency, device profiles + what-if, measured memory, pareto points, generation
   store/       atomic files, run dirs, model loading (hub / local / runs), export, background jobs
   app/         Streamlit glue and plotly figures for app.py and pages/ (the engine never imports it)
 """

@@ -7,14 +7,14 @@ from nml_core.analysis import whatif
 from nml_core.analysis.pareto import COST, QUALITY, pareto_front, run_points
 from nml_core.app import ui
 from nml_core.app.figures import pareto_figure
+from nml_core.store.models import same_teacher
 
 st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
 st.title("Quality vs cost — and what fits your hardware")
 
 run = ui.select_run()
 runs = ui.evaluated_runs()
-teacher_id = run.info.get("teacher", {}).get("id")
-siblings = [r for r in runs if r.info.get("teacher", {}).get("id") == teacher_id]
+siblings = [r for r in runs if same_teacher(r, run)]
 chosen = st.multiselect("Runs on the chart (same teacher)", [r.name for r in siblings],
                         default=[r.name for r in siblings], key="pareto_runs")
 

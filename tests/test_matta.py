@@ -5,10 +5,12 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from nml_core import api
+from nml_core.analysis.pareto import run_points
 from nml_core.cli import main
 from nml_core.data.tokenizer import load_tokenizer
 from nml_core.nesting.width import parse_axes
 from nml_core.report import write_run_card
+from nml_core.store.models import same_teacher
 from nml_core.store.runs import load_run
 from nml_core.training.config import TrainConfig
 from nml_core.training.losses import mix_targets, nested_kd_loss, soft_targets
@@ -53,6 +55,7 @@ def test_a_ta_run_trains_evaluates_and_exports(teacher_run, ta_dir, tmp_path):
     report = api.evaluate_run(run.path, max_tokens=128, device="cpu")
     assert report["teacher"]["n_embd"] == 32 or report["teacher"]["params"] > 0
     assert [r["width"] for r in report["baselines"]["naive"]] == [0.5, 0.25]
+    assert {p["group"] for p in run_points(load_run(run.path))} == {"teacher", "MatTA", "naive slice"}
     card = write_run_card(run.path).read_text()
     assert "teacher assistant" in card and "2L/32d/4h" in card
     out = api.export(run.path, 0.5, tmp_path / "student", device="cpu")
@@ -64,6 +67,8 @@ def test_a_width_of_a_run_can_be_the_ta(teacher_run, nested_run, tmp_path):
     run = api.train_nested(tmp_path / "from-width", str(teacher_run), None, [1.0, 0.5], parse_axes(None), cfg,
                            init=f"{nested_run}@0.5")
     assert load_run(run.path).info["ta"]["label"] == "width 0.5 of run nested"
+    # the Pareto page charts it with the plain NML run of the same teacher, not with a run of another teacher
+    assert same_teacher(load_run(run.path), load_run(nested_run)) and not same_teacher(run, load_run(teacher_run))
     assert api.load_run_model(run.path)[0].config.n_embd == 32
 
 

@@ -4,11 +4,15 @@ import json
 import pytest
 import torch
 
+from transformers import GPT2LMHeadModel
+
 from nml_core.analysis import whatif
+from nml_core.analysis.memory import peak_allocated_mb
 from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_profile, profile_device,
                                        save_profile)
 from nml_core.arch.gpt2 import cost
 from nml_core.errors import NMLError
+from nml_core.nesting.elastic import extract_student
 from nml_core.nesting.width import ALL_AXES, WidthSpec
 from conftest import tiny_config
 
@@ -125,3 +129,24 @@ def test_profile_device_measures_this_cpu(tmp_path):
     assert all(r > 0 for _, r in prof["matmul_fp32"]) and set(prof["fields"].values()) == {"measured"}
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof["device_key"]]["measured"] == prof["measured"] and path.exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("vocab,ctx,batch", [(50257, 128, 2),   # the logits dominate (GPT-2's vocabulary)
+                                             (64, 1024, 4)])    # a layer's activations dominate
+def test_memory_model_matches_the_bytes_a_prefill_allocates(device, vocab, ctx, batch):
+    cfg = tiny_config(vocab_size=vocab, n_positions=ctx)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg).eval()
+    x = torch.randint(0, vocab, (batch, ctx), device=device)
+    for w in (1.0, 0.5):
+        student = extract_student(model, WidthSpec(w, ALL_AXES)).eval().to(device)
+
+        def prefill():
+            with torch.inference_mode():
+                student(input_ids=x, use_cache=True)
+
+        prefill()  # warm-up: one-time workspaces (cuBLAS) are not the model's memory
+        projected = whatif.memory_mb(cfg, WidthSpec(w, ALL_AXES).dims(cfg), batch, ctx)
+        measured = peak_allocated_mb(prefill, device)
+        assert projected["kv_cache_mb"] + projected["activations_mb"] == pytest.approx(measured, rel=0.2 if device == "cuda" else 0.05)

@@ -19,14 +19,16 @@ def _shape(row: dict) -> tuple:
 
 
 def run_points(run: Run, device_key: str | None = None) -> list[dict]:
-    """One dict per model: group (teacher / NML / naive slice / independent KD), width, quality, cost, latency."""
+    """One dict per model: group (teacher / NML / NML FFN-only / MatTA / naive slice / independent KD), width,
+    quality, cost, latency."""
     ev = run.eval()
     if not ev:
         return []
     lat_files = run.latency()
     lat = lat_files.get(device_key) if device_key else next(iter(lat_files.values()), None)
     by_shape = {_shape(r): r for r in (lat or {}).get("widths", [])}
-    own = ("NML FFN-only" if set(run.axes) == {"ffn"} else "NML") if run.kind == "nested" else run.kind
+    own = run.kind if run.kind != "nested" else "MatTA" if run.info.get("ta") else \
+        "NML FFN-only" if set(run.axes) == {"ffn"} else "NML"
     groups = [("teacher", [{**ev["teacher"], "width": 1.0}])] if "teacher" in ev else []
     groups += [(own, ev["widths"])]
     groups += [({"naive": "naive slice", "independent": "independent KD"}.get(g, g), rows)

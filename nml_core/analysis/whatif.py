@@ -11,7 +11,8 @@ fixed + L x per_layer (measured on tiny models: Python, dispatch, kernel launche
 on a GPU they overlap, so a call costs the larger: at small batch every width of a small model then costs the
 same (launch-bound) and the speedup of small widths appears only once the arithmetic outgrows the host side.
 A decoded token is a forward of n = 1 over the cache, plus generate's own per-token work (in decode.fixed_us).
-Memory = weights + KV cache (2 L B (p+n) d) + the largest activations alive (the logits and one layer's).
+Memory = weights + KV cache (2 L B (p+n) d) + the largest activations alive (the logits, or one layer's),
+checked against the bytes a forward really allocates (analysis.memory, bench/whatif_accuracy.py --memory).
 """
 from __future__ import annotations
 
@@ -108,9 +109,13 @@ def memory_mb(cfg, dims: StudentDims, batch: int, ctx: int, dtype_bytes: int = 4
     """Weights + KV cache at this batch and context + the largest activations alive in a forward."""
     weights = cost(cfg, dims)["params"] * dtype_bytes
     kv = 2 * cfg.n_layer * batch * ctx * dims.attn_dim * dtype_bytes
-    logits = batch * ctx * cfg.vocab_size * dtype_bytes
-    layer = batch * ctx * (3 * dims.attn_dim + dims.n_inner + 2 * dims.n_embd) * dtype_bytes \
-        + batch * dims.n_head * ctx * ctx * dtype_bytes
+    d, a, f = dims.n_embd, dims.attn_dim, dims.n_inner
+    # what is alive at each peak of an inference forward (counted with analysis.memory on HF's GPT-2):
+    # the logits and the final hidden states they are made from; inside a layer, the residual stream, its
+    # LayerNorm, q/k/v, SDPA's output and its merged copy (attention never holds the (n x n) scores: SDPA), or
+    # the MLP's fc output with the temporaries of GPT-2's tanh GELU
+    logits = batch * ctx * (cfg.vocab_size + d) * dtype_bytes
+    layer = batch * ctx * max(3 * d + 6 * a, 6 * d + 4 * f) * dtype_bytes
     mb = {"weights_mb": weights / 1e6, "kv_cache_mb": kv / 1e6, "activations_mb": max(logits, layer) / 1e6}
     mb["memory_mb"] = sum(mb.values())
     return mb

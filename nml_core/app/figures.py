@@ -10,7 +10,7 @@ import torch
 from ..analysis.pareto import COST, QUALITY
 
 PALETTE = {"teacher": "#222222", "NML": "#d62728", "NML FFN-only": "#ff7f0e", "naive slice": "#7f7f7f",
-           "independent KD": "#1f77b4"}
+           "independent KD": "#1f77b4", "MatTA": "#9467bd"}
 
 
 def nested_matrix_figure(weight: torch.Tensor, prefixes: list[tuple[float, int, int]], title: str,

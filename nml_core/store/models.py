@@ -99,6 +99,15 @@ def run_teacher_spec(run: Run) -> str:
     return t["id"]
 
 
+def same_teacher(a: Run, b: Run) -> bool:
+    """Whether two runs were distilled from the same teacher (a teacher run is known by its name: the path it
+    was recorded under is the build machine's)."""
+    def key(run: Run) -> str | None:
+        t = run.info.get("teacher") or {}
+        return Path(t["id"]).name if t.get("source") == "run" and t.get("id") else t.get("id")
+    return key(a) == key(b)
+
+
 def load_teacher_of(run: Run, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
     return load_gpt2(run_teacher_spec(run), device)[0]
 
