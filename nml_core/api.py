@@ -277,7 +277,8 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
             models[f"independent:{b.info['width']:g}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
             rows[f"independent:{b.info['width']:g}"] = ("independent", b.info["width"])
     scores = score(models, models["teacher"])
-    report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(cfg, ctx=ctx), **scores["teacher"]}
+    # the teacher's own shape: under MatTA it is larger than the nested model (the TA)
+    report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(teacher.config, ctx=ctx), **scores["teacher"]}
     groups: dict[str, list] = {"nml": [], "naive": [], "independent": []}
     for key, (group, w) in rows.items():
         groups[group].append({"width": w, **cost(cfg, WidthSpec(w, run.axes).dims(cfg), ctx), **scores[key]})

@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     if (work / "cached_runs").resolve() == out.resolve():
         log("error: --out is the build area (--work/cached_runs); runs are built there and swapped into --out")
         return 2
-    for name in (TEACHER, NML, FFN, MATTA, MATTA_PLAIN):
+    for name in (TEACHER, NML, FFN) + EVAL_ONLY[1:]:
         recover_swap(out / name)
     try:
         if "texts" in stages or not texts.exists():
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
                 promote(built, out / name, build_record(p, a.profile, time.time() - t))
                 log(f"matta: {name} done in {time.time() - t:.0f} s")
         if "measure" in stages:
-            for name in (TEACHER, NML, FFN, MATTA, MATTA_PLAIN):
+            for name in (TEACHER, NML, FFN) + EVAL_ONLY[1:]:
                 if not stage_done(out / name):
                     log(f"measure: {name} not built, skipped")
                     continue
@@ -268,9 +268,9 @@ def main(argv=None) -> int:
                             print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],
                                                                       device=device, threads=threads)), flush=True)
                 portable_labels(out / name)
-                report.write_run_card(out / name)
                 if name in EVAL_ONLY and not a.keep_weights:
                     drop_weights(out / name, "ffn" if name == FFN else "matta")
+                report.write_run_card(out / name)  # after: the card says whether the weights ship
                 log(f"measure: {name} in {time.time() - t:.0f} s")
     except NMLError as e:
         log(f"error: {e}")

@@ -126,3 +126,21 @@ def test_shipped_eval_reports_how_documents_start():
     report = load_run(CACHED / "shakespeare-nml").eval()
     for row in [report["teacher"]] + report["widths"]:
         assert row["doc_start_tokens"] > 500 and row["doc_start_nll"] - row["rest_nll"] <= 0.5
+
+
+def test_shipped_matta_comparison_is_at_equal_steps_from_the_same_init():
+    """MatTA (TA under the larger frozen teacher) and plain NML (the same widths in a frozen copy of the TA's init)
+    ship with their figures: same init, data, recipe and steps; only the KD sources differ."""
+    runs = {n: load_run(CACHED / n, require_model=False)
+            for n in ("shakespeare-matta", "shakespeare-matta-plain")}
+    matta, plain = runs.values()
+    ta_init = matta.info["ta"]["id"]
+    assert plain.info["teacher"]["id"] == ta_init != matta.info["teacher"]["id"] and "ta" not in plain.info
+    recipe = lambda run: {k: v for k, v in run.info["hparams"].items() if k != "kd_source"}  # noqa: E731
+    assert recipe(matta) == recipe(plain) and recipe(matta)["steps"] == 200
+    assert [matta.info["hparams"]["kd_source"], plain.info["hparams"]["kd_source"]] == ["ta", "teacher"]
+    for run in runs.values():
+        report = run.eval()
+        assert run.status == "done" and run.info["weights_shipped"] is False
+        assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25] and report["widths"][0]["n_embd"] == 128
+        assert report["widths"][0]["tokens"] == load_run(CACHED / "shakespeare-nml").eval()["widths"][0]["tokens"]
