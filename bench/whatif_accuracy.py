@@ -86,6 +86,8 @@ x = torch.randint(0, 50257, (batch, 128), device=device)
 def prefill():
     with torch.inference_mode():
         student(input_ids=x, use_cache=True)  # logits + the KV cache, as the projection counts them
+if device.type == "cuda":
+    prefill()  # warm-up: cuBLAS's one-time workspace is not the model's memory
 peak = peak_allocated_mb(prefill, device)
 rss = peak_rss_growth_mb(prefill) if device.type == "cpu" else None
 print(peak, rss if rss is not None else "nan")

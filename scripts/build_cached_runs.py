@@ -49,6 +49,7 @@ TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-f
 MATTA, MATTA_PLAIN = "shakespeare-matta", "shakespeare-matta-plain"
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 TA_WIDTHS = [1.0, 0.5, 0.25]  # of the TA, itself width 1/2 of the teacher: teacher widths 1/2, 1/4, 1/8
+RUNS = (TEACHER, NML, FFN, MATTA, MATTA_PLAIN)
 EVAL_ONLY = (FFN, MATTA, MATTA_PLAIN)  # figures shipped, weights dropped (the shipped weights stay under 100 MB)
 
 SHAPE = dict(n_layer=6, n_embd=256, n_head=8)
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     if (work / "cached_runs").resolve() == out.resolve():
         log("error: --out is the build area (--work/cached_runs); runs are built there and swapped into --out")
         return 2
-    for name in (TEACHER, NML, FFN) + EVAL_ONLY[1:]:
+    for name in RUNS:
         recover_swap(out / name)
     try:
         if "texts" in stages or not texts.exists():
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
                 promote(built, out / name, build_record(p, a.profile, time.time() - t))
                 log(f"matta: {name} done in {time.time() - t:.0f} s")
         if "measure" in stages:
-            for name in (TEACHER, NML, FFN) + EVAL_ONLY[1:]:
+            for name in RUNS:
                 if not stage_done(out / name):
                     log(f"measure: {name} not built, skipped")
                     continue

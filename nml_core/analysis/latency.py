@@ -48,7 +48,7 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
 
 
 def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
-    """Achievable fp32 GFLOP/s here: the median of timed n x n matmuls (recorded in each latency file: the size of the machine it was measured on)."""
+    """Achievable fp32 GFLOP/s here: the median of timed n x n matmuls (each latency file records it)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     t = interleaved_timings({"mm": lambda: a @ b}, device, repeats=repeats)["mm"]["median_ms"]

@@ -3,8 +3,8 @@
 CUDA keeps that figure (max_memory_allocated). torch's CPU allocator keeps none, so on a CPU the profiler records
 every allocation and free with its size, and the peak of their running sum is the same figure. This is what the
 what-if's memory model (whatif.memory_mb) is checked against. Peak RSS growth is reported beside it (what the OS
-sees), but it depends on whether the allocator reuses pages the process already had: at batch 1 it reads anywhere
-from a third to 1.3x of the bytes really allocated.
+sees), but it depends on whether the allocator reuses pages the process already had: at batch 1 it has read anywhere
+from nothing to 1.35x of the bytes really allocated (bench/whatif_accuracy.py --memory).
 """
 from __future__ import annotations
 
