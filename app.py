@@ -29,9 +29,10 @@ with left:
     if nested:
         from nml_core.app.figures import nested_matrix_figure
         from nml_core.nesting.width import WidthSpec
+        from nml_core.store.models import run_config
         layer = 0
         with ui.friendly_errors():  # one tensor read from the safetensors file: no model load on the Home page
-            cfg = ui.model_config(nested[0])
+            cfg = run_config(nested[0])
             weight = ui.weight_tensor(nested[0], f"transformer.h.{layer}.mlp.c_fc.weight")  # (n_embd, n_inner)
         prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
                     for d in [WidthSpec(w, frozenset(nested[0].axes)).dims(cfg)]]

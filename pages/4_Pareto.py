@@ -7,7 +7,7 @@ from nml_core.analysis import whatif
 from nml_core.analysis.pareto import COST, QUALITY, pareto_front, run_points
 from nml_core.app import ui
 from nml_core.app.figures import pareto_figure
-from nml_core.store.models import same_teacher
+from nml_core.store.models import run_config, same_teacher
 
 st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
 st.title("Quality vs cost — and what fits your hardware")
@@ -40,7 +40,7 @@ with ui.friendly_errors():
                     for p in rows]
         if points:  # one teacher point per chart
             rows = [p for p in rows if p["group"] != "teacher"]
-        points += whatif.device_points(rows, ui.model_config(r), r.axes, choice, batch)
+        points += whatif.device_points(rows, run_config(r), r.axes, choice, batch)
 if not points:
     st.info("The selected runs have no eval.json yet: run `python -m nml_core eval <run>` (the Train page does it "
             "automatically when a run finishes).")
@@ -105,7 +105,7 @@ st.caption(f"FLOP ratio and speedup are against the full width (prefill {batch}x
            "would be as fast as its arithmetic says; BENCHMARKS.md explains where small widths fall short.")
 
 # ---- why: what bounds the small widths on this device
-lesson = whatif.lesson(choice.get("profile"), ui.model_config(family_runs[0]), family_runs[0].axes,
+lesson = whatif.lesson(choice.get("profile"), run_config(family_runs[0]), family_runs[0].axes,
                        [p for p in family if p["run"] == family_runs[0].name], batch) if family_runs else None
 if lesson:
     st.info(lesson)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nml_core.analysis.pareto import student_shape
 from nml_core.store.runs import load_run
 
 
 def by_shape(rows: list[dict]) -> dict[tuple, dict]:
-    return {(r["n_embd"], r["n_head"], r["n_inner"]): r for r in rows}
+    return {student_shape(r): r for r in rows}
 
 
 def main() -> None:
@@ -29,9 +30,9 @@ def main() -> None:
     print("| TA width | shape | params | MatTA | plain NML in a copy of the TA init | MatTA / plain | "
           "NML nested in the teacher (shipped) | independent KD |\n|---|---|---|---|---|---|---|---|")
     for r in matta["widths"]:
-        shape = (r["n_embd"], r["n_head"], r["n_inner"])
+        shape = student_shape(r)
         p, n, i = plain_rows[shape], nml_rows.get(shape), indep.get(shape)
-        print(f"| {r['width']:g} | {shape[0]}d/{shape[1]}h/{shape[2]}f | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} "
+        print(f"| {r['width']:g} | {r['n_embd']}d/{r['n_head']}h/{r['n_inner']}f | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} "
               f"| {p['ppl']:.2f} | {r['ppl'] / p['ppl']:.3f} | {n['ppl'] if n else float('nan'):.2f} "
               f"| {i['ppl'] if i else float('nan'):.2f} |")
 

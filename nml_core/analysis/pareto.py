@@ -14,7 +14,8 @@ COST = {"prefill_b1_ms": ("prefill 1x128 (ms)", False), "prefill_b8_ms": ("prefi
         "fp16_mb": ("fp16 size (MB)", False)}
 
 
-def _shape(row: dict) -> tuple:
+def student_shape(row: dict) -> tuple:
+    """(heads, hidden, FFN) of an eval or latency row: latency depends on nothing else."""
     return row["n_head"], row["n_embd"], row["n_inner"]
 
 
@@ -26,7 +27,7 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
         return []
     lat_files = run.latency()
     lat = lat_files.get(device_key) if device_key else next(iter(lat_files.values()), None)
-    by_shape = {_shape(r): r for r in (lat or {}).get("widths", [])}
+    by_shape = {student_shape(r): r for r in (lat or {}).get("widths", [])}
     own = run.kind if run.kind != "nested" else "MatTA" if run.info.get("ta") else \
         "NML FFN-only" if set(run.axes) == {"ffn"} else "NML"
     groups = [("teacher", [{**ev["teacher"], "width": 1.0}])] if "teacher" in ev else []
@@ -39,7 +40,7 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
             p = {"group": group, "run": run.name, **{k: r.get(k) for k in
                  ("width", "n_head", "n_embd", "n_inner", "params", "nonemb_params", "flops_per_token", "fp16_mb",
                   "ppl", "acc", "agree", "kl")}}
-            t = by_shape.get(_shape(r))
+            t = by_shape.get(student_shape(r))
             if t:
                 p.update(prefill_b1_ms=t["prefill_b1_ms"]["median_ms"], prefill_b8_ms=t["prefill_b8_ms"]["median_ms"],
                          decode_tok_s=t["decode_tok_s"]["median"])

@@ -145,12 +145,6 @@ def friendly_errors():
         st.stop()
 
 
-def model_config(run: Run):
-    """The run's GPT2Config, read from model/config.json without loading weights."""
-    from ..store.models import run_config
-    return run_config(run)
-
-
 @st.cache_data(show_spinner=False, max_entries=4)
 def _weight_tensor(path: str, name: str, stamp: float):
     from safetensors import safe_open
