@@ -22,7 +22,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from nml_core.arch.gpt2 import cost
-from nml_core.device import set_threads
+from nml_core.device import set_threads, synchronize
 from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.nesting.width import ALL_AXES, WidthSpec
 from nml_core.training.config import TrainConfig
@@ -35,6 +35,96 @@ SHAPES = {"embedded": dict(n_layer=6, n_embd=256, n_head=8, n_positions=128),
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 
+def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", repeats: int = 5,
+            with_topk: bool = True, launches: bool = False) -> dict:
+    """Time the variants of the module doc, interleaved round-robin (round 0 is the warm-up); returns
+    {"median_s", "min_s", "max_s" (variant -> s), "flop_ratio", "flop_proportional_s", "target_s",
+    "nested_over_flop_proportional", "device", "precision"} and, with launches, "launches_per_step"."""
+    torch.manual_seed(0)
+    config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device)
+    accelerator = make_accelerator(cfg)
+    dev = accelerator.device
+    plain_model, nested_model = GPT2LMHeadModel(config).to(dev), GPT2LMHeadModel(config).to(dev)
+    teacher = GPT2LMHeadModel(config).to(dev).eval().requires_grad_(False)
+    plain, nested = plain_model.train(), ElasticGPT2(nested_model.train())
+    opt_plain = make_optimizer(plain, cfg, fused=dev.type == "cuda")
+    opt_nested = make_optimizer(nested, cfg, fused=dev.type == "cuda")
+    data = torch.randint(0, config.vocab_size, (batch, ctx + 1), device=dev)
+
+    def step_plain():  # a stock HF fine-tune step (the model shifts the labels itself)
+        with accelerator.autocast():
+            loss = plain_model(input_ids=data[:, :-1], labels=data[:, :-1]).loss
+        accelerator.backward(loss)
+        opt_plain.step()
+        opt_plain.zero_grad(set_to_none=True)
+
+    def step_teacher():
+        with torch.no_grad(), accelerator.autocast():
+            teacher(input_ids=data[:, :-1])
+
+    def step_nested():
+        nested_step(nested, teacher, data, WIDTHS, cfg, accelerator)
+        opt_nested.step()
+        opt_nested.zero_grad(set_to_none=True)
+
+    fns = {"plain": step_plain, "teacher": step_teacher, "nested": step_nested}
+    fns["kd_loss_one_width"] = _loss_step(config, cfg, data, dev)
+    if with_topk:
+        fns["nested_topk_cache"] = _cached_step(teacher, nested, opt_nested, data, cfg, accelerator)
+    times = {k: [] for k in fns}
+    for i in range(repeats + 1):
+        for name, fn in fns.items():
+            synchronize(dev)
+            t = time.perf_counter()
+            fn()
+            synchronize(dev)
+            if i:
+                times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = [cost(config, WidthSpec(w, ALL_AXES).dims(config), ctx)["flops_per_token"] for w in WIDTHS]
+    ratio = sum(flops) / flops[0]
+    ideal = ratio * med["plain"] + med["teacher"]
+    out = {"median_s": med, "min_s": {k: min(v) for k, v in times.items()},
+           "max_s": {k: max(v) for k, v in times.items()}, "flop_ratio": ratio, "flop_proportional_s": ideal,
+           "target_s": 1.15 * ratio * med["plain"] + med["teacher"], "nested_over_flop_proportional": med["nested"] / ideal,
+           "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
+           "precision": accelerator.mixed_precision, "batch": batch, "ctx": ctx, "repeats": repeats}
+    if launches:
+        from bench.nested_step_ops import launches_per_step
+        out["launches_per_step"] = launches_per_step(step_nested, dev)
+    return out
+
+
+def _loss_step(config, cfg, data, dev):
+    """The vocab-sized work every width pays whatever its width: fused KD + CE, forward + backward."""
+    logits = torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev, requires_grad=True)
+    soft = soft_targets(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev), cfg.temperature)
+
+    def step():
+        nested_kd_loss(logits, data[:, 1:], soft, cfg.alpha, cfg.temperature)[0].backward()
+        logits.grad = None
+    return step
+
+
+def _cached_step(teacher, nested, opt, data, cfg, accelerator, k: int = 64):
+    """The nested step with the teacher forward replaced by a top-k cache's targets for this batch (sparse)."""
+    dev = data.device
+    with torch.no_grad():
+        full = teacher(input_ids=data[:, :-1]).logits.float()
+        top = full.topk(k, dim=-1)
+        lse = torch.logsumexp(full / cfg.temperature, -1).cpu()
+    idx, val = top.indices.cpu(), top.values.half().cpu()
+    del full
+
+    def step():
+        target = topk_soft_targets(idx.to(dev), val.float().to(dev), lse.to(dev), cfg.temperature)
+        nested_step(nested, None, data, WIDTHS, cfg, accelerator, target=target)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="embedded")
@@ -43,86 +133,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
-    threads = set_threads(None)
-    torch.manual_seed(0)
-    config = GPT2Config(**SHAPES[a.shape], resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    cfg = TrainConfig(batch_size=a.batch, ctx=a.ctx, device=a.device)
-    accelerator = make_accelerator(cfg)
-    device = accelerator.device
-    plain_model, nested_model = GPT2LMHeadModel(config).to(device), GPT2LMHeadModel(config).to(device)
-    teacher = GPT2LMHeadModel(config).to(device).eval().requires_grad_(False)
-    plain, nested = plain_model.train(), ElasticGPT2(nested_model.train())
-    opt_plain = make_optimizer(plain, cfg, fused=device.type == "cuda")
-    opt_nested = make_optimizer(nested, cfg, fused=device.type == "cuda")
-    batch = torch.randint(0, config.vocab_size, (a.batch, a.ctx + 1), device=device)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def step_plain():  # a stock HF fine-tune step (the model shifts the labels itself)
-        accelerator.backward(plain_model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss)
-        opt_plain.step()
-        opt_plain.zero_grad(set_to_none=True)
-
-    def step_teacher():
-        with torch.no_grad(), accelerator.autocast():
-            teacher(input_ids=batch[:, :-1])
-
-    def step_nested():
-        nested_step(nested, teacher, batch, WIDTHS, cfg, accelerator)
-        opt_nested.step()
-        opt_nested.zero_grad(set_to_none=True)
-
-    TOPK = 64  # a top-k teacher cache's targets for this batch (as nml_core.training.teacher_cache would load them)
-    with torch.no_grad():
-        full = teacher(input_ids=batch[:, :-1]).logits.float()
-        top = full.topk(TOPK, dim=-1)
-        cached_lse = torch.logsumexp(full / cfg.temperature, -1).cpu()
-    cached_idx, cached_val = top.indices.cpu(), top.values.half().cpu()
-    del full
-
-    def step_cached():  # the same nested step, the teacher forward replaced by the cached top-k (sparse target)
-        target = topk_soft_targets(cached_idx.to(device), cached_val.float().to(device), cached_lse.to(device),
-                                   cfg.temperature)
-        nested_step(nested, None, batch, WIDTHS, cfg, accelerator, target=target)
-        opt_nested.step()
-        opt_nested.zero_grad(set_to_none=True)
-
-    logits = torch.randn(a.batch, a.ctx, config.vocab_size, device=device, requires_grad=True)
-    soft = soft_targets(torch.randn(a.batch, a.ctx, config.vocab_size, device=device), cfg.temperature)
-
-    def step_loss():  # the vocab-sized work every width pays whatever its width: fused KD + CE, forward + backward
-        nested_kd_loss(logits, batch[:, 1:], soft, cfg.alpha, cfg.temperature)[0].backward()
-        logits.grad = None
-
-    fns = {"plain": step_plain, "kd_loss_one_width": step_loss, "teacher": step_teacher, "nested": step_nested, "nested_topk_cache": step_cached}
-    times = {k: [] for k in fns}
-    for i in range(a.repeats + 1):  # round 0 is the warm-up
-        for name, fn in fns.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            if i:
-                times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    flops = [cost(config, WidthSpec(w, ALL_AXES).dims(config), a.ctx)["flops_per_token"] for w in WIDTHS]
-    ratio = sum(flops) / flops[0]
-    budget = 1.15 * ratio * med["plain"] + med["teacher"]
-    ideal = ratio * med["plain"] + med["teacher"]
+    set_threads(None)
+    r = measure(SHAPES[a.shape], a.batch, a.ctx, a.device, a.repeats)
+    med, times_min, times_max = r["median_s"], r["min_s"], r["max_s"]
     tokens = a.batch * a.ctx
-    dev = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, {dev}, torch {torch.__version__}, median of {a.repeats}")
+    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, {r['device']}, {r['precision']}, torch {torch.__version__}, "
+          f"median of {a.repeats}")
     print("| step | median s | tokens/s |\n|---|---|---|")
-    for k in fns:
-        print(f"| {k} | {med[k]:.3f} [{min(times[k]):.3f}–{max(times[k]):.3f}] | {tokens / med[k]:.0f} |")
-    print(f"\nsum_w FLOPs(w)/FLOPs(1) = {ratio:.3f}; FLOP-proportional nested step = {ideal:.3f} s; "
-          f"target (x1.15 + teacher) = {budget:.3f} s; measured {med['nested']:.3f} s -> "
-          f"{med['nested'] / ideal:.2f}x the FLOP-proportional time, {'meets' if med['nested'] <= budget else 'misses'} target")
+    for k in med:
+        print(f"| {k} | {med[k]:.3f} [{times_min[k]:.3f}–{times_max[k]:.3f}] | {tokens / med[k]:.0f} |")
+    print(f"\nsum_w FLOPs(w)/FLOPs(1) = {r['flop_ratio']:.3f}; FLOP-proportional nested step = "
+          f"{r['flop_proportional_s']:.3f} s; target (x1.15 + teacher) = {r['target_s']:.3f} s; measured "
+          f"{med['nested']:.3f} s -> {r['nested_over_flop_proportional']:.2f}x the FLOP-proportional time, "
+          f"{'meets' if med['nested'] <= r['target_s'] else 'misses'} target")
     print(f"vocab-sized loss work: {len(WIDTHS)} widths x {med['kd_loss_one_width']:.3f} s = "
           f"{len(WIDTHS) * med['kd_loss_one_width']:.3f} s of the nested step (not in the FLOP count, which counts matmuls)")
-    print(f"top-k cache (k={TOPK}): nested step {med['nested_topk_cache']:.3f} s vs {med['nested']:.3f} s with the teacher "
+    print(f"top-k cache (k=64): nested step {med['nested_topk_cache']:.3f} s vs {med['nested']:.3f} s with the teacher "
           f"forward -> {med['nested'] / med['nested_topk_cache']:.2f}x faster")
 
 

@@ -70,6 +70,19 @@ def ops_per_step(step) -> int:
                and e.name not in NO_KERNEL)
 
 
+def launches_per_step(step, device: torch.device) -> int:
+    """Kernel launches of one step: on CUDA the kernels (and memcpy/memset) the profiler saw run on the GPU; on
+    a CPU the proxy, the leaf aten ops that do work (ops_per_step)."""
+    if device.type != "cuda":
+        return ops_per_step(step)
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def backward_mb(model, data, cfg, width: float) -> float:
     x, y = data[:, :-1], data[:, 1:]
     loss, _ = nested_kd_loss(model(x, width=width).logits, y, None, cfg.alpha, cfg.temperature)

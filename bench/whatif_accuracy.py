@@ -9,6 +9,7 @@ Prints the error table per device and measure, and last the line
   what-if error: median X%, worst Y% over N measurements
 --write stores the per-device-class errors in cached_runs/device_profiles/whatif_error.json, which the
 Pareto page shows as the "± x%" of its projections.
+--large-batch prints each GPU preset's projected prefill at batch 1-128 against the FLOP time at its rate.
 --memory [--device cpu|cuda] checks the memory model instead: for each width of the first nested run with weights
 and batch 1, 8 and 32, a fresh process loads the extracted student and runs one 128-token prefill with the KV
 cache; the peak of the bytes allocated during it (analysis.memory: max_memory_allocated on CUDA, the allocator's
@@ -22,7 +23,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile, profiles_dir
+from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_profile, profiles_dir
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.width import WidthSpec
 from nml_core.store.files import atomic_write_json
@@ -54,21 +55,27 @@ def check(roots: list[str]) -> list[dict]:
     for run in find_runs(*roots):
         if run.kind != "nested" or run.status != "done":
             continue
-        cfg = run_config(run)
         for key, lat in run.latency().items():
             profile, source = profile_for(key, profiles)
             if profile is None:
                 print(f"skipped {run.name} on {key}: {source}")
                 continue
-            for r in lat["widths"]:
-                dims = WidthSpec(r["width"], frozenset(run.axes)).dims(cfg)
-                proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
-                for m in MEASURES:
-                    got = measured(r, m)
-                    if got:
-                        rows.append({"run": run.name, "device": key, "class": lat["device"], "source": source,
-                                     "width": r["width"], "measure": m, "measured": got, "projected": proj[m],
-                                     "error": proj[m] / got - 1})
+            rows += compare(run.name, run_config(run), run.axes, lat, profile, source)
+    return rows
+
+
+def compare(run_name: str, cfg, axes, lat: dict, profile: dict, source: str) -> list[dict]:
+    """One row per (width, measure) of a latency report: measured, projected from `profile`, and the error."""
+    rows = []
+    for r in lat["widths"]:
+        dims = WidthSpec(r["width"], frozenset(axes)).dims(cfg)
+        proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
+        for m in MEASURES:
+            got = measured(r, m)
+            if got:
+                rows.append({"run": run_name, "device": lat["device_key"], "class": lat["device"], "source": source,
+                             "width": r["width"], "measure": m, "measured": got, "projected": proj[m],
+                             "error": proj[m] / got - 1})
     return rows
 
 
@@ -82,7 +89,8 @@ from nml_core.store.models import load_run_model
 from nml_core.store.runs import load_run
 run = load_run(sys.argv[1]); width, batch, device = float(sys.argv[2]), int(sys.argv[3]), resolve(sys.argv[4])
 student = extract_student(load_run_model(run)[0], WidthSpec(width, run.axes)).eval().to(device)
-x = torch.randint(0, 50257, (batch, 128), device=device)
+n = min(128, student.config.n_positions)
+x = torch.randint(0, student.config.vocab_size, (batch, n), device=device)
 def prefill():
     with torch.inference_mode():
         student(input_ids=x, use_cache=True)  # logits + the KV cache, as the projection counts them
@@ -94,24 +102,70 @@ print(peak, rss if rss is not None else "nan")
 """
 
 
-def check_memory(roots: list[str], device: str = "cpu") -> list[dict]:
+def first_run_with_weights(roots: list[str]):
+    return next(r for r in find_runs(*roots) if r.kind == "nested" and r.status == "done" and has_weights(r.model_dir))
+
+
+def check_memory(run, device: str = "cpu", batches=(1, 8, 32)) -> list[dict]:
     """Projected KV cache + peak activations of a 128-token prefill against the measured peak of bytes
     allocated during it (CUDA: max_memory_allocated; CPU: the allocator's own events), and RSS growth on CPU.
     A fresh process per point, so nothing allocated before skews it."""
     import subprocess
     import sys
-    run = next(r for r in find_runs(*roots) if r.kind == "nested" and r.status == "done" and has_weights(r.model_dir))
     cfg = run_config(run)
     rows = []
     for width in run.widths:
-        for batch in (1, 8, 32):
+        for batch in batches:
             out = subprocess.run([sys.executable, "-c", CHILD, str(run.path), str(width), str(batch), device],
                                  capture_output=True, text=True, check=True).stdout.split()
-            proj = memory_mb(cfg, WidthSpec(width, frozenset(run.axes)).dims(cfg), batch, 128)
+            proj = memory_mb(cfg, WidthSpec(width, frozenset(run.axes)).dims(cfg), batch, min(128, cfg.n_positions))
             projected = proj["kv_cache_mb"] + proj["activations_mb"]
             rows.append({"width": width, "batch": batch, "measured": float(out[0]), "rss": float(out[1]),
                          "projected": projected, "error": projected / max(float(out[0]), 1e-9) - 1})
     return rows
+
+
+def preset_table(rows: list[dict]) -> dict:
+    """Every preset against every measurement of its device class the runs ship, per measure (each batch apart);
+    prints the table and returns {preset: {measure: summary}} ({} for a preset no shipped measurement checks)."""
+    print("\n| preset | checked against | measure | median error | worst | measurements |\n|---|---|---|---|---|---|")
+    out = {}
+    for name in PRESETS:
+        mine = [r for r in rows if r["source"].startswith(f"preset {name} ")]
+        out[name] = {m: summary([r for r in mine if r["measure"] == m]) for m in MEASURES
+                     if any(r["measure"] == m for r in mine)}
+        if not mine:
+            print(f"| {name} | no measurement shipped | — | — | — | 0 |")
+        for m, s in out[name].items():
+            devices = ", ".join(sorted({r["device"] for r in mine if r["measure"] == m}))
+            bias = statistics.median(r["error"] for r in mine if r["measure"] == m)
+            print(f"| {name} | {devices} | {m} | {s['median']:.0%} (bias {bias:+.0%}) | {s['worst']:.0%} | {s['n']} |")
+    return out
+
+
+def large_batch_table(roots: list[str]) -> None:
+    """Each GPU preset's projected prefill (x128) at batch 1 to 128 for width 1 of the first nested run and the
+    GPT-2-small shape, beside the FLOP time at the preset's sustained rate (the floor a large batch approaches)."""
+    from transformers import GPT2Config
+
+    from nml_core.analysis.profile import SUSTAINED
+    from nml_core.analysis.whatif import forward_us
+    from nml_core.arch.gpt2 import cost
+    profiles = load_profiles(*map(Path, roots))
+    base = next(p for _, p in sorted(profiles.items()) if p.get("device") == "cpu" and p.get("kind") == "measured")
+    run = first_run_with_weights(roots)
+    shapes = {run.name: (run_config(run), run.axes), "GPT-2 small": (GPT2Config(), ("ffn", "heads", "hidden"))}
+    print("\n| preset | model | batch x 128 | projected ms | FLOP time at the sustained rate, ms | ratio |\n|---|---|---|---|---|---|")
+    for name, spec in PRESETS.items():
+        if spec["cpu"]:
+            continue
+        prof = preset_profile(name, base)
+        for label, (cfg, axes) in shapes.items():
+            dims = WidthSpec(1.0, frozenset(axes)).dims(cfg)
+            for b in (1, 8, 32, 128):
+                ms = forward_us(prof, cfg, dims, b, 128) / 1e3
+                floor = cost(cfg, dims, 128)["flops_per_token"] * b * 128 / (spec["peak_gflops"] * SUSTAINED) / 1e6
+                print(f"| {name} | {label} | {b} | {ms:.2f} | {floor:.2f} | {ms / floor:.2f}x |")
 
 
 def summary(rows: list[dict]) -> dict:
@@ -124,10 +178,11 @@ def main() -> None:
     ap.add_argument("--roots", nargs="+", default=["cached_runs", "runs"])
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--large-batch", action="store_true", help="GPU presets' projections at batch 1-128 vs FLOP time")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where --memory measures")
     a = ap.parse_args()
     if a.memory:
-        mem = check_memory(a.roots, a.device)
+        mem = check_memory(first_run_with_weights(a.roots), a.device)
         print("| width | batch | peak allocated in the prefill (MB) | peak RSS growth (MB) | projected KV + "
               "activations (MB) | projected - allocated (kB) | error |\n|---|---|---|---|---|---|---|")
         for r in mem:
@@ -135,6 +190,9 @@ def main() -> None:
                   f"| {(r['projected'] - r['measured']) * 1e3:+.1f} | {r['error']:+.3%} |")
         s = summary(mem)
         print(f"memory model: median error {s['median']:.3%}, worst {s['worst']:.3%} over {s['n']} measurements")
+        return
+    if a.large_batch:
+        large_batch_table(a.roots)
         return
     rows = check(a.roots)
     print("| run | device | profile | width | measure | measured | projected | error |\n|---|---|---|---|---|---|---|---|")
@@ -146,10 +204,11 @@ def main() -> None:
     print("\n| device | median error | worst | measurements |\n|---|---|---|---|")
     for d, s in by_device.items():
         print(f"| {d} | {s['median']:.0%} | {s['worst']:.0%} | {s['n']} |")
+    by_preset = preset_table(rows)
     overall = summary(rows)
     if a.write and overall:
         atomic_write_json(profiles_dir(Path(a.roots[0])) / "whatif_error.json",
-                          {"all": overall, "by_class": by_class, "by_device": by_device,
+                          {"all": overall, "by_class": by_class, "by_device": by_device, "by_preset": by_preset,
                            "command": "python -m bench.whatif_accuracy --write"})
     if overall:
         print(f"\nwhat-if error: median {overall['median']:.0%}, worst {overall['worst']:.0%} over {overall['n']} measurements")

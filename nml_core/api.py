@@ -232,8 +232,9 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
 
 
 def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = None, batch_size: int = 8,
-                 progress=None, device: str = "auto") -> dict:
-    """Evaluate a run (and its baselines) on its validation split; writes eval.json files, returns the report."""
+                 progress=None, device: str = "auto", write: bool = True) -> dict:
+    """Evaluate a run (and its baselines) on its validation split; writes eval.json files (unless not write),
+    returns the report."""
     import tempfile
     run = load_run(run_path)
     device = devices.resolve(device)
@@ -255,7 +256,8 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         scores = score({"1": lambda x: model(input_ids=x).logits}, None)
         report["widths"] = [{"width": 1.0, **cost(cfg, ctx=ctx), **scores["1"]}]
         report["unigram_ppl"] = unigram_ppl(train_ids, val_ids, cfg.vocab_size)
-        atomic_write_json(run.path / "eval.json", report)
+        if write:
+            atomic_write_json(run.path / "eval.json", report)
         return report
     teacher = load_teacher_of(run, device)
     elastic = ElasticGPT2(model, run.axes).eval()
@@ -284,6 +286,8 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         groups[group].append({"width": w, **cost(cfg, WidthSpec(w, run.axes).dims(cfg), ctx), **scores[key]})
     report["widths"] = groups["nml"]
     report["baselines"] = {g: sorted(r, key=lambda r: -r["width"]) for g, r in groups.items() if g != "nml" and r}
+    if not write:
+        return report
     atomic_write_json(run.path / "eval.json", report)
     for b in baselines:
         mine = [r for r in report["baselines"].get(b.kind, []) if b.kind == "naive" or r["width"] == b.info.get("width")]

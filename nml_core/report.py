@@ -44,20 +44,24 @@ def format_eval(report: dict) -> str:
 
 
 def format_latency(report: dict) -> str:
+    """Each width's three workloads (time to first token, scoring, decode) with speedups against width 1."""
     n = report["prefill_len"]
     static = any("decode_static_tok_s" in r for r in report["widths"])
-    lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']})",
-             f"{'width':>6} {'FLOP ratio':>10} {f'1x{n} ms':>9} {'speedup':>8} {f'8x{n} ms':>9} {'speedup':>8} "
-             f"{'decode tok/s':>12}" + (f" {'static tok/s':>12}" if static else "") + f" {'elastic ovh':>11}"]
+    measures = [(f"TTFT {b}x{n}", f"ttft_b{b}_ms") for b in (1, 8, 32)] + \
+               [(f"score {b}x{n}", f"prefill_b{b}_ms") for b in (1, 8, 32)]
+    measures = [(label, k) for label, k in measures if k in report["widths"][0]]
+    lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']}); TTFT: prefill with the "
+             "KV cache keeping the last logits (generation); score: all logits (perplexity)",
+             f"{'width':>6} {'FLOP ratio':>10} " + " ".join(f"{label + ' ms':>14} {'speedup':>8}" for label, _ in measures)
+             + f" {'decode tok/s':>12}" + (f" {'static tok/s':>12}" if static else "") + f" {'elastic ovh':>11}"]
     full = report["widths"][0]
     for r in report["widths"]:
-        p1, p8 = r["prefill_b1_ms"]["median_ms"], r["prefill_b8_ms"]["median_ms"]
-        ovh = r["elastic_prefill_b1_ms"]["median_ms"] / p1 - 1
+        ovh = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
         fast = f" {num((r.get('decode_static_tok_s') or {}).get('median'), '.1f', 12)}" if static else ""
-        lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {p1:>9.2f} "
-                     f"{full['prefill_b1_ms']['median_ms'] / p1:>7.2f}x {p8:>9.2f} "
-                     f"{full['prefill_b8_ms']['median_ms'] / p8:>7.2f}x {r['decode_tok_s']['median']:>12.1f}{fast} "
-                     f"{ovh:>+10.1%}")
+        cells = " ".join(f"{r[k]['median_ms']:>14.2f} {full[k]['median_ms'] / r[k]['median_ms']:>7.2f}x"
+                         for _, k in measures)
+        lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {cells} "
+                     f"{r['decode_tok_s']['median']:>12.1f}{fast} {ovh:>+10.1%}")
     return "\n".join(lines)
 
 
@@ -160,12 +164,17 @@ def write_run_card(run_path) -> Path:
     if ev:
         n = (lat or {}).get("prefill_len", 128)
         lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
-                  f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | prefill 1x{n} ms | decode tok/s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | time to first token "
+                  f"1x{n} / 8x{n} ms | scoring 1x{n} / 8x{n} ms | decode tok/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for p in run_points(run):
             lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
-                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {num(p.get('agree'))} | {num(p.get('prefill_b1_ms'), '.1f')} | "
+                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {num(p.get('agree'))} | "
+                         f"{num(p.get('ttft_b1_ms'), '.1f')} / {num(p.get('ttft_b8_ms'), '.1f')} | "
+                         f"{num(p.get('prefill_b1_ms'), '.1f')} / {num(p.get('prefill_b8_ms'), '.1f')} | "
                          f"{num(p.get('decode_tok_s'), '.1f')} |")
+        if lat and not any(p.get("ttft_b1_ms") for p in run_points(run)):
+            lines += ["", "This latency file predates the time-to-first-token measure (scoring and decode only)."]
         if "unigram_ppl" in ev:
             lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
     path = run.path / "README.md"

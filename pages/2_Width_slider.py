@@ -75,13 +75,17 @@ for dev in devices_here:
         lrow = measured[(key, dev)]
     if lrow:
         n = (lat or {}).get("prefill_len", 128)
-        s = st.columns(4)
-        s[0].metric(f"Prefill 1x{n}", f"{lrow['prefill_b1_ms']['median_ms']:.1f} ms")
-        s[1].metric(f"Prefill 8x{n}", f"{lrow['prefill_b8_ms']['median_ms']:.1f} ms")
-        s[2].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
+        s = st.columns(6)
+        shown = [(f"Time to first token 1x{n}", "ttft_b1_ms"), (f"Time to first token 8x{n}", "ttft_b8_ms"),
+                 (f"Scoring 1x{n}", "prefill_b1_ms"), (f"Scoring 8x{n}", "prefill_b8_ms")]
+        for col, (label, k) in zip(s, [(lb, k) for lb, k in shown if k in lrow]):
+            col.metric(label, f"{lrow[k]['median_ms']:.1f} ms")
+        s[4].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
         if lrow.get("decode_static_tok_s"):
-            s[3].metric("Decode, static cache", f"{lrow['decode_static_tok_s']['median']:.0f} tokens/s")
-        st.caption(f"Measured on {here}: median of interleaved timed calls (nml_core/analysis/latency.py).")
+            s[5].metric("Decode, static cache", f"{lrow['decode_static_tok_s']['median']:.0f} tokens/s")
+        st.caption(f"Measured on {here}: median of interleaved timed calls (nml_core/analysis/latency.py). Time to "
+                   "first token is generation's prefill (KV cache, last logits only); scoring computes the logits of "
+                   "every position (perplexity, classification).")
     elif dev == devices_here[0]:
         st.info(f"No latency measured for width {width:g} on this machine ({here}).")
         if st.button("Measure now (~20 s)", key="bench_btn"):

@@ -24,23 +24,26 @@ choices = whatif.device_choices(family_runs, profiles, ui.whatif_errors())
 if not choices:
     st.info("No device is measured or profiled yet: `python -m nml_core bench <run>` or `profile-device`.")
     st.stop()
+workload = st.radio("Deploy for", list(whatif.WORKLOADS), horizontal=True, key="pareto_workload",
+                    format_func={"ttft": "generation: time to first token + decode",
+                                 "prefill": "scoring: all logits (perplexity, classification)"}.get)
 c = st.columns(4)
 quality = c[0].selectbox("Quality", list(QUALITY), format_func=lambda k: QUALITY[k][0], key="pareto_quality")
 cost = c[1].selectbox("Cost", list(COST), format_func=lambda k: COST[k][0], key="pareto_cost")
 labels = [d["label"] for d in choices]
 choice = choices[labels.index(c[2].selectbox("Device", labels, key="pareto_device"))]
 batch = int(c[3].number_input("Batch (sequences of 128 tokens)", 1, 1024, 1, key="pareto_batch"))
+prefill_label = f"{'time to first token' if workload == 'ttft' else 'scoring'} {batch}x128"
 
 points = []
 with ui.friendly_errors():
     for r in family_runs:
         rows = run_points(r, choice["key"] if choice["kind"] == "measured" else None)
         if choice["kind"] == "projected":  # no measured latency leaks into a projection
-            rows = [{k: v for k, v in p.items() if k not in ("prefill_b1_ms", "prefill_b8_ms", "decode_tok_s")}
-                    for p in rows]
+            rows = [{k: v for k, v in p.items() if k not in (*whatif.MEASURES, "decode_tok_s")} for p in rows]
         if points:  # one teacher point per chart
             rows = [p for p in rows if p["group"] != "teacher"]
-        points += whatif.device_points(rows, run_config(r), r.axes, choice, batch)
+        points += whatif.device_points(rows, run_config(r), r.axes, choice, batch, workload=workload)
 if not points:
     st.info("The selected runs have no eval.json yet: run `python -m nml_core eval <run>` (the Train page does it "
             "automatically when a run finishes).")
@@ -56,8 +59,8 @@ if choice["kind"] == "projected":
 elif choice.get("provenance"):
     st.caption(f"Measured: {choice['provenance']}")
 
-cost_title = cost_title = COST[cost][0] + (f" — projected on {choice['name']}" if choice["kind"] == "projected"
-                              and cost.endswith(("_ms", "_s")) else "")
+cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else COST[cost][0]) + \
+    (f" — projected on {choice['name']}" if choice["kind"] == "projected" and cost.endswith(("_ms", "_s")) else "")
 front = pareto_front(points, quality, cost)
 st.plotly_chart(pareto_figure(points, front, quality, cost, cost_title), width="stretch")
 st.caption("Latency depends only on a student's shape, so naive-slice and independent-KD students take the "
@@ -67,7 +70,7 @@ st.caption("Latency depends only on a student's shape, so naive-slice and indepe
 st.subheader("What fits my budget?")
 b = st.columns(3)
 metric = b[0].radio("Latency budget on", ["prefill_ms", "decode_ms"], horizontal=True, key="budget_metric",
-                    format_func=lambda k: {"prefill_ms": f"{batch}x128 prefill (ms)",
+                    format_func=lambda k: {"prefill_ms": f"{prefill_label} (ms)",
                                            "decode_ms": "ms per generated token"}[k])
 lat_budget = b[1].number_input("Latency budget (ms, 0 = none)", min_value=0.0, value=0.0, step=1.0, key="budget_ms")
 mem_budget = b[2].number_input(f"Memory budget (MB: weights + KV cache + activations at batch {batch}, 0 = none)",
@@ -78,11 +81,11 @@ full = next(p for p in points if p["width"] == 1.0)
 table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"], "params (M)": p["params"] / 1e6,
                        "memory (MB)": p["memory_mb"], "of which weights": p["weights_mb"],
                        "FLOP ratio": full["flops_per_token"] / p["flops_per_token"],
-                       f"prefill {batch}x128 (ms)": p.get("prefill_ms"),
+                       f"{prefill_label} (ms)": p.get("prefill_ms"),
                        "speedup": full["prefill_ms"] / p["prefill_ms"] if p.get("prefill_ms") and full.get("prefill_ms")
                        else None,
                        "decode (ms/token)": p.get("decode_ms"), QUALITY[quality][0]: p.get(quality)} for p in points])
-measured_here = choice["kind"] == "measured" and (metric == "decode_ms" or batch in (1, 8))
+measured_here = bool(best) and (best["prefill_measured"] if metric == "prefill_ms" else choice["kind"] == "measured")
 if best is None:
     st.error("No NML width fits these budgets on this device. Loosen a budget or pick a faster device.")
 else:
@@ -101,12 +104,13 @@ else:
         st.download_button(f"Download {name} ({len(data) / 1e6:.1f} MB)", data, file_name=name,
                            mime="application/zip", key="export_download")
 st.dataframe(table, hide_index=True, width="stretch")
-st.caption(f"FLOP ratio and speedup are against the full width (prefill {batch}x128): a student at its FLOP ratio "
+st.caption(f"FLOP ratio and speedup are against the full width ({prefill_label}): a student at its FLOP ratio "
            "would be as fast as its arithmetic says; BENCHMARKS.md explains where small widths fall short.")
 
 # ---- why: what bounds the small widths on this device
 lesson = whatif.lesson(choice.get("profile"), run_config(family_runs[0]), family_runs[0].axes,
-                       [p for p in family if p["run"] == family_runs[0].name], batch) if family_runs else None
+                       [p for p in family if p["run"] == family_runs[0].name], batch, workload=workload) \
+    if family_runs else None
 if lesson:
     st.info(lesson)
 

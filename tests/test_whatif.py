@@ -93,10 +93,44 @@ def test_memory_counts_weights_kv_cache_and_activations():
     assert many["memory_mb"] > one["memory_mb"] > one["weights_mb"]
 
 
-def test_rate_interpolates_and_clamps():
-    table = [[1e3, 1.0], [1e5, 100.0]]
-    assert whatif.rate_gflops(table, 1e4) == pytest.approx(10.0)
-    assert whatif.rate_gflops(table, 10) == 1.0 and whatif.rate_gflops(table, 1e9) == 100.0
+def test_rate_interpolates_inside_the_table_and_extends_time_outside_it():
+    prof = {"matmul_fp32": [[1e3, 1.0], [1e5, 100.0], [1e7, 1000.0]]}
+    assert whatif.rate_gflops(prof, 1e4) == pytest.approx(10.0)
+    # below the smallest size: that kernel's time is a floor (1e3 FLOPs at 1 GFLOP/s = 1 us)
+    assert 10 / whatif.rate_gflops(prof, 10) == pytest.approx(1e3)
+    # above the largest: time grows at the last step's marginal rate, so the rate keeps rising, never clamped
+    marginal = (1e7 - 1e5) / (1e7 / 1000.0 - 1e5 / 100.0)
+    t = 1e7 / 1000.0 + (1e9 - 1e7) / marginal
+    assert whatif.rate_gflops(prof, 1e9) == pytest.approx(1e9 / t) and whatif.rate_gflops(prof, 1e9) > 1000.0
+
+
+def test_a_gpu_presets_rate_holds_past_the_base_profiles_sizes():
+    """The GPU preset's rate is its model at every size, whatever sizes the CPU profile under it measured."""
+    h100 = preset_profile("NVIDIA H100 SXM", cpu_profile())
+    sustained = PRESETS["NVIDIA H100 SXM"]["peak_gflops"] / 2
+    huge = 2 * 16384 * 768 * 50257  # a batch-128 GPT-2-small LM head, far past the CPU table's 3e10 FLOPs
+    assert whatif.rate_gflops(h100, huge) == pytest.approx(sustained, rel=0.01)
+    assert whatif.rate_gflops(h100, 3e10) < whatif.rate_gflops(h100, huge)
+
+
+@pytest.mark.parametrize("name", [n for n, s in PRESETS.items() if not s["cpu"]])
+def test_a_gpu_at_large_batch_is_projected_near_its_flop_time(name):
+    """GPT-2 small at batch 128 x 128 on a GPU preset: close to FLOPs / sustained rate (+ logits write), not
+    several times over it (per-head attention matmuls are one batched kernel on a GPU, not one kernel each)."""
+    from transformers import GPT2Config
+    g = GPT2Config()
+    gpu = preset_profile(name, cpu_profile())
+    flops_ms = cost(g, WidthSpec(1.0, ALL_AXES).dims(g), 128)["flops_per_token"] * 128 * 128 / \
+        (PRESETS[name]["peak_gflops"] / 2) / 1e6
+    projected_ms = whatif.forward_us(gpu, g, WidthSpec(1.0, ALL_AXES).dims(g), 128, 128) / 1e3
+    assert flops_ms <= projected_ms <= 1.5 * flops_ms, (projected_ms, flops_ms)
+
+
+def test_h200_and_l4_presets_exist_with_their_vendor_figures():
+    assert PRESETS["NVIDIA H200"]["bandwidth_gbs"] == 4800.0 and PRESETS["NVIDIA L4"]["peak_gflops"] == 30_300.0
+    h200, h100 = (preset_profile(n, cpu_profile()) for n in ("NVIDIA H200", "NVIDIA H100 SXM"))
+    # the same fp32 peak, a faster memory: never projected slower than the H100
+    assert whatif.project(h200, CFG, dims(1.0))["decode_ms"] <= whatif.project(h100, CFG, dims(1.0))["decode_ms"]
 
 
 def test_budget_picks_the_best_width_that_fits():
@@ -150,3 +184,11 @@ def test_memory_model_matches_the_bytes_a_prefill_allocates(device, vocab, ctx, 
         projected = whatif.memory_mb(cfg, WidthSpec(w, ALL_AXES).dims(cfg), batch, ctx)
         measured = peak_allocated_mb(prefill, device)
         assert projected["kv_cache_mb"] + projected["activations_mb"] == pytest.approx(measured, rel=0.2 if device == "cuda" else 0.05)
+
+
+def test_a_gpu_profile_from_another_torch_still_loads(tmp_path):
+    """A GPU profile came home from a machine we no longer hold: it stays listed, with the torch it names."""
+    gpu = cpu_profile(device="cuda", device_key="cuda-test-gpu", torch="2.11.0+cu130", asynchronous=True)
+    save_profile(gpu, tmp_path)
+    save_profile(cpu_profile(torch="1.13.1"), tmp_path)
+    assert list(load_profiles(tmp_path)) == ["cuda-test-gpu"]

@@ -2,12 +2,15 @@
 
 Protocol: fixed thread count, torch.inference_mode, warm-up calls, then `repeats` timed calls per variant,
 round-robin across variants so slow drift of a shared machine hits all of them alike; min / median / max
-reported; CUDA synchronised around each call.
-  prefill_b1 / prefill_b8   one forward over a (1 or 8) x prefill_len batch, prefill_len = min(128, n_positions)
-                            (and prefill_b32 on CUDA)
+reported; CUDA synchronised around each call. Three workloads:
+  ttft_b1 / ttft_b8         time to first token: the prefill `generate` runs, over a (1 or 8) x prefill_len batch
+                            (prefill_len = min(128, n_positions)) with the KV cache, keeping only the last
+                            position's logits (logits_to_keep=1) (and ttft_b32 on CUDA)
+  prefill_b1 / prefill_b8   scoring: the same forward computing the logits of every position (perplexity,
+                            classification, evaluation), no cache (and prefill_b32 on CUDA)
   decode_tok_s              greedy `generate` with KV cache, batch 1, 16-token prompt, 32 new tokens
                             (fewer if the model's context is shorter)
-  elastic_prefill_b1        the same batch-1 prefill through ElasticGPT2 views (shows slicing overhead)
+  elastic_prefill_b1        the batch-1 scoring forward through ElasticGPT2 (shows its overhead)
   decode_static_tok_s       (CUDA only) the same decode with HF's static KV cache and compiled forward
 """
 from __future__ import annotations
@@ -94,14 +97,16 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
     cfg = model.config
     elastic = ElasticGPT2(model, axes).eval()
     fns = {}
+    batches = (1, 8, 32) if device == "cuda" else (1, 8)  # batch 32: where a GPU starts to pay
     for w in widths:
         s = extract_student(model, WidthSpec(w, axes)).eval()
-        fns[f"{w:g}/prefill_b1"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
-        fns[f"{w:g}/prefill_b8"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 8, cfg, device)
+        for b in batches:
+            fns[f"{w:g}/ttft_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=True, logits_to_keep=1),
+                                                 b, cfg, device)
+            fns[f"{w:g}/prefill_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), b, cfg, device)
         fns[f"{w:g}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
         fns[f"{w:g}/decode"] = decode_fn(s, device)
-        if device == "cuda":  # batch 32 (where a GPU starts to pay) and the static-cache decode beside the eager one
-            fns[f"{w:g}/prefill_b32"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 32, cfg, device)
+        if device == "cuda":  # the static-cache decode beside the eager one
             fns[f"{w:g}/decode_static"] = decode_fn(s, device, static_cache=True)
     times = interleaved_timings(fns, device, repeats=repeats)
     report = {**device_info(device, threads), "measured": now(), "protocol": __doc__.strip(),
@@ -109,7 +114,7 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
               "matmul_gflops": matmul_gflops(device), "widths": []}
     for w in widths:
         row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), prefill_len(cfg))}
-        for name in ("prefill_b1", "prefill_b8", "prefill_b32", "elastic_prefill_b1"):
+        for name in [f"{kind}_b{b}" for kind in ("ttft", "prefill") for b in batches] + ["elastic_prefill_b1"]:
             if f"{w:g}/{name}" in times:
                 row[f"{name}_ms"] = times[f"{w:g}/{name}"]
         row["decode_tok_s"] = tokens_per_s(times[f"{w:g}/decode"], decode_new_tokens(cfg))

@@ -4,7 +4,9 @@ overheads taken from measured devices of the same class. Every field says whethe
 
 A profile (JSON, named by the device key of nml_core.device):
   prefill.fixed_us / per_layer_us  host time of one HF GPT-2 forward that does no arithmetic to speak of
-                                   (tiny 1- and 2-layer models, use_cache=False): Python, dispatch, launches
+                                   (tiny 1- and 4-layer models, use_cache=False): Python, dispatch, launches
+  ttft.fixed_us / per_layer_us     the same for the prefill `generate` runs (KV cache, last logits only);
+                                   profiles without it use prefill's
   decode.fixed_us / per_layer_us   the same per generated token through HF `generate` (KV cache)
   ops_per_layer, ops_fixed         leaf aten ops of a GPT-2 forward (torch.profiler): the op count
   op_overhead_us                   per_layer_us / ops_per_layer
@@ -31,6 +33,7 @@ from ..store.runs import now
 from .latency import interleaved_timings
 
 PROFILE_VERSION = 1
+HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
 GPT2_VOCAB = 50257
 # (M, K, N) of matmuls like the runs' layers and LM heads, small to large, outputs below FRESH_OUTPUT (the
@@ -38,6 +41,8 @@ GPT2_VOCAB = 50257
 MATMULS = [(1, 32, 32), (1, 256, 1024), (1, 256, 50257), (8, 256, 768), (128, 32, 128), (128, 256, 768),
            (128, 256, 1024), (128, 768, 3072), (128, 256, 50257), (1024, 256, 1024), (1024, 768, 3072),
            (4096, 768, 768)]
+# on a GPU, also the sizes where it reaches its rate: batch 32-128 x 128 tokens through GPT-2-small's layers and head
+MATMULS_CUDA = [(16384, 768, 3072), (4096, 768, 50257), (16384, 768, 50257)]
 
 
 def _median_us(fn, device: torch.device, repeats: int, inner: int = 1) -> float:
@@ -68,6 +73,7 @@ def _host_costs(device: torch.device, repeats: int, read_gbs: float) -> dict:
     x = torch.zeros(1, 8, dtype=torch.long, device=device)
     prompt = torch.zeros(1, 4, dtype=torch.long, device=device)
     calls = {"prefill": (1, lambda m: m(input_ids=x, use_cache=False)),
+             "ttft": (1, lambda m: m(input_ids=x, use_cache=True, logits_to_keep=1)),
              "decode": (16, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
                                                  min_new_tokens=16, do_sample=False, pad_token_id=0))}
     out = {}
@@ -97,7 +103,7 @@ def _op_counts(device: torch.device) -> dict:
 def _matmul_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> list[list[float]]:
     table = []
     with torch.inference_mode():
-        for m, k, n in MATMULS:
+        for m, k, n in MATMULS + (MATMULS_CUDA if device.type == "cuda" else []):
             a = torch.randn(m, k, device=device, dtype=dtype)
             b = torch.randn(k, n, device=device, dtype=dtype)
             flops = 2 * m * k * n
@@ -168,8 +174,10 @@ def check_profile(prof: dict, where: str = "profile") -> dict:
     if missing or prof.get("version") != PROFILE_VERSION:
         raise NMLError(f"{where} is not a device profile of this version (missing {missing or 'version'}); "
                        "measure it again: python -m nml_core profile-device")
-    if prof.get("kind") == "measured" and prof.get("torch", "").split("+")[0].rsplit(".", 1)[0] != \
-            torch.__version__.split("+")[0].rsplit(".", 1)[0]:
+    # a CPU profile is of this kind of machine and can be re-measured here in seconds; a GPU's came home from a
+    # machine we no longer hold, and stays valid for the torch it names (shown with it)
+    if prof.get("kind") == "measured" and prof.get("device") == "cpu" and \
+            prof.get("torch", "").split("+")[0].rsplit(".", 1)[0] != torch.__version__.split("+")[0].rsplit(".", 1)[0]:
         raise NMLError(f"{where} was measured with torch {prof.get('torch')}, this is {torch.__version__}; "
                        "measure it again: python -m nml_core profile-device")
     return prof
@@ -195,40 +203,53 @@ PRESETS = {
     "laptop CPU (8-core AVX2)": dict(cpu=True, peak_gflops=845.0, bandwidth_gbs=60.0, host_factor=0.6,
                                      note="8 Zen 4 cores ~3.3 GHz, AVX2 fp32 FMA; LPDDR5"),
     "NVIDIA T4": dict(cpu=False, peak_gflops=8_100.0, bandwidth_gbs=320.0, note="fp32 CUDA cores; GDDR6"),
+    "NVIDIA L4": dict(cpu=False, peak_gflops=30_300.0, bandwidth_gbs=300.0, note="fp32 CUDA cores; GDDR6"),
     "NVIDIA A10G": dict(cpu=False, peak_gflops=31_200.0, bandwidth_gbs=600.0, note="fp32 CUDA cores; GDDR6"),
     "NVIDIA A100 40GB": dict(cpu=False, peak_gflops=19_500.0, bandwidth_gbs=1555.0, note="fp32 CUDA cores; HBM2"),
     "NVIDIA H100 SXM": dict(cpu=False, peak_gflops=67_000.0, bandwidth_gbs=3350.0, note="fp32 CUDA cores; HBM3"),
+    "NVIDIA H200": dict(cpu=False, peak_gflops=67_000.0, bandwidth_gbs=4800.0, note="fp32 CUDA cores; HBM3e"),
 }
-PRESET_FOR_KEY = {"cuda-nvidia-h100-80gb-hbm3": "NVIDIA H100 SXM"}  # a measured device's class, by device key
+# a measured device's class, by device key: the preset bench/whatif_accuracy.py checks against its measurement
+PRESET_FOR_KEY = {"cuda-nvidia-h100-80gb-hbm3": "NVIDIA H100 SXM", "cuda-nvidia-h100-sxm": "NVIDIA H100 SXM",
+                  "cuda-nvidia-h200": "NVIDIA H200", "cuda-nvidia-l4": "NVIDIA L4", "cuda-tesla-t4": "NVIDIA T4",
+                  "cuda-nvidia-a10g": "NVIDIA A10G", "cuda-nvidia-a100-sxm4-40gb": "NVIDIA A100 40GB"}
 SUSTAINED = 0.5         # assumed: large matmuls reach half the vendor peak
 LAUNCH_US = 5.0         # assumed: one CUDA kernel launch, on top of the host's dispatch
 KERNEL_FLOOR_US = 3.0   # assumed: the shortest matmul kernel on a GPU
 BANDWIDTH_REACHED = 0.8  # assumed: share of the vendor bandwidth a large copy reaches
+TABLE_FLOPS = [10.0 ** e for e in range(3, 14)]  # sizes a preset's rate model is tabulated at (for display)
 
 
 def preset_profile(name: str, base: dict) -> dict:
     """A profile of a device we cannot measure: its vendor peaks, with host costs taken from `base`, a profile
     measured here (a CPU preset scales this CPU's host costs by host_factor; a GPU's host side is CPU dispatch
-    plus one kernel launch per op). Every field is marked measured (from base) or assumed."""
+    plus one kernel launch per op). Every field is marked measured (from base) or assumed.
+
+    A GPU's matmul rate is a model, not a table: a kernel floor plus the sustained rate, so it holds at every size
+    (a table taken at the base CPU's sizes ended where they end, and large batches were clamped there)."""
     spec = PRESETS[name]
     sustained = spec["peak_gflops"] * SUSTAINED
+    extra = {}
     if spec["cpu"]:
-        host = {k: {f: v * spec["host_factor"] for f, v in base[k].items()} for k in ("prefill", "decode")}
+        host = {k: {f: v * spec["host_factor"] for f, v in base.get(k, base["prefill"]).items()} for k in HOST_KINDS}
         top = max(r for _, r in base["matmul_fp32"])
         table = [[f, r * sustained / top] for f, r in base["matmul_fp32"]]
     else:
-        host = {k: {"fixed_us": base[k]["fixed_us"] + base["ops_fixed"] * LAUNCH_US,
-                    "per_layer_us": base[k]["per_layer_us"] + base["ops_per_layer"] * LAUNCH_US}
-                for k in ("prefill", "decode")}
-        table = [[f, f / (KERNEL_FLOOR_US * 1e3 + f / sustained)] for f, _ in base["matmul_fp32"]]
+        host = {k: {"fixed_us": base.get(k, base["prefill"])["fixed_us"] + base["ops_fixed"] * LAUNCH_US,
+                    "per_layer_us": base.get(k, base["prefill"])["per_layer_us"] + base["ops_per_layer"] * LAUNCH_US}
+                for k in HOST_KINDS}
+        extra["matmul_model"] = {"floor_us": KERNEL_FLOOR_US, "sustained_gflops": sustained}
+        table = [[f, f / (KERNEL_FLOOR_US * 1e3 + f / sustained)] for f in TABLE_FLOPS]
     return {"version": PROFILE_VERSION, "kind": "preset", "device": "cpu" if spec["cpu"] else "cuda",
             "device_name": name, "device_key": "preset-" + name.lower().replace(" ", "-"), "note": spec["note"],
             **host, "ops_per_layer": base["ops_per_layer"], "ops_fixed": base["ops_fixed"],
-            "matmul_fp32": table, **_preset_bandwidths(spec, base),
+            "matmul_fp32": table, **extra, **_preset_bandwidths(spec, base),
             "asynchronous": not spec["cpu"], "based_on": base["device_key"],
             "fields": {"prefill": f"assumed (measured on {base['device_key']}, scaled)",
+                       "ttft": f"assumed (measured on {base['device_key']}, scaled)",
                        "decode": f"assumed (measured on {base['device_key']}, scaled)",
-                       "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s)",
+                       "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s"
+                                      + (f", {KERNEL_FLOOR_US:g} us kernel floor)" if not spec["cpu"] else ")"),
                        "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
                        "read_gbs": "assumed (as bandwidth_gbs; CPUs: scaled from the measured ratios)",
                        "fresh_write_gbs": "assumed (GPUs: a caching allocator, no page faults)",

@@ -21,7 +21,10 @@ import math
 
 from ..arch.gpt2 import StudentDims, cost
 
-MEASURES = {"prefill_b1_ms": 1, "prefill_b8_ms": 8}  # the latency files' prefill batches
+# the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
+# scoring (the logits of every position)
+MEASURES = {"ttft_b1_ms": 1, "ttft_b8_ms": 8, "prefill_b1_ms": 1, "prefill_b8_ms": 8}
+WORKLOADS = {"ttft": "time to first token (KV cache, last logits)", "prefill": "scoring (all logits)"}
 DECODE_PROMPT, DECODE_NEW = 16, 32                   # as nml_core.analysis.latency measures decode
 
 
@@ -40,15 +43,30 @@ def elementwise_bytes(dims: StudentDims, batch: int, n: int, past: int, dtype_by
                           + 2 * 3 * m * dims.n_embd)
 
 
-def rate_gflops(table: list[list[float]], flops: float) -> float:
-    """Achieved GFLOP/s at this matmul size: log-log interpolation in the profile's table, clamped at the ends."""
+def rate_gflops(profile: dict, flops: float) -> float:
+    """Achieved GFLOP/s of one matmul kernel of this many FLOPs on the profiled device.
+
+    A preset carries an analytic model (`matmul_model`: a kernel floor plus the sustained rate), good at any size.
+    A measured profile carries a table: log-log interpolation inside it; outside it the *time* is extended, never
+    the rate clamped: below the smallest size a kernel costs the smallest one's time (a floor), above the largest
+    the time grows at the marginal rate of the table's last step (fixed overhead amortised further), so a batch
+    far larger than any measured matmul is not charged the largest measured rate's share of overhead again."""
+    flops = max(float(flops), 1.0)
+    model = profile.get("matmul_model")
+    if model:
+        return flops / (model["floor_us"] * 1e3 + flops / model["sustained_gflops"])
+    table = profile["matmul_fp32"]
+    (f0, r0), (f_top, r_top) = table[0], table[-1]
+    if flops <= f0:
+        return flops / (f0 / r0)  # the smallest kernel's time
+    if flops >= f_top:
+        f_prev, r_prev = next(((f, r) for f, r in reversed(table) if f < f_top), (f0, r0))
+        dt = f_top / r_top - f_prev / r_prev
+        marginal = (f_top - f_prev) / dt if dt > 0 else r_top
+        return flops / (f_top / r_top + (flops - f_top) / max(marginal, r_top))
     xs = [math.log(f) for f, _ in table]
     ys = [math.log(r) for _, r in table]
-    x = math.log(max(flops, 1.0))
-    if x <= xs[0]:
-        return table[0][1]
-    if x >= xs[-1]:
-        return table[-1][1]
+    x = math.log(flops)
     i = bisect.bisect_right(xs, x)
     t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
     return math.exp(ys[i - 1] + t * (ys[i] - ys[i - 1]))
@@ -61,7 +79,10 @@ def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: i
     """max(arithmetic, memory traffic); on a CPU a large new output (the logits) is written after the
     arithmetic, page by page, so its write adds (measured as fresh_output_gbs)."""
     flops = 2 * m * k * n
-    compute = count * flops / (rate_gflops(profile["matmul_fp32"], flops) * 1e3)
+    if profile.get("asynchronous"):  # a GPU runs a batched matmul (per-head scores, SDPA) as one kernel
+        compute = count * flops / (rate_gflops(profile, count * flops) * 1e3)
+    else:  # a CPU works through the batch matrix by matrix: each pays its own size's rate
+        compute = count * flops / (rate_gflops(profile, flops) * 1e3)
     out = dtype_bytes * m * n * count
     if out > FRESH_BYTES and not profile.get("asynchronous"):
         return compute + out / (profile["fresh_output_gbs"] * 1e3)
@@ -71,11 +92,16 @@ def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: i
 
 def breakdown(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
               dtype_bytes: int = 4) -> dict:
-    """Projected microseconds of one forward: host side, the layers' arithmetic, the LM head, and the total."""
+    """Projected microseconds of one forward: host side, the layers' arithmetic, the LM head, and the total.
+    kind: prefill (scoring: the head over all n positions), ttft (the head over the last position only; the
+    layers write the KV cache, as generate's prefill does) or decode (n = 1 over `past` cached tokens)."""
     layer = sum(_matmul_us(profile, m, k, nn, c, dtype_bytes) for m, k, nn, c in matmul_ops(dims, batch, n, past))
     layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile["bandwidth_gbs"] * 1e3)
-    head = _matmul_us(profile, batch * n, dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
-    host = profile[kind]["fixed_us"] + cfg.n_layer * profile[kind]["per_layer_us"]
+    if kind == "ttft":  # each layer writes its keys and values into the cache
+        layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile["write_gbs"] * 1e3)
+    head = _matmul_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
+    host_cost = profile.get(kind, profile["prefill"])
+    host = host_cost["fixed_us"] + cfg.n_layer * host_cost["per_layer_us"]
     device = cfg.n_layer * layer + head
     total = max(host, device) if profile.get("asynchronous") else host + device
     return {"host_us": host, "layers_us": cfg.n_layer * layer, "head_us": head, "total_us": total}
@@ -88,17 +114,20 @@ def forward_us(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: 
 
 
 def speedup_batch(profile: dict, cfg, full: StudentDims, small: StudentDims, n: int = 128, at_least: float = 1.5,
-                  batches=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> int | None:
-    """The smallest batch at which the small width's prefill is projected at_least x faster than the full one."""
+                  batches=(1, 2, 4, 8, 16, 32, 64, 128, 256), kind: str = "prefill") -> int | None:
+    """The smallest batch at which the small width's prefill (of `kind`) is projected at_least x faster than the
+    full one."""
     for b in batches:
-        if forward_us(profile, cfg, full, b, n) >= at_least * forward_us(profile, cfg, small, b, n):
+        if forward_us(profile, cfg, full, b, n, kind=kind) >= at_least * forward_us(profile, cfg, small, b, n, kind=kind):
             return b
     return None
 
 
 def project(profile: dict, cfg, dims: StudentDims, n: int = 128, batches=(1, 8)) -> dict:
-    """prefill_b<B>_ms for each batch, decode_ms (per generated token) and decode_tok_s of one width."""
-    out = {f"prefill_b{b}_ms": forward_us(profile, cfg, dims, b, n) / 1e3 for b in batches}
+    """ttft_b<B>_ms and prefill_b<B>_ms (scoring) for each batch, decode_ms (per generated token) and
+    decode_tok_s of one width."""
+    out = {f"{kind}_b{b}_ms": forward_us(profile, cfg, dims, b, n, kind=kind) / 1e3 for kind in WORKLOADS
+           for b in batches}
     steps = [forward_us(profile, cfg, dims, 1, 1, past=DECODE_PROMPT + i, kind="decode") for i in range(DECODE_NEW)]
     out["decode_ms"] = sum(steps) / len(steps) / 1e3
     out["decode_tok_s"] = 1e3 / out["decode_ms"]
@@ -165,50 +194,61 @@ def _threads(x: dict) -> str:
     return f"{x['threads']} threads" if x.get("device") == "cpu" and x.get("threads") else x.get("device", "")
 
 
-def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128) -> list[dict]:
-    """run_points rows with this device's figures: measured (prefill 1 and 8, decode) where the device has a
-    latency file, projected from its profile at the chosen batch; memory at that batch and context."""
+def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128,
+                  workload: str = "ttft") -> list[dict]:
+    """run_points rows with this device's figures. prefill_ms: the workload's prefill (ttft or scoring) at the
+    chosen batch, measured where the device has a latency file with it (prefill_measured), else projected from
+    its profile; a projected device also gets every projected measure and decode; memory at that batch."""
     from ..nesting.width import WidthSpec
     out = []
+    key = f"{workload}_b{batch}_ms"
     for p in points:
         dims = WidthSpec(p["width"], frozenset(axes)).dims(cfg)
         row = {**p, **memory_mb(cfg, dims, batch, ctx)}
         if p.get("decode_tok_s"):
             row["decode_ms"] = 1e3 / p["decode_tok_s"]
-        measured_here = choice["kind"] == "measured" and f"prefill_b{batch}_ms" in MEASURES
+        measured_here = choice["kind"] == "measured" and p.get(key) is not None
+        row["prefill_ms"] = p.get(key) if measured_here else None
         if choice.get("profile"):
             proj = project(choice["profile"], cfg, dims, n=ctx, batches=tuple(sorted({1, 8, batch})))
-            row["prefill_ms"] = p.get(f"prefill_b{batch}_ms") if measured_here else proj[f"prefill_b{batch}_ms"]
+            if not measured_here:
+                row["prefill_ms"] = proj[key]
             if choice["kind"] == "projected":
                 row.update(decode_ms=proj["decode_ms"], decode_tok_s=proj["decode_tok_s"],
-                           prefill_b1_ms=proj["prefill_b1_ms"], prefill_b8_ms=proj["prefill_b8_ms"])
-        elif measured_here:
-            row["prefill_ms"] = p.get(f"prefill_b{batch}_ms")
+                           **{m: proj[m] for m in MEASURES})
+        row["prefill_measured"] = measured_here
         out.append(row)
     return out
 
 
-def lesson(profile: dict | None, cfg, axes, family: list[dict], batch: int, n: int = 128) -> str | None:
-    """Why small widths gain what they gain on this device, in one paragraph of projected figures."""
+def lesson(profile: dict | None, cfg, axes, family: list[dict], batch: int, n: int = 128,
+           workload: str = "ttft") -> str | None:
+    """Why small widths gain what they gain on this device for this workload, in one paragraph of projected
+    figures."""
     from ..nesting.width import WidthSpec
     if not profile or not family:
         return None
     widths = sorted(p["width"] for p in family)
     w_small, spec = widths[0], lambda w: WidthSpec(w, frozenset(axes)).dims(cfg)
-    full, small = breakdown(profile, cfg, spec(1.0), batch, n), breakdown(profile, cfg, spec(w_small), batch, n)
+    full, small = (breakdown(profile, cfg, spec(w), batch, n, kind=workload) for w in (1.0, w_small))
     ratio = full["total_us"] / small["total_us"]
-    name = profile["device_name"]
+    name, what = profile["device_name"], WORKLOADS[workload]
     if profile.get("asynchronous"):
-        first = speedup_batch(profile, cfg, spec(1.0), spec(w_small), n)
-        return (f"On {name} at batch {batch}, width 1 and width {w_small:g} are projected at "
+        first = speedup_batch(profile, cfg, spec(1.0), spec(w_small), n, kind=workload)
+        return (f"On {name} at batch {batch} ({what}), width 1 and width {w_small:g} are projected at "
                 f"{full['total_us'] / 1e3:.2f} and {small['total_us'] / 1e3:.2f} ms ({ratio:.1f}x). A GPU runs the "
                 f"arithmetic of a small model faster than the host can issue it: {full['host_us'] / 1e3:.2f} ms of "
                 "Python, dispatch and kernel launches per forward, whatever the width (launch-bound). "
                 + (f"Small widths pay off from batch {first} on (1.5x or more, projected)." if first else
                    "Up to batch 256 no width is projected 1.5x faster than the full model."))
-    logits_mb = batch * n * cfg.vocab_size * 4 / 1e6
-    return (f"On {name} (a CPU: the host's work and the arithmetic add up), width {w_small:g} is projected "
-            f"{ratio:.1f}x faster than width 1 at batch {batch}. Its LM head still writes {batch}x{n}x{cfg.vocab_size} "
-            f"fp32 logits ({logits_mb:.0f} MB) whatever the width: {small['head_us'] / small['total_us']:.0%} of its "
-            f"{small['total_us'] / 1e3:.1f} ms, against {small['layers_us'] / small['total_us']:.0%} for all its "
-            f"layers and {small['host_us'] / small['total_us']:.0%} host overhead — the logits write caps small widths.")
+    share = (f"{small['head_us'] / small['total_us']:.0%} LM head, {small['layers_us'] / small['total_us']:.0%} layers "
+             f"and {small['host_us'] / small['total_us']:.0%} host overhead of its {small['total_us'] / 1e3:.1f} ms")
+    intro = (f"On {name} (a CPU: the host's work and the arithmetic add up), {what} at batch {batch}: width "
+             f"{w_small:g} is projected {ratio:.1f}x faster than width 1 ({share}).")
+    if workload == "prefill":
+        logits_mb = batch * n * cfg.vocab_size * 4 / 1e6
+        return (intro + f" Scoring writes {batch}x{n}x{cfg.vocab_size} fp32 logits ({logits_mb:.0f} MB) whatever the "
+                "width — the logits write caps small widths. Generation does not pay it: its prefill keeps only "
+                "the last position's logits (time to first token).")
+    return (intro + f" Generation's prefill computes the logits of the last position only ({batch}x{cfg.vocab_size}), "
+            "so the layers' arithmetic, which shrinks with the width, is most of the cost — small widths pay off.")

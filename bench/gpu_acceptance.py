@@ -1,0 +1,243 @@
+"""Every GPU target measured in one call: what a session that is lent a GPU for a few minutes runs first.
+
+  python -m bench.gpu_acceptance --device cuda --budget-s 480 --out DIR
+  python -m bench.gpu_acceptance --device cpu --quick --out DIR      # the same sections on a CPU, small (<= 3 min)
+
+Sections, in order of value; each runs only if its estimated cost fits what is left of --budget-s (otherwise
+it is recorded as skipped), and a section that fails is recorded with its one-line error, not fatal:
+  tests         `pytest -m cuda` (CUDA-marked tests; they skip on a CPU)
+  nested_step   bench.nested_step.measure: embedded and GPT-2-small shapes at 8 and 32 x 128 (quick: a tiny
+                shape at 2 x 32): ms per step, kernel launches per step (profiler; on a CPU the work-op count)
+                and the ratio to the FLOP-proportional time
+  eval          `eval` of the run on the device (seconds, and the largest ppl difference to its eval.json);
+                nothing is written into the run
+  decode        batch-1 greedy decode of the width-1 student: HF's default cache against static cache + compile
+                (CUDA only; tok/s)
+  profile_bench `profile-device`, then `bench` of the run: DIR/device_profiles/<key>.json and
+                DIR/<run>.latency.<key>.json (copy them to cached_runs/device_profiles/ and
+                cached_runs/<run>/latency/<key>.json to ship a measured device)
+  whatif        the what-if against what was just measured: the new profile and the preset of this device class
+                (latency, each measure and batch apart), and the memory model against the bytes allocated
+Writes DIR/acceptance.json after every section (a killed call keeps what was done) and DIR/acceptance.md last,
+and prints the markdown table last. Files: at most 5 (json, md, profile, latency, pytest log).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nml_core.device import resolve, set_threads
+from nml_core.store.files import atomic_write_bytes, atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES_FULL = [("embedded", 8), ("embedded", 32), ("gpt2-small", 8), ("gpt2-small", 32)]
+TINY = dict(n_layer=2, n_embd=64, n_head=8, n_inner=256, n_positions=64)
+# seconds each section is expected to take (full on a GPU, quick on a CPU): a section starts only if it fits
+ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "eval": (40, 15), "decode": (60, 10),
+              "profile_bench": (90, 40), "whatif": (60, 30)}
+
+
+def section_tests(a, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(REPO / "tests")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, a.left - 5), cwd=REPO)
+    atomic_write_bytes(out / "pytest_cuda.log", (done.stdout[-200_000:] + done.stderr[-20_000:]).encode())
+    last = next((ln for ln in reversed(done.stdout.strip().splitlines()) if " in " in ln), "no summary line")
+    return {"exit_code": done.returncode, "summary": last.strip("= "), "ok": done.returncode in (0, 5)}
+
+
+def section_nested_step(a, out: Path) -> dict:
+    from bench.nested_step import SHAPES, measure
+    plan = [("tiny", 2)] if a.quick else SHAPES_FULL
+    rows = []
+    for shape, batch in plan:
+        r = measure(TINY if shape == "tiny" else SHAPES[shape], batch, 32 if a.quick else 128, a.device,
+                    repeats=2 if a.quick else 5, with_topk=False, launches=True)
+        rows.append({"shape": shape, "batch": batch, "nested_ms": r["median_s"]["nested"] * 1e3,
+                     "plain_ms": r["median_s"]["plain"] * 1e3, "teacher_ms": r["median_s"]["teacher"] * 1e3,
+                     "flop_proportional_ms": r["flop_proportional_s"] * 1e3,
+                     "over_flop_proportional": r["nested_over_flop_proportional"],
+                     "launches_per_step": r["launches_per_step"], "precision": r["precision"]})
+    return {"rows": rows}
+
+
+def section_eval(a, out: Path) -> dict:
+    from nml_core.api import evaluate_run
+    from nml_core.store.files import read_json
+    t = time.perf_counter()
+    report = evaluate_run(a.run, max_tokens=4096 if a.quick else None, device=a.device, write=False)
+    seconds = time.perf_counter() - t
+    res = {"seconds": seconds, "tokens": report["widths"][0]["tokens"], "ppl": {f"{r['width']:g}": r["ppl"]
+                                                                             for r in report["widths"]}}
+    shipped = Path(a.run) / "eval.json"
+    if shipped.exists() and not a.quick:  # the same protocol on another device: the same figures
+        old = {f"{r['width']:g}": r["ppl"] for r in read_json(shipped)["widths"]}
+        res["max_rel_diff_to_eval_json"] = max(abs(res["ppl"][k] / old[k] - 1) for k in res["ppl"] if k in old)
+    return res
+
+
+def section_decode(a, out: Path) -> dict:
+    from nml_core.analysis.latency import decode_fn, decode_new_tokens, interleaved_timings, tokens_per_s
+    from nml_core.nesting.elastic import extract_student
+    from nml_core.nesting.width import WidthSpec
+    from nml_core.store.models import load_run_model
+    from nml_core.store.runs import load_run
+    run = load_run(a.run)
+    model = load_run_model(run)[0]
+    student = extract_student(model, WidthSpec(1.0, run.axes)).eval().to(a.device)
+    fns = {"default": decode_fn(student, a.device)}
+    if a.device == "cuda":
+        fns["static_compiled"] = decode_fn(student, a.device, static_cache=True)
+    times = interleaved_timings(fns, a.device, repeats=3 if a.quick else 10, warmup=1 if a.quick else 3)
+    n = decode_new_tokens(student.config)
+    res = {k: tokens_per_s(v, n)["median"] for k, v in times.items()}
+    if "static_compiled" in res:
+        res["static_over_default"] = res["static_compiled"] / res["default"]
+    return {"tok_s": res}
+
+
+def section_profile_bench(a, out: Path) -> dict:
+    from nml_core.analysis.profile import profile_device, save_profile
+    from nml_core.api import bench_run
+    from nml_core.store.runs import load_run
+    prof = profile_device(a.device, repeats=3 if a.quick else 7)
+    save_profile(prof, out)
+    report = bench_run(a.run, device=a.device, repeats=3 if a.quick else 10, write=False)
+    name = load_run(a.run).name
+    atomic_write_json(out / f"{name}.latency.{report['device_key']}.json", report)
+    a.profile, a.latency = prof, report
+    return {"device_key": report["device_key"], "profile_s": prof["profile_s"],
+            "widths": {f"{r['width']:g}": {k: (v["median_ms"] if "median_ms" in v else v["median"])
+                                           for k, v in r.items() if isinstance(v, dict)} for r in report["widths"]}}
+
+
+def section_whatif(a, out: Path) -> dict:
+    from bench.whatif_accuracy import check_memory, compare, summary
+    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile
+    from nml_core.store.models import run_config
+    from nml_core.store.runs import load_run
+    if getattr(a, "latency", None) is None:
+        raise RuntimeError("needs the profile_bench section's measurements (it was skipped or failed)")
+    run = load_run(a.run)
+    cfg, key = run_config(run), a.latency["device_key"]
+    rows = compare(run.name, cfg, run.axes, a.latency, a.profile, "measured profile")
+    res = {"measured_profile": _by_measure(rows, summary)}
+    base = next((p for _, p in sorted(load_profiles(REPO / "cached_runs").items())
+                 if p.get("device") == "cpu" and p.get("kind") == "measured"), None)
+    if key in PRESET_FOR_KEY and base:
+        name = PRESET_FOR_KEY[key]
+        res[f"preset {name}"] = _by_measure(compare(run.name, cfg, run.axes, a.latency, preset_profile(name, base),
+                                                    f"preset {name}"), summary)
+    mem = check_memory(run, a.device, batches=(1,) if a.quick else (1, 8, 32))
+    res["memory"] = summary(mem)
+    return res
+
+
+def _by_measure(rows: list[dict], summary) -> dict:
+    measures = dict.fromkeys(r["measure"] for r in rows)
+    return {"all": summary(rows), **{m: summary([r for r in rows if r["measure"] == m]) for m in measures}}
+
+
+SECTIONS = {"tests": section_tests, "nested_step": section_nested_step, "eval": section_eval,
+            "decode": section_decode, "profile_bench": section_profile_bench, "whatif": section_whatif}
+
+
+def run_sections(a, out: Path) -> dict:
+    """Each chosen section in order while the budget lasts; acceptance.json rewritten after each one."""
+    started = time.perf_counter()
+    result = {"device": a.device, "quick": a.quick, "run": str(a.run), "budget_s": a.budget_s, "torch": torch.__version__,
+              "device_name": torch.cuda.get_device_name(0) if a.device == "cuda" else "CPU", "sections": {}}
+    for name in a.sections:
+        a.left = a.budget_s - (time.perf_counter() - started)
+        estimate = ESTIMATE_S[name][1 if a.quick else 0]
+        if estimate > a.left:
+            result["sections"][name] = {"status": f"skipped: {a.left:.0f} s left, needs ~{estimate} s"}
+        else:
+            t = time.perf_counter()
+            try:
+                result["sections"][name] = {"status": "done", **SECTIONS[name](a, out)}
+            except Exception as e:  # one broken section must not lose the others' figures
+                result["sections"][name] = {"status": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            result["sections"][name]["seconds"] = round(time.perf_counter() - t, 1)
+        atomic_write_json(out / "acceptance.json", result)
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(out / "acceptance.json", result)
+    return result
+
+
+def markdown(result: dict) -> str:
+    """The short table printed last: one line per figure."""
+    lines = [f"GPU acceptance on {result['device_name']} (torch {result['torch']}), {result['total_s']:.0f} s of "
+             f"{result['budget_s']} s budget{' (quick)' if result['quick'] else ''}", "",
+             "| section | status | s | figures |", "|---|---|---|---|"]
+    for name, s in result["sections"].items():
+        lines.append(f"| {name} | {s['status'].split(':')[0]} | {s.get('seconds', 0):.0f} | {_figures(name, s)} |")
+    return "\n".join(lines)
+
+
+def _figures(name: str, s: dict) -> str:
+    if s["status"] != "done":
+        return s["status"]
+    if name == "tests":
+        return s["summary"]
+    if name == "nested_step":
+        return "; ".join(f"{r['shape']} {r['batch']}x: {r['nested_ms']:.0f} ms ({r['over_flop_proportional']:.2f}x "
+                         f"FLOP-prop., {r['launches_per_step']} launches, {r['precision']})" for r in s["rows"])
+    if name == "eval":
+        diff = f", max diff to eval.json {s['max_rel_diff_to_eval_json']:.2%}" if "max_rel_diff_to_eval_json" in s else ""
+        return f"{s['tokens']} tokens in {s['seconds']:.1f} s{diff}"
+    if name == "decode":
+        return ", ".join(f"{k} {v:.1f}" for k, v in s["tok_s"].items())
+    if name == "profile_bench":
+        return f"{s['device_key']}: " + "; ".join(
+            f"w{w} " + "/".join(f"{v:.2f}" for k, v in r.items() if k.startswith("prefill")) + " ms"
+            for w, r in s["widths"].items())
+    if name == "whatif":
+        return "; ".join(f"{k}: median {v['all']['median']:.0%} worst {v['all']['worst']:.0%}"
+                         for k, v in s.items() if isinstance(v, dict) and "all" in v) + \
+            (f"; memory median {s['memory']['median']:.1%}" if s.get("memory") else "")
+    return json.dumps(s)[:200]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    ap.add_argument("--budget-s", type=float, default=480)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", default="cached_runs/shakespeare-nml", help="a nested run with weights")
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a CPU check of the script itself")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    a = ap.parse_args(argv)
+    a.sections = [s for s in a.sections.split(",") if s]
+    bad = [s for s in a.sections if s not in SECTIONS]
+    if bad:
+        print(f"error: unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    try:
+        resolve(a.device)
+        from nml_core.store.runs import load_run
+        load_run(a.run)
+    except Exception as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    if out.exists() and any(out.iterdir()) and not (out / "acceptance.json").exists():
+        print(f"error: --out {out} is a non-empty folder this script did not write; name a new or empty one",
+              file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(None)
+    result = run_sections(a, out)
+    text = markdown(result)
+    atomic_write_bytes(out / "acceptance.md", (text + "\n").encode())
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
