@@ -1,6 +1,7 @@
 """Does nested training waste anything? One nested step vs one plain fine-tune step of the same model.
 
   python -m bench.nested_step [--shape embedded|gpt2-small] [--batch 8] [--repeats 5] [--device cpu|cuda]
+  python -m bench.nested_step --precision fp32,bf16 [--rounds 3]    # one process per precision, interleaved
 
 Times, interleaved round-robin in one process (warm-up, median):
   plain    one stock HF step: model(input_ids, labels).loss, backward, AdamW step (a plain fine-tune)
@@ -11,6 +12,9 @@ Times, interleaved round-robin in one process (warm-up, median):
   nested_topk_cache  the same with the teacher's top-64 logits read from a cache instead of its forward
 Target (performance issue): nested <= 1.15 x (sum_w FLOPs(w) / FLOPs(1)) x plain + teacher.
 Random weights (timing only); "embedded" is the shipped teacher's shape (6L/256d/8h, ctx 128).
+--precision: each precision measured in its own fresh process, alternating (fp32, bf16, fp32, ...) for --rounds
+rounds, medians of the rounds' medians; then each precision trains a toy nested model (2L/64d, GPT-2's vocab)
+for 50 steps from the same seed, and the final losses are compared (bf16 must stay within 1% of fp32).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.nesting.width import ALL_AXES, WidthSpec
 from nml_core.training.config import TrainConfig
 from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
-from nml_core.training.losses import nested_kd_loss, soft_targets
+from nml_core.training.losses import DenseTarget, nested_kd_loss, soft_targets
 from nml_core.training.teacher_cache import topk_soft_targets
 
 SHAPES = {"embedded": dict(n_layer=6, n_embd=256, n_head=8, n_positions=128),
@@ -36,13 +40,13 @@ WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 
 def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", repeats: int = 5,
-            with_topk: bool = True, launches: bool = False) -> dict:
+            with_topk: bool = True, launches: bool = False, precision: str = "auto") -> dict:
     """Time the variants of the module doc, interleaved round-robin (round 0 is the warm-up); returns
     {"median_s", "min_s", "max_s" (variant -> s), "flop_ratio", "flop_proportional_s", "target_s",
     "nested_over_flop_proportional", "device", "precision"} and, with launches, "launches_per_step"."""
     torch.manual_seed(0)
     config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device)
+    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, mixed_precision=precision)
     accelerator = make_accelerator(cfg)
     dev = accelerator.device
     plain_model, nested_model = GPT2LMHeadModel(config).to(dev), GPT2LMHeadModel(config).to(dev)
@@ -99,7 +103,8 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
 def _loss_step(config, cfg, data, dev):
     """The vocab-sized work every width pays whatever its width: fused KD + CE, forward + backward."""
     logits = torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev, requires_grad=True)
-    soft = soft_targets(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev), cfg.temperature)
+    soft = DenseTarget.from_logprobs(soft_targets(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size,
+                                                              device=dev), cfg.temperature), inplace=True)
 
     def step():
         nested_kd_loss(logits, data[:, 1:], soft, cfg.alpha, cfg.temperature)[0].backward()
@@ -125,6 +130,60 @@ def _cached_step(teacher, nested, opt, data, cfg, accelerator, k: int = 64):
     return step
 
 
+def toy_losses(precision: str, steps: int = 50, device: str = "cpu") -> dict:
+    """Final per-width losses of a toy nested run (2L/64d, GPT-2's vocabulary, fixed seed and data)."""
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=8, n_positions=64, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    cfg = TrainConfig(batch_size=4, ctx=32, device=device, mixed_precision=precision, lr=3e-3)
+    accelerator = make_accelerator(cfg)
+    model = ElasticGPT2(GPT2LMHeadModel(config).to(accelerator.device).train())
+    teacher = GPT2LMHeadModel(config).to(accelerator.device).eval().requires_grad_(False)
+    opt = make_optimizer(model, cfg, fused=False)
+    gen = torch.Generator().manual_seed(1)
+    data = torch.randint(0, 512, (64, 33), generator=gen).to(accelerator.device)  # a small repeating vocabulary
+    for step in range(steps):
+        losses = nested_step(model, teacher, data[(step * 4) % 64:(step * 4) % 64 + 4], WIDTHS, cfg, accelerator)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {k: float(v) for k, v in losses.items()}
+
+
+def compare_precisions(a) -> None:
+    """One fresh process per (round, precision), alternating; then the toy losses of each precision."""
+    import json
+    import subprocess
+    import sys
+    names = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+    precisions = a.precision.split(",")
+    runs: dict[str, list[dict]] = {p: [] for p in precisions}
+    for _ in range(a.rounds):
+        for prec in precisions:
+            cmd = [sys.executable, "-m", "bench.nested_step", "--shape", a.shape, "--batch", str(a.batch), "--ctx",
+                   str(a.ctx), "--repeats", str(a.repeats), "--device", a.device, "--child", names[prec]]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            runs[prec].append(json.loads(out.strip().splitlines()[-1]))
+    med = {p: {k: statistics.median(r["median_s"][k] for r in rs) for k in rs[0]["median_s"]} for p, rs in runs.items()}
+    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, {runs[precisions[0]][0]['device']}, torch {torch.__version__}; "
+          f"median of {a.rounds} processes per precision (each the median of {a.repeats} steps), interleaved")
+    print("| step | " + " | ".join(f"{p} s" for p in precisions) + " | " +
+          " | ".join(f"{precisions[0]} / {p}" for p in precisions[1:]) + " |")
+    print("|---|" + "---|" * (2 * len(precisions) - 1))
+    for k in med[precisions[0]]:
+        print(f"| {k} | " + " | ".join(f"{med[p][k]:.3f}" for p in precisions) + " | " +
+              " | ".join(f"{med[precisions[0]][k] / med[p][k]:.2f}x" for p in precisions[1:]) + " |")
+    for p in precisions:
+        ratio = statistics.median(r["nested_over_flop_proportional"] for r in runs[p])
+        prop = statistics.median(r["flop_proportional_s"] for r in runs[p])
+        print(f"{p}: nested step {med[p]['nested']:.3f} s = {ratio:.2f}x its FLOP-proportional time ({prop:.3f} s)")
+    toy = {p: toy_losses(names[p], device=a.device) for p in precisions}
+    print("\n50 toy steps (2L/64d, same seed and data), final loss per width: " + "; ".join(
+        f"{p}: " + ", ".join(f"{w} {v:.4f}" for w, v in toy[p].items()) for p in precisions))
+    for p in precisions[1:]:
+        worst = max(abs(toy[p][w] / toy[precisions[0]][w] - 1) for w in toy[p])
+        print(f"{p} vs {precisions[0]}: largest relative difference {worst:.2%} "
+              f"({'within' if worst <= 0.01 else 'outside'} 1%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="embedded")
@@ -132,8 +191,18 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default=None, help="comma list of fp32, bf16 (fp16 on CUDA): compare them")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one measurement as JSON (--precision)
     a = ap.parse_args()
     set_threads(None)
+    if a.precision:
+        return compare_precisions(a)
+    if a.child:
+        import json
+        print(json.dumps(measure(SHAPES[a.shape], a.batch, a.ctx, a.device, a.repeats, with_topk=False,
+                                 precision=a.child)))
+        return
     r = measure(SHAPES[a.shape], a.batch, a.ctx, a.device, a.repeats)
     med, times_min, times_max = r["median_s"], r["min_s"], r["max_s"]
     tokens = a.batch * a.ctx

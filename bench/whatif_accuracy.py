@@ -30,7 +30,7 @@ from nml_core.store.files import atomic_write_json
 from nml_core.store.models import run_config
 from nml_core.store.runs import find_runs, has_weights
 
-MEASURES = ("prefill_b1_ms", "prefill_b8_ms", "prefill_b32_ms", "decode_ms")
+MEASURES = ("ttft_b1_ms", "ttft_b8_ms", "ttft_b32_ms", "prefill_b1_ms", "prefill_b8_ms", "prefill_b32_ms", "decode_ms")
 
 
 def profile_for(key: str, profiles: dict) -> tuple[dict | None, str]:

@@ -34,16 +34,24 @@ def resolve(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def mixed_precision(device: torch.device, requested: str = "auto") -> str:
-    """accelerate's mixed-precision name for this device: bf16 on a CUDA GPU that has it (fp16 otherwise),
-    fp32 ("no") on a CPU, where half-precision compute is far slower than fp32 without native support."""
+def mixed_precision(device: torch.device, requested: str = "auto", cpu_bf16_speedup: float | None = None) -> str:
+    """accelerate's mixed-precision name for this device. CUDA: bf16 on a GPU that has it (fp16 otherwise).
+    A CPU: bf16 autocast where it was measured faster (cpu_bf16_speedup, nml_core.precision: auto takes it from
+    AUTO_BF16 x on), fp32 ("no") elsewhere; an explicit bf16 is refused where it was measured slower."""
     if requested not in PRECISION_CHOICES:
         raise NMLError(f"--mixed-precision {requested} is not one of {', '.join(PRECISION_CHOICES)}")
-    cpu = device.type != "cuda"
+    if device.type != "cuda":
+        from .precision import AUTO_BF16
+        if requested == "fp16":
+            raise NMLError("--mixed-precision fp16 has no fast path on a CPU; use --mixed-precision bf16 or no")
+        if requested == "auto":
+            return "bf16" if cpu_bf16_speedup is not None and cpu_bf16_speedup >= AUTO_BF16 else "no"
+        if requested == "bf16" and cpu_bf16_speedup is not None and cpu_bf16_speedup < 1.0:
+            raise NMLError(f"--mixed-precision bf16: bf16 autocast ran at {cpu_bf16_speedup:.2f}x the speed of fp32 "
+                           "on this CPU (measured: nml_core.precision); use --mixed-precision no")
+        return requested
     if requested == "auto":
-        return "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    if cpu and requested != "no":
-        raise NMLError(f"--mixed-precision {requested} on CPU is ~60x slower than fp32 here; use --mixed-precision no")
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
         raise NMLError("--mixed-precision bf16 but this GPU has no bf16; use --mixed-precision fp16")
     return requested

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import GPT2Config
 
-from .analysis.pareto import run_points
+from .analysis.pareto import default_latency_key, run_points
 from .arch.gpt2 import cost
 from .errors import NMLError
 from .nesting.width import WidthSpec
@@ -102,7 +102,9 @@ def format_profile(prof: dict) -> str:
         f"({prof['ops_per_layer']} ops/layer, {prof['op_overhead_us']:.2f} us/op); per generated token: "
         f"{prof['decode']['fixed_us']:.0f} us + {prof['decode']['per_layer_us']:.0f} us/layer",
         f"matmul fp32: {prof['matmul_fp32'][0][1]:.1f} GFLOP/s at {prof['matmul_fp32'][0][0]:.0e} FLOPs up to "
-        f"{top:.0f} GFLOP/s; copy bandwidth {prof['bandwidth_gbs']:.1f} GB/s"])
+        f"{top:.0f} GFLOP/s; copy bandwidth {prof['bandwidth_gbs']:.1f} GB/s"]
+        + ([f"bf16 autocast: {p['speedup']:.2f}x fp32 on {p['workload']} ({p['fp32_ms']:.0f} vs {p['bf16_ms']:.0f} ms)"]
+           if (p := prof.get("bf16_probe")) else []))
 
 
 def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
@@ -134,7 +136,7 @@ def write_run_card(run_path) -> Path:
     """README.md in the run dir: what was trained on what, how long, and the headline table."""
     run = load_run(run_path, require_model=False)
     info, ev = run.info, run.eval() or {}
-    lat = next(iter(run.latency().values()), None)
+    lat = run.latency().get(default_latency_key(run))
     data = info.get("data", {})
     hp = info.get("hparams", {})
     lines = [f"# {run.name}", "", f"**{info.get('label', run.kind)}**", "",

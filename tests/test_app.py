@@ -114,7 +114,8 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     run = load_run(ROOT / "cached_runs" / "shakespeare-nml")
     lat = next(iter(run.latency().values()))
     by_w = {r["width"]: r["prefill_b1_ms"]["median_ms"] for r in lat["widths"]}
-    # NML run alone, a budget between width 1/2 and width 1: the answer is width 1/2 (the best that fits)
+    # scoring (all logits); NML run alone, a budget between width 1/2 and width 1: the answer is width 1/2
+    at.radio(key="pareto_workload").set_value("prefill").run()
     at.multiselect(key="pareto_runs").set_value(["shakespeare-nml"]).run()
     at.number_input(key="budget_ms").set_value((by_w[0.5] + by_w[1.0]) / 2).run()
     assert_clean(at)
@@ -142,6 +143,25 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     measured = next(o for o in options if "H100 80GB" in o and o.endswith("— measured"))
     at.selectbox(key="pareto_device").set_value(measured).run()
     assert any("reference measurement" in c.value for c in at.caption)
+
+
+def test_pareto_deploys_for_generation_by_default_on_time_to_first_token(monkeypatch):
+    """The default workload is generation: the budget is on time to first token, measured where the device's
+    latency file has it; the lesson is the generation one."""
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/4_Pareto.py")
+    assert at.radio(key="pareto_workload").value == "ttft"
+    run = load_run(ROOT / "cached_runs" / "shakespeare-nml")
+    key, lat = next((k, v) for k, v in run.latency().items() if "ttft_b1_ms" in v["widths"][0])
+    by_w = {r["width"]: r["ttft_b1_ms"]["median_ms"] for r in lat["widths"]}
+    at.multiselect(key="pareto_runs").set_value(["shakespeare-nml"]).run()
+    label = next(o for o in at.selectbox(key="pareto_device").options if o.endswith("— measured")
+                 and lat["device_name"] in o and f"{lat['threads']} threads" in o)
+    at.selectbox(key="pareto_device").set_value(label).run()
+    at.number_input(key="budget_ms").set_value((by_w[0.25] + by_w[0.5]) / 2).run()
+    assert_clean(at)
+    assert "NML width 0.25" in at.success[0].value and "(measured)" in at.success[0].value
+    assert any("time to first token" in i.value for i in at.info)
 
 
 @pytest.mark.slow

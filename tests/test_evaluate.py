@@ -3,7 +3,7 @@ import math
 import torch
 
 from nml_core import api
-from nml_core.report import format_eval
+from nml_core.report import format_eval, format_latency
 from nml_core.analysis.evaluate import evaluate_models
 from nml_core.arch.gpt2 import cost
 from nml_core.nesting.elastic import extract_student
@@ -51,3 +51,21 @@ def test_bench_writes_latency_for_each_width(nested_copy):
     r = report["widths"][0]
     assert r["prefill_b1_ms"]["min_ms"] <= r["prefill_b1_ms"]["median_ms"] <= r["prefill_b1_ms"]["max_ms"]
     assert report["threads"] == 1 and (nested_copy / "latency" / f"{report['device_key']}.json").exists()
+    for row in report["widths"]:  # three workloads: time to first token, scoring, decode
+        assert {"ttft_b1_ms", "ttft_b8_ms", "prefill_b1_ms", "prefill_b8_ms", "decode_tok_s"} <= set(row)
+    text = format_latency(report)
+    assert "TTFT 1x" in text and "score 8x" in text
+
+
+def test_time_to_first_token_is_generates_own_prefill(nested_copy):
+    """TTFT times the forward `generate` runs first: KV cache on, the last position's logits only."""
+    from nml_core.analysis.latency import prefill_fn
+    from nml_core.store.models import load_run_model
+    from nml_core.store.runs import load_run
+    model = load_run_model(load_run(nested_copy))[0].eval()
+    seen = {}
+    fn = prefill_fn(lambda x: seen.setdefault("out", model(input_ids=x, use_cache=True, logits_to_keep=1)), 2,
+                    model.config, "cpu")
+    with torch.inference_mode():
+        fn()
+    assert seen["out"].logits.shape[1] == 1 and seen["out"].past_key_values is not None

@@ -49,9 +49,8 @@ def test_gradients_reach_only_the_sliced_prefix(tiny_model):
 
 
 def test_elastic_forward_makes_no_full_copies(tiny_model):
-    """Training: the skeletons live on the meta device. Inference: the cached view student's weights share
-    the full model's storage (only the q/k/v column blocks, not adjacent in memory, are gathered, and the
-    tied embedding / LM-head slice is made contiguous for a fast head matmul)."""
+    """Training: the skeletons live on the meta device (no weight copies per step). Inference: one student per
+    shape with contiguous copies of the prefixes, built once and reused while the weights stay the same."""
     elastic = ElasticGPT2(tiny_model).eval()
     x = torch.zeros(1, 4, dtype=torch.long)
     elastic(x, width=0.5).logits.sum().backward()
@@ -59,11 +58,12 @@ def test_elastic_forward_makes_no_full_copies(tiny_model):
     assert all(p.device.type == "meta" for p in skeleton.parameters())
     with torch.no_grad():
         elastic(x, width=0.5)
-    student = elastic.view_student(elastic.spec(0.5).dims(tiny_model.config))
-    full = dict(tiny_model.named_parameters())
-    for name, p in student.named_parameters():
-        if "c_attn" not in name and "wte" not in name:
-            assert p.untyped_storage().data_ptr() == full[name].untyped_storage().data_ptr(), name
+    dims = elastic.spec(0.5).dims(tiny_model.config)
+    student = elastic.view_student(dims)
+    assert all(p.is_contiguous() for p in student.parameters())
+    assert elastic.view_student(dims) is student, "built once per shape"
+    params = sum(p.numel() for p in student.parameters())
+    assert params < sum(p.numel() for p in tiny_model.parameters()), "a student's own size, not the full model's"
 
 
 def test_view_student_follows_weight_updates(tiny_model):

@@ -55,7 +55,7 @@ def test_a_gpu_is_launch_bound_at_batch_1_and_pays_off_at_larger_batches():
     assert b1[0] / b1[-1] < 1.1, "every width costs about the same: the host side"
     first = whatif.speedup_batch(h100, CFG, dims(1.0), dims(0.125))
     assert first is not None and first > 1
-    lesson = whatif.lesson(h100, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 1)
+    lesson = whatif.lesson(h100, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 1, workload="prefill")
     assert "launch-bound" in lesson and f"from batch {first} on" in lesson
 
 
@@ -63,7 +63,35 @@ def test_on_a_cpu_the_logits_write_caps_small_widths():
     prof = cpu_profile()
     small = whatif.breakdown(prof, CFG, dims(0.125), 8, 128)
     assert small["head_us"] > small["layers_us"], "the vocab-sized head outweighs the 1/8 model's layers"
-    assert "logits write caps small widths" in whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8)
+    assert "logits write caps small widths" in whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8,
+                                                             workload="prefill")
+
+
+def test_time_to_first_token_skips_the_logits_of_all_but_the_last_position():
+    """Generation's prefill: the head over one position, so on a CPU small widths approach their FLOP ratio,
+    where scoring (all logits) stays capped by the logits write."""
+    prof = cpu_profile()
+    for w in WIDTHS:
+        proj = whatif.project(prof, CFG, dims(w), batches=(1, 8))
+        assert proj["ttft_b8_ms"] < proj["prefill_b8_ms"] and proj["ttft_b1_ms"] < proj["prefill_b1_ms"]
+    speedup = {k: whatif.forward_us(prof, CFG, dims(1.0), 8, 128, kind=k) /
+               whatif.forward_us(prof, CFG, dims(0.125), 8, 128, kind=k) for k in whatif.WORKLOADS}
+    assert speedup["ttft"] > speedup["prefill"]
+    text = whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8, workload="ttft")
+    assert "last position only" in text and "logits write caps" not in text
+
+
+def test_device_points_take_the_chosen_workload_measured_where_the_file_has_it():
+    prof = cpu_profile()
+    points = [{"width": 1.0, "ttft_b1_ms": 7.0, "prefill_b1_ms": 11.0, "decode_tok_s": 100.0},
+              {"width": 0.5, "prefill_b1_ms": 6.0, "decode_tok_s": 150.0}]  # an older file: no ttft
+    choice = {"kind": "measured", "profile": prof}
+    ttft = whatif.device_points(points, CFG, ALL_AXES, choice, 1, workload="ttft")
+    assert ttft[0]["prefill_ms"] == 7.0 and ttft[0]["prefill_measured"]
+    assert not ttft[1]["prefill_measured"] and ttft[1]["prefill_ms"] == pytest.approx(
+        whatif.project(prof, CFG, dims(0.5))["ttft_b1_ms"])
+    scoring = whatif.device_points(points, CFG, ALL_AXES, choice, 1, workload="prefill")
+    assert [p["prefill_ms"] for p in scoring] == [11.0, 6.0]
 
 
 def test_decode_is_never_faster_than_reading_the_weights():

@@ -21,6 +21,14 @@ def student_shape(row: dict) -> tuple:
     return row["n_head"], row["n_embd"], row["n_inner"]
 
 
+def default_latency_key(run: Run) -> str | None:
+    """The latency file a card or table shows by default: a CPU's at the most threads (how the machine runs by
+    default, all cores), else the first one."""
+    files = run.latency()
+    cpus = [k for k, v in files.items() if v.get("device") == "cpu"]
+    return max(cpus, key=lambda k: files[k].get("threads") or 0) if cpus else next(iter(files), None)
+
+
 def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     """One dict per model: group (teacher / NML / NML FFN-only / MatTA / naive slice / independent KD), width,
     quality, cost, latency."""
@@ -28,7 +36,7 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     if not ev:
         return []
     lat_files = run.latency()
-    lat = lat_files.get(device_key) if device_key else next(iter(lat_files.values()), None)
+    lat = lat_files.get(device_key or default_latency_key(run))
     by_shape = {student_shape(r): r for r in (lat or {}).get("widths", [])}
     own = run.kind if run.kind != "nested" else "MatTA" if run.info.get("ta") else \
         "NML FFN-only" if set(run.axes) == {"ffn"} else "NML"

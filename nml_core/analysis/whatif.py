@@ -55,7 +55,7 @@ def rate_gflops(profile: dict, flops: float) -> float:
     model = profile.get("matmul_model")
     if model:
         return flops / (model["floor_us"] * 1e3 + flops / model["sustained_gflops"])
-    table = profile["matmul_fp32"]
+    table = _arithmetic_envelope(profile["matmul_fp32"])
     (f0, r0), (f_top, r_top) = table[0], table[-1]
     if flops <= f0:
         return flops / (f0 / r0)  # the smallest kernel's time
@@ -70,6 +70,19 @@ def rate_gflops(profile: dict, flops: float) -> float:
     i = bisect.bisect_right(xs, x)
     t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
     return math.exp(ys[i - 1] + t * (ys[i] - ys[i - 1]))
+
+
+def _arithmetic_envelope(table: list[list[float]]) -> list[list[float]]:
+    """The table's rates as a function of size alone: up to its fastest entry, no larger matmul is slower than a
+    smaller one. A matrix-vector product (M = 1, e.g. the batch-1 decode head) is slow because it reads a large
+    weight once, not for its FLOPs; its weight read is costed apart (max with bytes / bandwidth), so as an
+    arithmetic rate it would wrongly slow every compute-bound matmul of similar FLOPs."""
+    peak = max(range(len(table)), key=lambda i: table[i][1])
+    out, best = [], 0.0
+    for i, (f, r) in enumerate(table):
+        best = max(best, r) if i <= peak else r
+        out.append([f, best])
+    return out
 
 
 FRESH_BYTES = 32 * 2 ** 20  # outputs above this get fresh memory from the OS (glibc's largest mmap threshold)

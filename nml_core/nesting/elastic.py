@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ..arch.gpt2 import (EMBEDDING, TIED, Prefix, StudentDims, add_into_prefix_, prefix_of, slice_params,
+from ..arch.gpt2 import (TIED, Prefix, StudentDims, add_into_prefix_, prefix_of, slice_params,
                          student_config, take_prefix)
 from ..device import world_size
 from .width import ALL_AXES, WidthSpec
@@ -81,21 +81,21 @@ class ElasticGPT2(nn.Module):
         return skel
 
     def view_student(self, dims: StudentDims) -> GPT2LMHeadModel:
-        """For inference: a stock student whose parameters *are* views of the shared weights, built once per
-        shape and rebuilt only when the weights change (in-place updates bump tensor versions). Calling it is
-        a plain module call, without functional_call's per-call parameter swapping.
+        """For inference: a stock student of the shape, holding contiguous copies of the width's prefixes of the
+        shared weights, built once per shape and rebuilt only when the weights change (in-place updates bump
+        tensor versions). Calling it is a plain module call, exactly as fast as an extracted student.
 
-        One exception to "views": the (V, d') slice of the tied embedding / LM head is made contiguous
-        (V*d'*4 bytes: 25.7 / 12.9 / 6.4 MB at widths 1/2, 1/4, 1/8 of the 256-wide teacher). As a strided
-        view it made the vocab-sized head matmul up to a third slower at small widths (BENCHMARKS.md).
-        The last VIEW_CACHE shapes are kept.
+        Why copies, not views: a prefix of a row-major matrix is strided, and strided weights made the matmuls
+        slower (the LM head's (V, d') slice up to a third at small widths; the layers' up to +7% more at
+        width 1/8, measured against views in one run: BENCHMARKS.md, goal 3). The copies cost the student's
+        own size (at most the sum of the cached shapes'); the last VIEW_CACHE shapes are kept.
         """
         params = list(self.model.parameters())  # a move/cast (.to, .half) gives new storage: key on it too
         version = (sum(p._version for p in params), params[0].data_ptr(), params[0].dtype)
         hit = self._views.pop(dims, None)
         if hit is None or hit[0] != version:
-            views = slice_params(dict(self.model.named_parameters()), self.config, dims)
-            views[EMBEDDING] = views[EMBEDDING].contiguous()
+            views = {k: v.contiguous() for k, v in
+                     slice_params(dict(self.model.named_parameters()), self.config, dims).items()}
             with torch.device("meta"):
                 student = GPT2LMHeadModel(student_config(self.config, dims))
             student.load_state_dict({k: v.detach() for k, v in views.items()}, strict=False, assign=True)

@@ -28,15 +28,25 @@ from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
-from .losses import mix_targets, nested_kd_loss, soft_targets
+from .losses import DenseTarget, mix_targets, nested_kd_loss, soft_targets
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
 
 def make_accelerator(cfg: TrainConfig):
     """accelerate's Accelerator on the device and precision nml_core.device resolves from the recipe."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from ..precision import cpu_bf16_speedup
     device = devices.resolve(cfg.device)
-    return Accelerator(cpu=device.type != "cuda", mixed_precision=devices.mixed_precision(device, cfg.mixed_precision))
+    probe = cpu_bf16_speedup() if device.type != "cuda" and cfg.mixed_precision in ("auto", "bf16") else None
+    precision = devices.mixed_precision(device, cfg.mixed_precision, probe)
+    state = AcceleratorState._shared_state
+    if devices.world_size() == 1 and state and state.get("_mixed_precision") != precision:
+        # accelerate keeps one precision per process; a single process (the app, a benchmark, the tests) may
+        # train with another one later, so its state starts afresh (never under `accelerate launch`)
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=device.type != "cuda", mixed_precision=precision)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
@@ -166,6 +176,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     bar.close()
     checkpoint()
     run.update(train_time_s=round(time.time() - t0, 1), steps_done=cfg.steps, device=str(device),
+               precision=accelerator.mixed_precision,
                tokens_seen=cfg.steps * tokens_per_step)
     return accelerator.unwrap_model(elastic).model.cpu().float().eval()
 
@@ -183,20 +194,23 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
     x, y = batch[:, :-1], batch[:, 1:]
     if target is None and teacher is not None:
         with torch.no_grad(), accelerator.autocast():
-            target = soft_targets(teacher(input_ids=x).logits, cfg.temperature, inplace=True)
+            logits = teacher(input_ids=x).logits
+        # once per step, shared by every width: probabilities and negative entropy, in the logits' own memory
+        target = DenseTarget.from_logprobs(soft_targets(logits.float(), cfg.temperature, inplace=True), inplace=True)
     losses, ta_target = {}, None
     for i, w in enumerate(widths):
         last = sync and i == len(widths) - 1
         width_target = target if ta_target is None else mix_targets(target, ta_target, ta_weight)
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
-            logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
+            with accelerator.autocast():  # the forward in the mixed precision; the fused loss does its math in fp32
+                logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
             loss, _ = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
         losses[f"{w:g}"] = loss.detach()
         if cfg.kd_source == "cascade" and target is not None:
-            target = soft_targets(logits.detach(), cfg.temperature)
+            target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
         if cfg.kd_source == "ta" and w == 1.0 and target is not None:
-            ta_target = soft_targets(logits.detach(), cfg.temperature)
+            ta_target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
         del logits, loss
     return losses
 

@@ -6,17 +6,51 @@ matmul itself when done with stock ops (3.0 s per width per 16x128 batch on 2 CP
 of this loss has a closed form,
     dL/dz = (1 - alpha) * (softmax(z) - onehot(y)) + alpha * T * (softmax(z / T) - p_teacher)
 so we compute loss and gradient together, row chunk by row chunk while the chunk is in cache, and the
-backward pass only scales the stored gradient.
+backward pass only scales the stored gradient (in the logits' dtype: bf16 under autocast, half the bytes).
+
+What every width shares is computed once per step (DenseTarget): the teacher's probabilities p and its
+negative entropy sum(p log p) per row, so a width's KL is sum(p log p) - p . log q, with p . log q one dot
+product per chunk, and no width takes exp of the teacher's log-probabilities again.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 CHUNK_ROWS = {"cpu": 8, "cuda": 1024}  # CPU: a chunk (8 x 50257 fp32 = 1.6 MB) stays in cache across its
-# ~20 elementwise passes: 1.7x faster than 128-row chunks on this machine. GPU: few, large launches.
+# elementwise passes: 1.7x faster than 128-row chunks on this machine. GPU: few, large launches.
+
+
+@dataclass
+class DenseTarget:
+    """The teacher's distribution at temperature T over the whole vocabulary, as the loss reads it.
+
+    probs (N, V) fp32: p; neg_entropy (N,): sum_v p log p per row."""
+    probs: torch.Tensor
+    neg_entropy: torch.Tensor
+
+    @classmethod
+    def from_logprobs(cls, logp: torch.Tensor, inplace: bool = False) -> "DenseTarget":
+        """From (..., V) log-probabilities; inplace turns them into the probabilities (no second (N, V) tensor)."""
+        logp = logp.reshape(-1, logp.size(-1))
+        probs = logp if inplace and logp.dtype == torch.float32 else torch.empty(logp.shape, dtype=torch.float32,
+                                                                                   device=logp.device)
+        neg_entropy = torch.empty(logp.size(0), dtype=torch.float32, device=logp.device)
+        chunk = CHUNK_ROWS.get(logp.device.type, 1024) * 16
+        for start in range(0, logp.size(0), chunk):
+            lp = logp[start:start + chunk].float()
+            p = lp.exp()
+            neg_entropy[start:start + chunk] = torch.where(p > 0, p * lp, 0).sum(-1)
+            probs[start:start + chunk] = p
+        return cls(probs, neg_entropy)
+
+    def mix(self, other: "DenseTarget", weight: float) -> "DenseTarget":
+        """(1 - weight) x self + weight x other, as a distribution (MatTA's teacher/TA mixture)."""
+        probs = torch.lerp(self.probs, other.probs, weight)
+        return DenseTarget.from_logprobs(probs.clamp_min(1e-38).log_(), inplace=True)
 
 
 def soft_targets(logits: torch.Tensor, temperature: float, inplace: bool = False) -> torch.Tensor:
@@ -37,67 +71,77 @@ def mix_targets(teacher: torch.Tensor, ta: torch.Tensor, ta_weight: float) -> to
         return ta
     if ta_weight <= 0:
         return teacher
+    if isinstance(teacher, DenseTarget):
+        return teacher.mix(ta, ta_weight)
     return torch.logaddexp(teacher + math.log1p(-ta_weight), ta + math.log(ta_weight))
 
 
 class _NestedKDLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, target_logprobs, alpha: float, temperature: float):
+    def forward(ctx, logits, labels, target, alpha: float, temperature: float):
         n, vocab = logits.shape
-        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         ce_sum = logits.new_zeros((), dtype=torch.float32)
         kl_sum = logits.new_zeros((), dtype=torch.float32)
         chunk = CHUNK_ROWS.get(logits.device.type, 1024)
         rows = torch.arange(chunk, device=logits.device)
+        a_ce, a_kd = (1 - alpha) / n, alpha * temperature / n  # the gradient's weights, with the mean's 1/n
         for start in range(0, n, chunk):
-            z = logits[start:start + chunk].float()
-            y = labels[start:start + chunk]
-            r = rows[:len(y)]
-            logp = z - torch.logsumexp(z, -1, keepdim=True)
-            ce_sum += -logp[r, y].sum()
-            g = logp.exp_().mul_(1 - alpha)                  # (1-alpha) * softmax(z)
-            g[r, y] -= 1 - alpha
-            if isinstance(target_logprobs, tuple) and alpha > 0:
-                # sparse top-k teacher (ids, log-probs); the tail mass r = 1 - sum(p_k) is spread uniformly,
-                # u = r / (V - k) on each other token, so KL and gradient need no (rows, V) target tensor
-                t_idx, t_logp = (t[start:start + chunk] for t in target_logprobs)
-                zt = z / temperature
-                logq = zt - torch.logsumexp(zt, -1, keepdim=True)
-                t_p = t_logp.exp()
-                logq_top = logq.gather(1, t_idx)
-                tail = (1 - t_p.sum(-1)).clamp_min(0)
-                u = tail / max(1, vocab - t_idx.size(1))
-                logq_rest = logq.sum(-1) - logq_top.sum(-1)
-                kl_sum += (t_p * (t_logp - logq_top)).sum() + (tail * u.clamp_min(1e-30).log() - u * logq_rest).sum()
-                g += logq.exp_().mul_(alpha * temperature)
-                g -= (alpha * temperature) * u[:, None]
-                g.scatter_add_(1, t_idx, (t_p - u[:, None]).mul_(-alpha * temperature))
-            elif target_logprobs is not None and alpha > 0:
-                t_logp = target_logprobs[start:start + chunk]
-                zt = z / temperature
-                logq = zt - torch.logsumexp(zt, -1, keepdim=True)
-                t_p = t_logp.exp()
-                kl_sum += (t_p * (t_logp - logq)).sum()
-                g += (logq.exp_() - t_p).mul_(alpha * temperature)
-            grad[start:start + chunk] = g / n
+            stop = min(n, start + chunk)
+            z = logits[start:stop].float()
+            y, r = labels[start:stop], rows[:stop - start]
+            logp = torch.log_softmax(z, -1)
+            ce_sum -= logp[r, y].sum()
+            if isinstance(target, DenseTarget) and alpha > 0:
+                # z is our own copy when the logits are bf16/fp16 (scale it in place), else a view of them
+                zt = z.mul_(1 / temperature) if logits.dtype != torch.float32 else z / temperature
+                logq = torch.log_softmax(zt, -1)
+                p = target.probs[start:stop]
+                kl_sum += target.neg_entropy[start:stop].sum() - torch.dot(p.reshape(-1), logq.reshape(-1))
+                g = logp.exp_().mul_(a_ce).add_(logq.exp_(), alpha=a_kd).sub_(p, alpha=a_kd)
+            elif isinstance(target, tuple) and alpha > 0:
+                g, kl = _sparse_kd_chunk(z, logp, target, start, stop, vocab, a_ce, a_kd, temperature)
+                kl_sum += kl
+            else:
+                g = logp.exp_().mul_(a_ce)
+            g[r, y] -= a_ce
+            grad[start:stop] = g
         ce, kl = ce_sum / n, kl_sum / n
         ctx.save_for_backward(grad)
-        ctx.logits_dtype = logits.dtype
         ctx.mark_non_differentiable(ce, kl)
         return alpha * kl * temperature ** 2 + (1 - alpha) * ce, ce, kl
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_ce, _grad_kl):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_loss).to(ctx.logits_dtype), None, None, None, None
+        return grad.mul_(grad_loss.to(grad.dtype)), None, None, None, None
+
+
+def _sparse_kd_chunk(z, logp, target, start: int, stop: int, vocab: int, a_ce: float, a_kd: float,
+                     temperature: float):
+    """One chunk's gradient and KL against a sparse top-k teacher (ids, log-probs): the tail mass
+    r = 1 - sum(p_k) is spread uniformly, u = r / (V - k) on each other token, so KL and gradient need no
+    (rows, V) target tensor."""
+    t_idx, t_logp = (t[start:stop] for t in target)
+    logq = torch.log_softmax(z / temperature, -1)
+    t_p = t_logp.exp()
+    logq_top = logq.gather(1, t_idx)
+    tail = (1 - t_p.sum(-1)).clamp_min(0)
+    u = tail / max(1, vocab - t_idx.size(1))
+    logq_rest = logq.sum(-1) - logq_top.sum(-1)
+    kl = (t_p * (t_logp - logq_top)).sum() + (tail * u.clamp_min(1e-30).log() - u * logq_rest).sum()
+    g = logp.exp_().mul_(a_ce).add_(logq.exp_(), alpha=a_kd)
+    g -= a_kd * u[:, None]
+    g.scatter_add_(1, t_idx, (t_p - u[:, None]).mul_(-a_kd))
+    return g, kl
 
 
 def nested_kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, target_logprobs: torch.Tensor | None,
                    alpha: float, temperature: float) -> tuple[torch.Tensor, dict]:
     """Loss of one width.
 
-    student_logits (B, T, V); labels (B, T); target_logprobs (B, T, V) = soft_targets(teacher logits), or a
-    sparse top-k teacher (ids (B, T, k), log-probs (B, T, k)) from nml_core.teacher_cache, or None for plain
+    student_logits (B, T, V); labels (B, T); target_logprobs: a DenseTarget (made once per step and shared by
+    the widths), (B, T, V) log-probs = soft_targets(teacher logits), or a sparse top-k teacher (ids (B, T, k), log-probs (B, T, k)) from nml_core.teacher_cache, or None for plain
     CE. KL is averaged per token and scaled by T^2 so its gradient size does not depend on T
     (Hinton et al. 2015).
     """
@@ -106,8 +150,8 @@ def nested_kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, target_lo
         alpha = 0.0
     elif isinstance(target_logprobs, tuple):
         target_logprobs = tuple(t.reshape(-1, t.size(-1)) for t in target_logprobs)
-    else:
-        target_logprobs = target_logprobs.reshape(-1, vocab)
+    elif not isinstance(target_logprobs, DenseTarget):  # log-probs: the shared form made here, for this width
+        target_logprobs = DenseTarget.from_logprobs(target_logprobs)
     loss, ce, kl = _NestedKDLoss.apply(student_logits.reshape(-1, vocab), labels.reshape(-1), target_logprobs,
                                       float(alpha), float(temperature))
     parts = {"ce": ce}  # 0-d tensors on the logits' device: read them when logging, not per width (a GPU sync)
