@@ -73,7 +73,8 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
         opt_nested.zero_grad(set_to_none=True)
 
     fns = {"plain": step_plain, "teacher": step_teacher, "nested": step_nested}
-    fns["kd_loss_one_width"] = _loss_step(config, cfg, data, dev)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    fns["kd_loss_one_width"] = _loss_step(config, cfg, data, dev, half)
     if with_topk:
         fns["nested_topk_cache"] = _cached_step(teacher, nested, opt_nested, data, cfg, accelerator)
     times = {k: [] for k in fns}
@@ -94,15 +95,37 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
            "target_s": 1.15 * ratio * med["plain"] + med["teacher"], "nested_over_flop_proportional": med["nested"] / ideal,
            "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
            "precision": accelerator.mixed_precision, "batch": batch, "ctx": ctx, "repeats": repeats}
+    out.update(loss_floor(data.shape[0] * ctx * config.vocab_size, half, out["device"]))
     if launches:
         from bench.nested_step_ops import launches_per_step
         out["launches_per_step"] = launches_per_step(step_nested, dev)
     return out
 
 
-def _loss_step(config, cfg, data, dev):
-    """The vocab-sized work every width pays whatever its width: fused KD + CE, forward + backward."""
-    logits = torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev, requires_grad=True)
+def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
+    """Bytes one width's fused loss must move (read its logits and the teacher's fp32 probabilities, write the
+    gradient in the logits' dtype) and the time that takes at this machine's measured read / write bandwidth
+    (its device profile, if one is stored), the floor the loss is compared with."""
+    from pathlib import Path
+
+    from nml_core.analysis.profile import load_profiles
+    from nml_core.device import device_info
+    size = torch.tensor([], dtype=dtype).element_size()
+    read, write = elements * (size + 4), elements * size
+    out = {"kd_loss_bytes_mb": (read + write) / 1e6}
+    if device_name.startswith("CPU"):
+        key = device_info("cpu", torch.get_num_threads())["device_key"]
+        prof = load_profiles(Path("cached_runs"), Path("runs")).get(key)
+        if prof:
+            out["kd_loss_floor_s"] = read / (prof["read_gbs"] * 1e9) + write / (prof["write_gbs"] * 1e9)
+    return out
+
+
+def _loss_step(config, cfg, data, dev, dtype=torch.float32):
+    """The vocab-sized work every width pays whatever its width: fused KD + CE, forward + backward, on logits of
+    the dtype the forward produces (bf16 under bf16 autocast)."""
+    logits = torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev, dtype=dtype,
+                         requires_grad=True)
     soft = DenseTarget.from_logprobs(soft_targets(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size,
                                                               device=dev), cfg.temperature), inplace=True)
 
@@ -174,7 +197,10 @@ def compare_precisions(a) -> None:
     for p in precisions:
         ratio = statistics.median(r["nested_over_flop_proportional"] for r in runs[p])
         prop = statistics.median(r["flop_proportional_s"] for r in runs[p])
-        print(f"{p}: nested step {med[p]['nested']:.3f} s = {ratio:.2f}x its FLOP-proportional time ({prop:.3f} s)")
+        floor = runs[p][0].get("kd_loss_floor_s")
+        print(f"{p}: nested step {med[p]['nested']:.3f} s = {ratio:.2f}x its FLOP-proportional time ({prop:.3f} s); "
+              f"one width's loss {med[p]['kd_loss_one_width']:.3f} s for {runs[p][0]['kd_loss_bytes_mb']:.0f} MB moved"
+              + (f" = {med[p]['kd_loss_one_width'] / floor:.1f}x its memory floor ({floor:.3f} s)" if floor else ""))
     toy = {p: toy_losses(names[p], device=a.device) for p in precisions}
     print("\n50 toy steps (2L/64d, same seed and data), final loss per width: " + "; ".join(
         f"{p}: " + ", ".join(f"{w} {v:.4f}" for w, v in toy[p].items()) for p in precisions))
@@ -217,6 +243,10 @@ def main() -> None:
           f"{'meets' if med['nested'] <= r['target_s'] else 'misses'} target")
     print(f"vocab-sized loss work: {len(WIDTHS)} widths x {med['kd_loss_one_width']:.3f} s = "
           f"{len(WIDTHS) * med['kd_loss_one_width']:.3f} s of the nested step (not in the FLOP count, which counts matmuls)")
+    if "kd_loss_floor_s" in r:
+        print(f"one width's loss moves {r['kd_loss_bytes_mb']:.0f} MB: {r['kd_loss_floor_s']:.3f} s at this machine's "
+              f"measured bandwidth (device profile) -> the loss runs at {med['kd_loss_one_width'] / r['kd_loss_floor_s']:.1f}x "
+              "its memory floor")
     print(f"top-k cache (k=64): nested step {med['nested_topk_cache']:.3f} s vs {med['nested']:.3f} s with the teacher "
           f"forward -> {med['nested'] / med['nested_topk_cache']:.2f}x faster")
 

@@ -18,6 +18,7 @@ from .errors import NMLError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
+AUTO_BF16 = 1.2  # --mixed-precision auto takes bf16 on a CPU measured (nml_core.precision) this much faster
 
 
 def resolve(spec: str | torch.device | None = "auto") -> torch.device:
@@ -41,7 +42,6 @@ def mixed_precision(device: torch.device, requested: str = "auto", cpu_bf16_spee
     if requested not in PRECISION_CHOICES:
         raise NMLError(f"--mixed-precision {requested} is not one of {', '.join(PRECISION_CHOICES)}")
     if device.type != "cuda":
-        from .precision import AUTO_BF16
         if requested == "fp16":
             raise NMLError("--mixed-precision fp16 has no fast path on a CPU; use --mixed-precision bf16 or no")
         if requested == "auto":

@@ -2,7 +2,7 @@
 
 bf16 autocast is 1.3x faster than fp32 on a training step on an Intel Xeon with AMX-BF16 and far slower on CPUs
 without native bf16, so `--mixed-precision auto` on a CPU takes bf16 only where a short probe measured it
->= AUTO_BF16 x faster. The probe (a few seconds: one width's distillation step of a small GPT-2, fp32 and bf16
+>= device.AUTO_BF16 x faster. The probe (a few seconds: one width's distillation step of a small GPT-2, fp32 and bf16
 autocast interleaved) runs once per device key (CPU model + threads) and is kept: in the device profile when
 `profile-device` measured it, else in ~/.cache/nml_core/precision/<key>.json.
 """
@@ -18,7 +18,6 @@ import torch
 from . import device as devices
 from .store.files import atomic_write_json
 
-AUTO_BF16 = 1.2  # auto picks bf16 on a CPU from this measured speed-up on
 PROBE_SHAPE = dict(n_layer=4, n_embd=256, n_head=8, n_positions=128)  # GPT-2's vocabulary: the head is measured
 PROBE_BATCH = (4, 128)
 CACHE = Path.home() / ".cache" / "nml_core" / "precision"
