@@ -3,7 +3,8 @@
   python -m bench.nested_step [--shape embedded|gpt2-small] [--batch 8] [--repeats 5] [--device cpu|cuda]
   python -m bench.nested_step --precision fp32,bf16 [--rounds 3]    # one process per precision, interleaved
 
-Times, interleaved round-robin in one process (warm-up, median):
+Times, interleaved round-robin in one process (warm-up, median; each variant timed as the second of two
+calls in a row, so it runs in its own steady state, not in the memory the previous variant left):
   plain    one stock HF step: model(input_ids, labels).loss, backward, AdamW step (a plain fine-tune)
   teacher  the frozen teacher's forward on the same batch                  (KD's fixed extra)
   nested   one NML step at widths 1, 1/2, 1/4, 1/8: teacher forward + every width's forward, fused KD+CE loss,
@@ -80,7 +81,8 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
     times = {k: [] for k in fns}
     for i in range(repeats + 1):
         for name, fn in fns.items():
-            synchronize(dev)
+            fn()  # untimed: each variant is timed as the second of two calls in a row, in its own steady state
+            synchronize(dev)  # (right after another variant, the allocator and caches hold that one's memory)
             t = time.perf_counter()
             fn()
             synchronize(dev)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def pretrain(out: str | Path, data: str, cfg: TrainConfig, n_layer=6, n_embd=256
     """
     if n_embd % n_head:
         raise NMLError(f"--n-embd {n_embd} is not a multiple of --n-head {n_head}; GPT-2 needs n_embd = n_head x head_dim")
+    _check_before_writing(out, cfg, resume)
     tokenizer = _tokenizer_for(data)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.ctx, n_layer=n_layer, n_embd=n_embd,
                         n_head=n_head, n_inner=n_inner or 4 * n_embd, resid_pdrop=dropout, embd_pdrop=dropout,
@@ -78,6 +80,17 @@ def pretrain(out: str | Path, data: str, cfg: TrainConfig, n_layer=6, n_embd=256
         model = train(run, GPT2LMHeadModel(config), tokens, cfg, resume=resume, callback=callback)
         _finish(run, model, tokenizer, save_dtype)
     return run
+
+
+def _check_before_writing(out, cfg: TrainConfig, resume: bool) -> None:
+    """What can be refused before a run dir is made is refused first: the --out folder, the device and the
+    precision (so a bad flag leaves nothing behind)."""
+    from .store.files import check_new_folder
+    from .store.runs import OWN_FILES, RUN_FILE
+    if not (Path(out) / RUN_FILE).exists():
+        check_new_folder(Path(out), ours=OWN_FILES)
+    from .training.loop import resolve_precision
+    resolve_precision(cfg)
 
 
 def _tokenizer_for(data: str | None):
@@ -127,6 +140,10 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
     frozen teacher."""
     if widths[0] != 1.0:
         raise NMLError(f"--widths must start with 1 (the full model, which keeps learning from the teacher); got {widths}")
+    if cfg.kd_source == "ta" and not init:
+        raise NMLError("--kd-source ta needs --init (the teacher assistant the students are nested in, MatTA); "
+                       "add --init, or use --kd-source teacher")
+    _check_before_writing(out, cfg, resume)
     teacher_model, tokenizer, tinfo = load_gpt2(teacher)
     start, ta_info = teacher_model, None
     if init:
@@ -232,9 +249,10 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
 
 
 def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = None, batch_size: int = 8,
-                 progress=None, device: str = "auto", write: bool = True) -> dict:
+                 progress=None, device: str = "auto", write: bool = True, force: bool = False) -> dict:
     """Evaluate a run (and its baselines) on its validation split; writes eval.json files (unless not write),
-    returns the report."""
+    returns the report (report["written"]: where it went). A partial evaluation (fewer tokens than the stored
+    one scored, or other data) never replaces the stored one: it goes beside it, unless force."""
     import tempfile
     run = load_run(run_path)
     device = devices.resolve(device)
@@ -257,7 +275,7 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         report["widths"] = [{"width": 1.0, **cost(cfg, ctx=ctx), **scores["1"]}]
         report["unigram_ppl"] = unigram_ppl(train_ids, val_ids, cfg.vocab_size)
         if write:
-            atomic_write_json(run.path / "eval.json", report)
+            report["written"] = str(_write_eval(run.path, report, force))
         return report
     teacher = load_teacher_of(run, device)
     elastic = ElasticGPT2(model, run.axes).eval()
@@ -288,12 +306,30 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     report["baselines"] = {g: sorted(r, key=lambda r: -r["width"]) for g, r in groups.items() if g != "nml" and r}
     if not write:
         return report
-    atomic_write_json(run.path / "eval.json", report)
+    report["written"] = str(_write_eval(run.path, report, force))
     for b in baselines:
         mine = [r for r in report["baselines"].get(b.kind, []) if b.kind == "naive" or r["width"] == b.info.get("width")]
-        atomic_write_json(b.path / "eval.json", {**{k: v for k, v in report.items() if k not in ("widths", "baselines")},
-                                                 "widths": mine})
+        _write_eval(b.path, {**{k: v for k, v in report.items() if k not in ("widths", "baselines", "written")},
+                             "widths": mine}, force)
     return report
+
+
+def _write_eval(run_dir: Path, report: dict, force: bool) -> Path:
+    """eval.json, unless the stored one is fuller (more tokens scored) or of other data: then beside it as
+    eval-<tokens>-tokens.json, so a quick check never replaces a full evaluation."""
+    from .store.files import read_json
+    path = run_dir / "eval.json"
+    report["tokens_scored"] = report["widths"][0]["tokens"] if report["widths"] else 0
+    if path.exists() and not force:
+        try:
+            old = read_json(path)
+        except NMLError:
+            old = {}
+        stored = old.get("tokens_scored") or (old.get("widths") or [{}])[0].get("tokens", 0)
+        if old and (stored > report["tokens_scored"] or old.get("data") != report.get("data")):
+            path = run_dir / f"eval-{report['tokens_scored']}-tokens.json"
+    atomic_write_json(path, report)
+    return path
 
 
 def _score(models: dict, teacher_fn, val_ids, ctx: int, eot: int | None, max_tokens, batch_size: int, progress,
@@ -319,11 +355,12 @@ def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, wid
 
 
 def bench_run(run_path, widths: list[float] | None = None, device: str = "auto", threads: int | None = None,
-              repeats: int = 10, write: bool = True) -> dict:
-    """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json."""
+              repeats: int = 10, write: bool = True, precision: str = "fp32") -> dict:
+    """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json
+    (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
     run = load_run(run_path)
     model, _ = load_run_model(run)
-    report = bench_widths(model, run.axes, widths or run.widths, device, threads, repeats)
+    report = bench_widths(model, run.axes, widths or run.widths, device, threads, repeats, precision=precision)
     if write:
         atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
     return report
@@ -336,7 +373,7 @@ def export(run_path, width: float, out: str | Path, device: str = "auto") -> Pat
     model, tokenizer = load_run_model(run, device)
     spec = WidthSpec(width, run.axes)
     student = extract_student(model, spec)
-    return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config))
+    return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config), mark=True)
 
 
 def export_zip(run_path, width: float) -> bytes:
@@ -366,10 +403,11 @@ def generate(run_path, prompt: str, width: float = 1.0, max_new_tokens: int = 40
     return prompt + tokenizer.decode(new)
 
 
-def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None,
-             device: str = "auto") -> dict[str, dict]:
-    """Fine-tune each starting point of one width on a downstream task with the same recipe; writes
-    <run>/finetune/<task>/<start>-w<width>.json (curve + final metric) and returns them."""
+def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None, device: str = "auto",
+             seeds: tuple[int, ...] | None = None) -> dict[str, dict]:
+    """Fine-tune each starting point of one width on a downstream task with the same recipe, once per seed;
+    writes <run>/finetune/<task>/<start>-w<width>-seed<seed>.json (curve, final metric, what the start had read)
+    and returns them by file stem. Genre's test works are the works the run's teacher never read."""
     from .data.tasks import TASKS, domain_task, genre_task
     from .store.models import starting_model
     from .training.finetune import FinetuneConfig, run_task
@@ -378,18 +416,43 @@ def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None,
     cfg = cfg or FinetuneConfig()
     run, device = load_run(run_path), devices.resolve(device)
     tokenizer = load_tokenizer(run.model_dir)
-    data = genre_task(tokenizer, cfg.ctx) if task == "genre" else domain_task(tokenizer)
+    data = genre_task(tokenizer, cfg.ctx, test_works=_unread_works(run)) if task == "genre" else domain_task(tokenizer)
     if task == "domain" and min(len(data["train"]), len(data["val"])) < 4 * (cfg.ctx + 1):
         raise NMLError(f"the domain task has too little text for --ctx {cfg.ctx}; use a smaller --ctx")
     results = {}
-    for start in starts:
-        model = starting_model(run, width, start, cfg.seed)
-        name = start if start in STARTS else Path(start).name
-        result = {**run_task(task, model, data, cfg, device), "start": name, "width": width, "run": run.name,
-                  "params": cost(model.config)["params"], "finished": now()}
-        atomic_write_json(run.path / "finetune" / task / f"{name}-w{width:g}.json", result)
-        results[name] = result
+    for seed in seeds if seeds is not None else (cfg.seed,):
+        seeded = dataclasses.replace(cfg, seed=seed)
+        for start in starts:
+            model = starting_model(run, width, start, seed)
+            name = start if start in STARTS else Path(start).name
+            result = {**run_task(task, model, data, seeded, device), "start": name, "width": width, "seed": seed,
+                      "run": run.name, "params": cost(model.config)["params"], "saw": _seen_before(run, start),
+                      "finished": now()}
+            stem = f"{name}-w{width:g}-seed{seed}"
+            atomic_write_json(run.path / "finetune" / task / f"{stem}.json", result)
+            results[stem] = result
     return results
+
+
+def _unread_works(run: Run) -> list[str] | None:
+    """The genre task's works that the run's teacher held out of its LM training (its validation files), or None
+    when it trained on none of them (other text: the task's default split then)."""
+    from .data.tasks import GENRE_OF
+    works = {w for names in GENRE_OF.values() for w in names}
+    files = [f.removesuffix(".txt").removesuffix("_gut") for f in run.info.get("data", {}).get("val_files", [])]
+    held_out = [f for f in files if f in works]
+    return held_out or None
+
+
+def _seen_before(run: Run, start: str) -> str:
+    """Which text a starting point had read before fine-tuning (the card and page say it)."""
+    data = run.info.get("data", {})
+    split = f"the LM training split of {data.get('source', 'the run data')}" + (
+        f" (held out: {', '.join(data['val_files'])})" if data.get("val_files") else "")
+    return {"nml": f"{split}: the teacher's pretraining, then NML distillation on it",
+            "independent": f"{split}: the teacher's pretraining, then its own KD on it",
+            "naive": f"{split}: the teacher's pretraining (a slice of it, no training of its own)",
+            "random": "nothing (random initialisation)"}.get(start, f"unknown (the model dir {start})")
 
 
 def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, dict]:

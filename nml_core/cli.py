@@ -8,6 +8,7 @@ import argparse
 import errno
 import signal
 import sys
+from pathlib import Path
 
 from .device import DEVICE_CHOICES
 from .errors import NMLError
@@ -42,9 +43,25 @@ def _train_config(a: argparse.Namespace, groups: tuple):
     return TrainConfig(**{f.name: getattr(a, f.name) for f in option_fields(groups)})
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (`error: ...; see --help`) and exit 2, like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def width_arg(text: str) -> float:
+    """A width flag: a number or a fraction (0.25, 1/4); the range and head rule are WidthSpec's."""
+    from .nesting.width import parse_fraction
+    try:
+        return parse_fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a width (a number or fraction in (0, 1], e.g. 0.5 or 1/4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nml_core", description="Nested Matrix Learning on GPT-2.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="python -m nml_core", description="Nested Matrix Learning on GPT-2.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("pretrain", help="pretrain a GPT-2-architecture teacher from scratch")
     _run_flags(p)
@@ -79,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", help="baselines of a nested run: naive slice, independent KD")
     p.add_argument("run")
     p.add_argument("--kind", required=True, choices=["naive", "independent"])
-    p.add_argument("--width", type=float, help="student width (independent); default: every width of the run")
+    p.add_argument("--width", type=width_arg, help="student width (independent); default: every width of the run")
     p.add_argument("--steps", type=int, help="default: the nested run's steps (same per-width budget)")
     _device_flag(p)
 
@@ -88,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate on this data's val split instead of the run's own")
     p.add_argument("--max-tokens", type=int, default=None, help="cap on val tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--force", action="store_true", help="replace eval.json even when it scored more tokens")
     _device_flag(p)
 
     p = sub.add_parser("bench", help="latency of the extracted students (writes latency/<device>.json)")
@@ -96,16 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     _device_flag(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="weights and compute of the timed students; bf16 writes latency/<device>-bf16.json")
 
     p = sub.add_parser("export", help="write one width as a stock HF GPT-2 model directory")
     p.add_argument("run")
-    p.add_argument("--width", type=float, required=True)
+    p.add_argument("--width", type=width_arg, required=True)
     p.add_argument("--out", required=True)
     _device_flag(p)
 
     p = sub.add_parser("generate", help="continue a prompt at one width of a run")
     p.add_argument("run")
-    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--width", type=width_arg, default=1.0)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -115,12 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune students of one width from several starts on a downstream task")
     p.add_argument("run")
-    p.add_argument("--width", type=float, required=True)
+    p.add_argument("--width", type=width_arg, required=True)
     p.add_argument("--task", required=True, help="genre (which kind of work a passage is from) | domain (LM on "
                                                  "Python's documentation)")
     p.add_argument("--starts", default="nml,independent,naive,random",
                    help="comma-separated: nml, independent, naive, random, or an exported model dir")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=None, help="default: FinetuneConfig's")
+    p.add_argument("--seeds", type=int, default=1, help="seeds --seed, --seed + 1, ...: one run of each start per seed")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--ctx", type=int, default=128)
@@ -153,6 +174,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            print(f"error: cannot write {e.filename or 'a file'} ({e.strerror.lower()}); name a folder you can write "
+                  "to (every file is written whole or not at all: nothing half-written was left)", file=sys.stderr)
+            return 2
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         print(f"error: no space left on the device writing {e.filename or 'a file'}; free some disk space, then "
@@ -184,12 +209,16 @@ def dispatch(a: argparse.Namespace) -> int | None:
         for path in api.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):
             print(f"done: {path}")
     elif a.command == "eval":
-        print(report.format_eval(api.evaluate_run(a.run, data=a.data, max_tokens=a.max_tokens,
-                                                  batch_size=a.batch_size, device=a.device)))
+        ev = api.evaluate_run(a.run, data=a.data, max_tokens=a.max_tokens, batch_size=a.batch_size, device=a.device,
+                              force=a.force)
+        print(report.format_eval(ev))
+        if not ev["written"].endswith("/eval.json"):
+            print(f"wrote {ev['written']}: a partial evaluation ({ev['tokens_scored']} tokens) beside the fuller "
+                  "eval.json, which is kept (--force replaces it)")
     elif a.command == "bench":
         widths = parse_widths(a.widths) if a.widths else None
         print(report.format_latency(api.bench_run(a.run, widths=widths, device=a.device, threads=a.threads,
-                                                  repeats=a.repeats)))
+                                                  repeats=a.repeats, precision=a.precision)))
     elif a.command == "export":
         print(f"wrote {api.export(a.run, a.width, a.out, device=a.device)}")
     elif a.command == "generate":
@@ -197,12 +226,17 @@ def dispatch(a: argparse.Namespace) -> int | None:
                            a.device))
     elif a.command == "finetune":
         from .training.finetune import FinetuneConfig
-        cfg = FinetuneConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ctx=a.ctx, seed=a.seed)
-        print(report.format_finetune(api.finetune(a.run, a.width, a.task, a.starts.split(","), cfg, a.device)))
+        cfg = FinetuneConfig(steps=a.steps or FinetuneConfig.steps, batch_size=a.batch_size, lr=a.lr, ctx=a.ctx,
+                             seed=a.seed)
+        seeds = tuple(range(a.seed, a.seed + a.seeds))
+        print(report.format_finetune(api.finetune(a.run, a.width, a.task, a.starts.split(","), cfg, a.device, seeds)))
     elif a.command == "profile-device":
         path, prof = api.profile_device(a.device, a.threads, a.out)
         print(report.format_profile(prof))
         print(f"wrote {path}")
     elif a.command == "list":
+        missing = [d for d in a.dirs if not Path(d).is_dir()]
+        if missing:
+            raise NMLError(f"{missing[0]} is not a folder; list takes folders that hold runs (default: cached_runs runs)")
         print(report.format_runs(api.list_runs(*a.dirs)))
     return 0

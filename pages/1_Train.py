@@ -61,8 +61,9 @@ with st.form("recipe"):
     f = ui.recipe_field  # label, help, default and choices of each TrainConfig field
     strategy = h[2].selectbox(f("strategy")["label"], f("strategy")["choices"], key="train_strategy",
                               help=f("strategy")["help"])
-    kd_source = h[3].selectbox(f("kd_source")["label"], f("kd_source")["choices"], key="train_kd",
-                               help=f("kd_source")["help"])
+    # MatTA (ta) needs a teacher assistant (--init), which this form does not take: the CLI trains it
+    kd_source = h[3].selectbox(f("kd_source")["label"], [c for c in f("kd_source")["choices"] if c != "ta"],
+                               key="train_kd", help=f("kd_source")["help"] + " MatTA (ta) needs --init: use the CLI.")
     h = st.columns(4)
     temperature = h[0].number_input(f("temperature")["label"], 0.5, 10.0, f("temperature")["default"], 0.5,
                                     key="train_T", help=f("temperature")["help"])

@@ -212,4 +212,5 @@ def test_finetune_page_shows_each_starting_point(run_dirs, nested_run):
     at.radio(key="ft_task").set_value("domain").run()
     assert_clean(at)
     table = at.dataframe[0].value
-    assert set(table.index) == {"nml", "random"} and list(table.columns) == [0.5]
+    assert set(table["start"]) == {"nml", "random"} and set(table["width"]) == {0.5}
+    assert table["seeds"].tolist() == [1, 1] and any("nothing" in s for s in table["had read before fine-tuning"])

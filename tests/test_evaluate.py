@@ -57,6 +57,23 @@ def test_bench_writes_latency_for_each_width(nested_copy):
     assert "TTFT 1x" in text and "score 8x" in text
 
 
+def test_a_bf16_bench_is_a_device_of_its_own(nested_copy):
+    fp32 = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1)
+    bf16 = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1, precision="bf16")
+    assert bf16["device_key"] == fp32["device_key"] + "-bf16" and bf16["precision"] == "bf16"
+    from nml_core.analysis import latency
+    seen = []
+    real = latency.extract_student
+    latency.extract_student = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    try:
+        api.bench_run(nested_copy, widths=[0.5], repeats=1, threads=1, precision="bf16")
+    finally:
+        latency.extract_student = real
+    assert seen and all(p.dtype == torch.bfloat16 for s in seen for p in s.parameters()), "bf16 students are timed"
+    assert {p.name for p in (nested_copy / "latency").glob("*.json")} == {f"{fp32['device_key']}.json",
+                                                                          f"{bf16['device_key']}.json"}
+
+
 def test_time_to_first_token_is_generates_own_prefill(nested_copy):
     """TTFT times the forward `generate` runs first: KV cache on, the last position's logits only."""
     from nml_core.analysis.latency import prefill_fn
@@ -69,3 +86,22 @@ def test_time_to_first_token_is_generates_own_prefill(nested_copy):
     with torch.inference_mode():
         fn()
     assert seen["out"].logits.shape[1] == 1 and seen["out"].past_key_values is not None
+
+
+def test_a_partial_evaluation_never_replaces_a_fuller_one(nested_copy):
+    """eval records how many tokens it scored; a quicker check goes beside the fuller eval.json, or replaces it
+    only with force."""
+    import json
+    api.baseline(nested_copy, "naive")
+    full = api.evaluate_run(nested_copy, max_tokens=512)
+    assert full["written"].endswith("/eval.json") and full["tokens_scored"] > 0
+    stored = json.loads((nested_copy / "eval.json").read_text())
+    quick = api.evaluate_run(nested_copy, max_tokens=128)
+    assert quick["tokens_scored"] < full["tokens_scored"]
+    assert quick["written"].endswith(f"eval-{quick['tokens_scored']}-tokens.json")
+    assert json.loads((nested_copy / "eval.json").read_text()) == stored, "the fuller evaluation is kept"
+    for b in (nested_copy / "baselines").iterdir():
+        assert json.loads((b / "eval.json").read_text())["tokens_scored"] == full["tokens_scored"]
+    forced = api.evaluate_run(nested_copy, max_tokens=128, force=True)
+    assert forced["written"].endswith("/eval.json")
+    assert json.loads((nested_copy / "eval.json").read_text())["tokens_scored"] == quick["tokens_scored"]

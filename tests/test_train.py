@@ -95,3 +95,18 @@ def test_schedule_and_sampling_rules():
     picks = widths_for_step(WIDTHS, "sandwich", rng)
     assert picks[0] == 1.0 and picks[-1] == 0.125 and len(picks) == 3
     assert widths_for_step(WIDTHS, "all", rng) == WIDTHS
+
+
+@pytest.mark.parametrize("strategy, widths_per_step", [("all", 4), ("sandwich", 3), ("random", 1)])
+def test_the_estimate_counts_the_widths_the_strategy_trains(tiny_model, monkeypatch, strategy, widths_per_step):
+    """Each width's step and the teacher's forward are timed apart and weighted by how often the strategy trains
+    each width: a random run costs one width per step, not all four."""
+    from nml_core.training import estimate as est
+    from nml_core.training.config import TrainConfig
+    timings = iter([1.0, 0.5, 0.25, 0.125, 0.2])  # widths 1 .. 1/8, then the teacher (s at the calibration batch)
+    monkeypatch.setattr(est, "_timed", lambda fn, device, runs=2: next(timings))
+    cfg = TrainConfig(steps=10, batch_size=2, ctx=16, strategy=strategy, device="cpu", mixed_precision="no")
+    e = est.estimate(tiny_model, [1.0, 0.5, 0.25, 0.125], None, cfg)
+    width_s = {"all": 1.875, "sandwich": 1.0 + 0.125 + (0.5 + 0.25) / 2, "random": 1.875 / 4}[strategy]
+    assert e["step_s"] == pytest.approx(0.2 + width_s) and e["strategy"] == strategy
+    assert widths_per_step == round(sum(est.width_shares([1.0, 0.5, 0.25, 0.125], strategy).values()))

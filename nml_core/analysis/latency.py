@@ -88,18 +88,22 @@ def tokens_per_s(stats: dict, tokens: int) -> dict:
             "max": round(tokens / stats["min_ms"] * 1e3, 2)}
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str = "auto", threads: int | None = None,
-                 repeats: int = 10) -> dict:
-    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process."""
+                 repeats: int = 10, precision: str = "fp32") -> dict:
+    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process, with
+    weights and compute in `precision` (bf16: a device of its own, key <device>-bf16)."""
     device = resolve(device).type
     threads = set_threads(threads)
-    model = model.to(device).eval()
+    model = model.to(device, PRECISIONS[precision]).eval()
     cfg = model.config
     elastic = ElasticGPT2(model, axes).eval()
     fns = {}
     batches = (1, 8, 32) if device == "cuda" else (1, 8)  # batch 32: where a GPU starts to pay
     for w in widths:
-        s = extract_student(model, WidthSpec(w, axes)).eval()
+        s = extract_student(model, WidthSpec(w, axes)).to(PRECISIONS[precision]).eval()
         # the elastic forward right after the extracted one of the same batch: both find the allocator in the
         # same state (after a large scoring batch the next call's logits may land in fresh pages, a cost of
         # its own that would be billed to whichever call came next)
@@ -114,7 +118,10 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
         if device == "cuda":  # the static-cache decode beside the eager one
             fns[f"{w:g}/decode_static"] = decode_fn(s, device, static_cache=True)
     times = interleaved_timings(fns, device, repeats=repeats)
-    report = {**device_info(device, threads), "measured": now(), "protocol": __doc__.strip(),
+    info = device_info(device, threads)
+    if precision != "fp32":
+        info.update(device_key=f"{info['device_key']}-{precision}", precision=precision)
+    report = {**info, "measured": now(), "protocol": __doc__.strip(),
               "prefill_len": prefill_len(cfg), "decode_new_tokens": decode_new_tokens(cfg),
               "matmul_gflops": matmul_gflops(device), "widths": []}
     for w in widths:

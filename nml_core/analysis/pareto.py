@@ -23,10 +23,11 @@ def student_shape(row: dict) -> tuple:
 
 def default_latency_key(run: Run) -> str | None:
     """The latency file a card or table shows by default: a CPU's at the most threads (how the machine runs by
-    default, all cores), else the first one."""
+    default, all cores) in fp32, else the first one."""
     files = run.latency()
     cpus = [k for k, v in files.items() if v.get("device") == "cpu"]
-    return max(cpus, key=lambda k: files[k].get("threads") or 0) if cpus else next(iter(files), None)
+    return max(cpus, key=lambda k: (files[k].get("threads") or 0, "precision" not in files[k])) if cpus \
+        else next(iter(files), None)
 
 
 def run_points(run: Run, device_key: str | None = None) -> list[dict]:

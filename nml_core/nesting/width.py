@@ -13,6 +13,7 @@ GPT-2 ties n_embd = n_head * head_dim (GPT2Attention splits c_attn's output at n
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from transformers import GPT2Config
@@ -73,8 +74,14 @@ def parse_fraction(token: str) -> float:
 
 @dataclass(frozen=True)
 class WidthSpec:
+    """Width w in (0, 1] of a teacher; with heads nested, w must be a whole number of heads k/H (never a hybrid
+    of k heads with another share of the FFN)."""
     width: float
     axes: frozenset = ALL_AXES
+
+    def __post_init__(self):
+        if not isinstance(self.width, (int, float)) or not 0 < self.width <= 1:
+            raise NMLError(f"width {self.width} is outside (0, 1]; a width is a fraction of the teacher, e.g. 0.5 or 1/4")
 
     def dims(self, cfg: GPT2Config) -> StudentDims:
         full = model_dims(cfg)
@@ -85,6 +92,11 @@ class WidthSpec:
             if k == 0:
                 raise NMLError(
                     f"width {self.width:g} keeps 0 of the teacher's {H} heads; the smallest width is 1/{H} = {1 / H:g}")
+            if abs(self.width * H - k) > 1e-6:
+                below, above = math.floor(self.width * H), math.ceil(self.width * H)
+                near = " or ".join(f"{j / H:g} ({j} head{'s' if j > 1 else ''})" for j in (below, above) if 0 < j <= H)
+                raise NMLError(f"width {self.width:g} is not a whole number of the teacher's {H} heads "
+                               f"({self.width * H:g}); use {near}")
         n_inner = max(1, round(self.width * f)) if "ffn" in self.axes else f
         n_embd = k * h if "hidden" in self.axes else d
         return StudentDims(n_head=k, n_embd=n_embd, n_inner=n_inner, head_dim=h)

@@ -14,12 +14,16 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from ..errors import NMLError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_new_folder
+
+
+EXPORT_MARK = ".nml-export"  # left in every exported directory: only a directory holding it may be replaced
 
 
 def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.dtype = torch.float32,
-                   card: str | None = None, shard_mb: int | None = None) -> Path:
-    """save_pretrained into a temp dir, then swap it in, so `path` is never half-written.
+                   card: str | None = None, shard_mb: int | None = None, mark: bool = False) -> Path:
+    """save_pretrained into a temp dir, then swap it in, so `path` is never half-written. mark: leave EXPORT_MARK
+    (an export into a folder the user named; check_export_target then lets only such a folder be replaced).
 
     shard_mb: write safetensors shards of at most that size (+ model.safetensors.index.json), which
     from_pretrained loads natively: a build on a remote machine comes home in small files."""
@@ -35,6 +39,8 @@ def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.d
             tokenizer.save_pretrained(str(tmp))
         if card:
             atomic_write_bytes(tmp / "README.md", card.encode())
+        if mark:
+            atomic_write_bytes(tmp / EXPORT_MARK, b"written by nml_core export; a later export may replace this folder\n")
         old = path.parent / f".old-{path.name}-{uuid.uuid4().hex[:8]}"
         if path.exists():
             path.rename(old)
@@ -46,6 +52,7 @@ def save_model_dir(model: GPT2LMHeadModel, tokenizer, path: Path, dtype: torch.d
 
 
 def check_export_target(out: Path) -> None:
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
-        raise NMLError(f"--out {out} exists and is not a model directory; choose an empty or new folder")
+    """An export may write a new or empty folder, or replace one an earlier export wrote (it holds EXPORT_MARK);
+    anything else — a file, a user's own model folder, any folder with files — is refused, never replaced."""
+    if not (Path(out) / EXPORT_MARK).exists():
+        check_new_folder(out)

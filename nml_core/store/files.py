@@ -38,3 +38,18 @@ def read_json(path: Path, what: str = "file") -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NMLError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); {REBUILD_HINT}") from None
+
+
+def check_new_folder(path: Path, flag: str = "--out", ours: frozenset = frozenset()) -> None:
+    """A command that creates a folder the user names writes only into a new or empty one (files named in `ours`,
+    its own markers, do not count): a file, a folder holding other files or a place it cannot write is one line,
+    before anything is written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NMLError(f"{flag} {path} is a file; name a new or empty folder")
+    if path.exists() and any(p.name not in ours for p in path.iterdir()):
+        raise NMLError(f"{flag} {path} is a non-empty folder that nml did not write; name a new or empty folder "
+                       "(nothing was written)")
+    parent = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise NMLError(f"{flag} {path} is not writable here; name a folder you can write to")

@@ -32,8 +32,11 @@ def resolve_teacher(spec: str) -> tuple[str, dict]:
     if path.is_dir():
         check_model_type(read_json(path / "config.json").get("model_type"), f"teacher {path}")
         return str(path), {"id": str(path), "source": "local", "label": f"local GPT-2 dir {path.name}"}
-    if "/" in str(spec) and not spec.count("/") == 1:
-        raise NMLError(f"teacher {spec}: no such directory; give a hub id (gpt2), a local HF GPT-2 dir or a run dir")
+    # a path, not a hub id: several slashes, a ./ ~ / start, or a first part that is a folder here (cached_runs/x)
+    if "/" in str(spec) and (spec.count("/") > 1 or str(spec).startswith((".", "/", "~")) or path.parent.is_dir()):
+        if not path.exists():
+            raise NMLError(f"teacher {spec}: no such directory; give a hub id (gpt2), a local HF GPT-2 dir or a run "
+                           "dir (`python -m nml_core list` shows the runs)")
     if path.exists():
         raise NMLError(f"teacher {spec} is a file; give a directory (HF GPT-2 dir or run dir) or a hub id")
     if not hub_cached(spec) and not hub_reachable():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..device import is_main_process, wait_for_everyone, world_size
 from ..errors import NMLError
-from .files import REBUILD_HINT, atomic_write_json, read_json
+from .files import REBUILD_HINT, atomic_write_json, check_new_folder, read_json
 
 RUN_FILE = "run.json"
 KINDS = ("pretrain", "nested", "independent", "naive")
@@ -103,6 +103,8 @@ def create_run(path: Path, info: dict, resume: bool = False) -> Run:
     with another recipe. Every process of a multi-process run gets the Run; only the main one writes it."""
     path = Path(path)
     exists = (path / RUN_FILE).exists()
+    if not exists:  # a new run goes into a new or empty folder, never among someone else's files
+        check_new_folder(path, ours=OWN_FILES)
     if is_main_process():
         hold_lock(path)
     wait_for_everyone()  # every rank has looked before the main one writes
@@ -127,6 +129,10 @@ def create_run(path: Path, info: dict, resume: bool = False) -> Run:
     return Run(path, info)
 
 
+LOCK_FILE = ".lock"
+OWN_FILES = frozenset({LOCK_FILE, "heartbeat.json"})  # what a run dir holds before its run.json: an empty folder still
+
+
 _LOCKS: dict[str, int] = {}  # run dir -> open fd of its lock, held until this process exits
 
 
@@ -138,7 +144,7 @@ def hold_lock(path: Path) -> None:
     if key in _LOCKS:
         return
     Path(path).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(path) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -188,8 +194,14 @@ def process_record() -> dict:
 def load_run(path, require_model: bool = True) -> Run:
     """Load and validate a run directory; names the first missing or corrupt file."""
     path = Path(path)
+    if path.is_file():
+        raise NMLError(f"{path} is a file, not a run directory; give the run's folder (`python -m nml_core list` "
+                       "shows the runs)")
     if not path.is_dir():
         raise NMLError(f"run directory {path} does not exist; `python -m nml_core list` shows the runs")
+    if not (path / RUN_FILE).exists():
+        raise NMLError(f"{path} holds no run ({RUN_FILE} is missing); give a run's folder (`python -m nml_core "
+                       "list` shows the runs)")
     info = read_json(path / RUN_FILE)
     for key in ("kind", "status"):
         if key not in info:

@@ -113,6 +113,17 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def width_shares(widths: list[float], strategy: str) -> dict[float, float]:
+    """How often each width trains per step under the strategy (its probability of being in widths_for_step):
+    what a step costs on average, for the estimate."""
+    n = len(widths)
+    if strategy == "all" or n <= 2:
+        return {w: 1.0 for w in widths}
+    if strategy == "sandwich":
+        return {w: 1.0 if w in (widths[0], widths[-1]) else 1 / (n - 2) for w in widths}
+    return {w: 1 / n for w in widths}
+
+
 def widths_for_step(widths: list[float], strategy: str, rng: random.Random) -> list[float]:
     """Which widths train this step, largest first."""
     if strategy == "all" or len(widths) <= 2:

@@ -10,35 +10,54 @@ from ..arch.gpt2 import cost
 from ..device import synchronize
 from ..nesting.elastic import ElasticGPT2
 from ..nesting.width import WidthSpec
-from .config import TrainConfig
+from .config import TrainConfig, width_shares
 from .loop import make_accelerator, nested_step
 
 
 def estimate(model: GPT2LMHeadModel, widths: list[float], axes, cfg: TrainConfig, teacher: bool = True,
              calibration_batch: int = 2) -> dict:
-    """Tokens, FLOPs and expected wall time of a run, from one timed nested step on this device.
+    """Tokens, FLOPs and expected wall time of a run, from timed steps on this device.
 
-    FLOPs = steps x batch x ctx x (sum_w 3 x F(w) [forward + backward] + F(1) [frozen teacher forward]),
-    F = forward FLOPs per token (nml_core.arch.gpt2.cost). The calibration step runs at a small batch on
-    random tokens (after one warm-up step) and is scaled linearly to the real batch.
+    Each width's forward + backward and the frozen teacher's forward are timed apart (at a small batch on random
+    tokens, after a warm-up, scaled linearly to the real batch), then weighted by how often the strategy trains
+    each width (config.width_shares: all = every width every step, sandwich = largest + smallest + one middle,
+    random = one). FLOPs = steps x batch x ctx x (sum_w share(w) x 3 x F(w) + F(1) [teacher]), F = forward FLOPs
+    per token (nml_core.arch.gpt2.cost).
     """
     accelerator = make_accelerator(cfg)
     device = accelerator.device
-    per_token = sum(3 * cost(model.config, WidthSpec(w, axes).dims(model.config), cfg.ctx)["flops_per_token"]
-                    for w in widths) + (cost(model.config, ctx=cfg.ctx)["flops_per_token"] if teacher else 0)
-    tokens = cfg.steps * cfg.batch_size * cfg.ctx * cfg.grad_accum
     elastic = ElasticGPT2(model.to(device).train(), axes)
+    axes = elastic.axes  # None: every axis, as the elastic model takes it
+    shares = width_shares(widths, cfg.strategy)
+    teacher_f = cost(model.config, ctx=cfg.ctx)["flops_per_token"] if teacher else 0
+    per_token = sum(share * 3 * cost(model.config, WidthSpec(w, axes).dims(model.config), cfg.ctx)["flops_per_token"]
+                    for w, share in shares.items()) + teacher_f
+    tokens = cfg.steps * cfg.batch_size * cfg.ctx * cfg.grad_accum
     b = min(calibration_batch, cfg.batch_size)
     batch = torch.randint(0, model.config.vocab_size, (b, cfg.ctx + 1), device=device)
-    tmodel = model if teacher else None  # the same shape: a fair stand-in for the frozen teacher's forward
-    times = []
-    for _ in range(2):
-        t = time.time()
-        nested_step(elastic, tmodel, batch, widths, cfg, accelerator)
-        synchronize(device)
-        times.append(time.time() - t)
+    width_s = {w: _timed(lambda w=w: nested_step(elastic, None, batch, [w], cfg, accelerator), device) for w in widths}
+    teacher_s = _timed(lambda: _teacher_forward(model, batch, accelerator), device) if teacher else 0.0
     model.zero_grad(set_to_none=True)
-    step_s = times[-1] * cfg.batch_size * cfg.grad_accum / b
+    scale = cfg.batch_size * cfg.grad_accum / b
+    step_s = scale * (teacher_s + sum(share * width_s[w] for w, share in shares.items()))
     return {"tokens": tokens, "flops": tokens * per_token, "step_s": step_s, "minutes": step_s * cfg.steps / 60,
             "tokens_per_s": cfg.batch_size * cfg.ctx * cfg.grad_accum / step_s, "device": str(device),
-            "calibration": f"1 nested step at batch {b} x {cfg.ctx} on {device}, scaled to batch {cfg.batch_size}"}
+            "strategy": cfg.strategy,
+            "calibration": f"each width's step and the teacher's forward at batch {b} x {cfg.ctx} on {device}, "
+                           f"weighted by the {cfg.strategy} strategy, scaled to batch {cfg.batch_size}"}
+
+
+def _timed(fn, device, runs: int = 2) -> float:
+    """Seconds of the last of `runs` calls (the first warms up)."""
+    for _ in range(runs):
+        t = time.time()
+        fn()
+        synchronize(device)
+    return time.time() - t
+
+
+@torch.no_grad()
+def _teacher_forward(model: GPT2LMHeadModel, batch: torch.Tensor, accelerator) -> None:
+    """The frozen teacher's forward on a batch (the same shape as the model: a fair stand-in)."""
+    with accelerator.autocast():
+        model(input_ids=batch[:, :-1])

@@ -67,13 +67,15 @@ def _accuracy(clf, x: torch.Tensor, y: torch.Tensor, device, batch: int = 64) ->
 
 
 def finetune_genre(model: GPT2LMHeadModel, task: dict, cfg: FinetuneConfig, device) -> dict:
-    clf = classifier_from(model, len(task["info"]["classes"]), cfg.seed).to(device).train()
+    classes = len(task["info"]["classes"])
+    clf = classifier_from(model, classes, cfg.seed).to(device).train()
     opt, sched = _optimizer(clf, cfg)
-    order, rng = list(range(len(task["train_x"]))), random.Random(cfg.seed)
-    test_x, test_y = task["test_x"][:cfg.eval_examples], task["test_y"][:cfg.eval_examples]
+    rng = random.Random(cfg.seed)
+    by_class = [[i for i, y in enumerate(task["train_y"].tolist()) if y == k] for k in range(classes)]
+    test_x, test_y = _every_class(task["test_x"], task["test_y"], cfg.eval_examples)
     curve = []
     for step in range(1, cfg.steps + 1):
-        idx = rng.sample(order, min(cfg.batch_size, len(order)))
+        idx = [rng.choice(by_class[i % classes]) for i in range(cfg.batch_size)]  # every class equally
         loss = F.cross_entropy(clf(input_ids=task["train_x"][idx].to(device)).logits.float(),
                                task["train_y"][idx].to(device))
         loss.backward()
@@ -87,6 +89,12 @@ def finetune_genre(model: GPT2LMHeadModel, task: dict, cfg: FinetuneConfig, devi
     acc, test_loss = _accuracy(clf, task["test_x"], task["test_y"], device)
     return {"curve": curve, "final": {"test_acc": round(acc, 4), "test_loss": round(test_loss, 4),
                                       "test_examples": len(task["test_x"])}, "metric": "test_acc"}
+
+
+def _every_class(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most n examples for the periodic check, taken evenly across the (class-sorted) test set."""
+    idx = torch.linspace(0, len(x) - 1, min(n, len(x))).round().long()
+    return x[idx], y[idx]
 
 
 @torch.no_grad()

@@ -32,15 +32,20 @@ from .losses import DenseTarget, mix_targets, nested_kd_loss, soft_targets
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
 
+def resolve_precision(cfg: TrainConfig) -> tuple[torch.device, str]:
+    """(device, accelerate's mixed-precision name) of the recipe, or one line saying why not (a CPU's bf16 choice
+    follows its measured probe: nml_core.precision)."""
+    from ..precision import cpu_bf16_speedup
+    device = devices.resolve(cfg.device)
+    probe = cpu_bf16_speedup() if device.type != "cuda" and cfg.mixed_precision in ("auto", "bf16") else None
+    return device, devices.mixed_precision(device, cfg.mixed_precision, probe)
+
+
 def make_accelerator(cfg: TrainConfig):
     """accelerate's Accelerator on the device and precision nml_core.device resolves from the recipe."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-
-    from ..precision import cpu_bf16_speedup
-    device = devices.resolve(cfg.device)
-    probe = cpu_bf16_speedup() if device.type != "cuda" and cfg.mixed_precision in ("auto", "bf16") else None
-    precision = devices.mixed_precision(device, cfg.mixed_precision, probe)
+    device, precision = resolve_precision(cfg)
     state = AcceleratorState._shared_state
     if devices.world_size() == 1 and state and state.get("_mixed_precision") != precision:
         # accelerate keeps one precision per process; a single process (the app, a benchmark, the tests) may

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..data.batches import eval_windows
 from ..data.sources import TokenData
 from ..errors import NMLError
-from ..store.files import atomic_write_json, read_json
+from ..store.files import atomic_write_json, check_new_folder, read_json
 
 FAR = -1.0e4  # a log-prob of exactly 0 probability in fp32 that keeps 0 * log-prob finite
 
@@ -48,6 +48,7 @@ def build_topk_cache(teacher, data: TokenData, ctx: int, k: int, out: Path, teac
     out = Path(out)
     if (out / "cache.json").exists():
         raise NMLError(f"{out} already holds a teacher cache; pick another --out or delete it")
+    check_new_folder(out)
     windows = eval_windows(data.train, ctx)
     vocab = teacher.config.vocab_size
     idx_dtype = np.uint16 if vocab <= 65535 else np.int32

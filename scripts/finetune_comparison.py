@@ -1,0 +1,46 @@
+"""The shipped fine-tuning comparison: every start, widths 1/2 and 1/4, both tasks, several seeds, one recipe.
+
+  python scripts/finetune_comparison.py [RUN] [--seeds 3] [--widths 0.5,0.25] [--tasks genre,domain]
+  python scripts/finetune_comparison.py [RUN] --table        # mean ± std per task, width and start, from the files
+
+Resumable: a (task, width, start, seed) whose result file exists is skipped, so a stopped build continues where it
+stopped. Recipes per task (RECIPES) are the ones the shipped results used.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nml_core import api
+from nml_core.analysis.finetune_results import finetune_table, load_results
+from nml_core.store.models import STARTS
+from nml_core.training.finetune import FinetuneConfig
+
+RECIPES = {"genre": FinetuneConfig(steps=250, eval_every=50), "domain": FinetuneConfig(steps=100, eval_every=25)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", nargs="?", default="cached_runs/shakespeare-nml")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--widths", default="0.5,0.25")
+    ap.add_argument("--tasks", default="genre,domain")
+    ap.add_argument("--table", action="store_true")
+    a = ap.parse_args()
+    tasks = a.tasks.split(",")
+    if a.table:
+        for task in tasks:
+            print(finetune_table(load_results(Path(a.run), task)), end="\n\n")
+        return
+    for task in tasks:
+        for width in (float(w) for w in a.widths.split(",")):
+            for seed in range(a.seeds):
+                todo = [s for s in STARTS
+                        if not (Path(a.run) / "finetune" / task / f"{s}-w{width:g}-seed{seed}.json").exists()]
+                if todo:
+                    api.finetune(a.run, width, task, todo, RECIPES[task], device="cpu", seeds=(seed,))
+                    print(f"done {task} width {width:g} seed {seed}: {', '.join(todo)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
