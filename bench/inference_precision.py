@@ -4,7 +4,7 @@ latency of the three workloads (interleaved in one process) and perplexity on th
   python -m bench.inference_precision [RUN] [--tokens 16384] [--repeats 10] [--device cpu|cuda]
 
 bf16 is the better choice for a width where it is faster and its perplexity is within 0.5% of fp32's; the last
-line says which widths qualify (nml_core.precision.INFERENCE_PPL_TOLERANCE).
+line says which widths qualify (nml_core.training.precision.INFERENCE_PPL_TOLERANCE).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from nml_core.data.batches import eval_windows
 from nml_core.device import resolve, set_threads
 from nml_core.nesting.elastic import extract_student
 from nml_core.nesting.width import WidthSpec
-from nml_core.precision import INFERENCE_PPL_TOLERANCE
+from nml_core.training.precision import INFERENCE_PPL_TOLERANCE
 from nml_core.store.models import load_run_model, run_tokens
 from nml_core.store.runs import load_run
 

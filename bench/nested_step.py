@@ -170,7 +170,7 @@ def toy_losses(precision: str, steps: int = 50, device: str = "cpu") -> dict:
         losses = nested_step(model, teacher, data[(step * 4) % 64:(step * 4) % 64 + 4], WIDTHS, cfg, accelerator)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return {k: float(v) for k, v in losses.items()}
+    return {k: float(v.loss) for k, v in losses.items()}
 
 
 def compare_precisions(a) -> None:

@@ -28,10 +28,11 @@ from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
-from .store.models import (STARTS, load_gpt2, load_init, load_run_model, load_teacher_of, reordered_teacher,
-                           run_config, run_tokens)
+from .store.models import load_gpt2, load_run_model, load_teacher_of, run_config, run_tokens
 from .store.runs import Run, create_run, find_runs, load_run, now
 from .training.config import TrainConfig
+from .training.finetune import STARTS
+from .training.inits import load_init, reordered_teacher
 from .training.loop import train
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -409,8 +410,7 @@ def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None, device:
     writes <run>/finetune/<task>/<start>-w<width>-seed<seed>.json (curve, final metric, what the start had read)
     and returns them by file stem. Genre's test works are the works the run's teacher never read."""
     from .data.tasks import TASKS, domain_task, genre_task
-    from .store.models import starting_model
-    from .training.finetune import FinetuneConfig, run_task
+    from .training.finetune import FinetuneConfig, run_task, starting_model
     if task not in TASKS:
         raise NMLError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     cfg = cfg or FinetuneConfig()

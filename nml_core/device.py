@@ -18,7 +18,7 @@ from .errors import NMLError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
-AUTO_BF16 = 1.2  # --mixed-precision auto takes bf16 on a CPU measured (nml_core.precision) this much faster
+AUTO_BF16 = 1.2  # --mixed-precision auto takes bf16 on a CPU measured (nml_core.training.precision) this much faster
 
 
 def resolve(spec: str | torch.device | None = "auto") -> torch.device:
@@ -37,7 +37,7 @@ def resolve(spec: str | torch.device | None = "auto") -> torch.device:
 
 def mixed_precision(device: torch.device, requested: str = "auto", cpu_bf16_speedup: float | None = None) -> str:
     """accelerate's mixed-precision name for this device. CUDA: bf16 on a GPU that has it (fp16 otherwise).
-    A CPU: bf16 autocast where it was measured faster (cpu_bf16_speedup, nml_core.precision: auto takes it from
+    A CPU: bf16 autocast where it was measured faster (cpu_bf16_speedup, nml_core.training.precision: auto takes it from
     AUTO_BF16 x on), fp32 ("no") elsewhere; an explicit bf16 is refused where it was measured slower."""
     if requested not in PRECISION_CHOICES:
         raise NMLError(f"--mixed-precision {requested} is not one of {', '.join(PRECISION_CHOICES)}")
@@ -48,7 +48,7 @@ def mixed_precision(device: torch.device, requested: str = "auto", cpu_bf16_spee
             return "bf16" if cpu_bf16_speedup is not None and cpu_bf16_speedup >= AUTO_BF16 else "no"
         if requested == "bf16" and cpu_bf16_speedup is not None and cpu_bf16_speedup < 1.0:
             raise NMLError(f"--mixed-precision bf16: bf16 autocast ran at {cpu_bf16_speedup:.2f}x the speed of fp32 "
-                           "on this CPU (measured: nml_core.precision); use --mixed-precision no")
+                           "on this CPU (measured: nml_core.training.precision); use --mixed-precision no")
         return requested
     if requested == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

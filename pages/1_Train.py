@@ -10,7 +10,7 @@ from nml_core.app.figures import loss_curves_figure
 from nml_core.data.sources import save_text_upload
 from nml_core.errors import NMLError
 from nml_core.nesting.width import parse_axes, parse_widths
-from nml_core.store import jobs
+from nml_core import jobs
 from nml_core.store.hub import HUB_TEACHERS, hub_status
 from nml_core.store.liveness import resume_hint, run_state
 from nml_core.store.runs import load_run, read_metrics

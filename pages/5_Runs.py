@@ -6,7 +6,7 @@ import streamlit as st
 
 from nml_core import report
 from nml_core.app import ui
-from nml_core.store import jobs
+from nml_core import jobs
 from nml_core.store.liveness import resume_hint, run_state
 from nml_core.store.runs import load_run
 

@@ -7,8 +7,7 @@ from nml_core.analysis.finetune_results import summarize
 from nml_core.app import ui
 from nml_core.app.figures import finetune_figure
 from nml_core.data.tasks import TASKS
-from nml_core.store.models import STARTS
-from nml_core.training.finetune import FinetuneConfig
+from nml_core.training.finetune import STARTS, FinetuneConfig
 
 st.set_page_config(page_title="Fine-tune · NML Explorer", page_icon=":material/school:", layout="wide")
 st.title("Students as starting points")

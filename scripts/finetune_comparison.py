@@ -13,8 +13,7 @@ from pathlib import Path
 
 from nml_core import api
 from nml_core.analysis.finetune_results import finetune_table, load_results
-from nml_core.store.models import STARTS
-from nml_core.training.finetune import FinetuneConfig
+from nml_core.training.finetune import STARTS, FinetuneConfig
 
 RECIPES = {"genre": FinetuneConfig(steps=250, eval_every=50), "domain": FinetuneConfig(steps=100, eval_every=25)}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nml_core.store import jobs
+from nml_core import jobs
 from nml_core.store.runs import load_run, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent

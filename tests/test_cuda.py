@@ -18,7 +18,7 @@ def one_step(model, teacher, batch, device: str, mixed_precision: str = "no", co
     accelerator = make_accelerator(cfg)
     elastic = ElasticGPT2(model.to(device).train())
     losses = nested_step(elastic, teacher.to(device).eval(), batch.to(device), WIDTHS, cfg, accelerator)
-    return {k: float(v) for k, v in losses.items()}, {n: p.grad.cpu() for n, p in model.named_parameters()}
+    return {k: float(v.loss) for k, v in losses.items()}, {n: p.grad.cpu() for n, p in model.named_parameters()}
 
 
 @pytest.mark.cuda
@@ -46,7 +46,7 @@ def test_bf16_autocast_trains(tiny_model):
         losses = nested_step(elastic, teacher, batch, WIDTHS, cfg, accelerator)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        curve.append(float(sum(losses.values())))
+        curve.append(float(sum(v.loss for v in losses.values())))
     assert curve[-1] < curve[0] * 0.9
 
 
@@ -66,7 +66,7 @@ def compiled_vs_eager_curve(model, device: str, widths, steps: int = 5) -> tuple
                 losses = nested_step(elastic, None, batch, widths, cfg, accelerator)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                curve.append([float(v) for v in losses.values()])
+                curve.append([float(v.loss) for v in losses.values()])
                 if compile and i == 0:
                     torch.compiler.set_stance("fail_on_recompile")  # static shapes: no recompile after step 1
         finally:

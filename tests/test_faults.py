@@ -21,10 +21,10 @@ from nml_core.cli import main
 from nml_core.data.sources import save_text_upload
 from nml_core.errors import NMLError
 from nml_core.report import format_runs
-from nml_core.store import jobs
+from nml_core import jobs
 from nml_core.store.liveness import run_state
 from nml_core.store.runs import create_run, find_runs, load_run, read_metrics
-from nml_core.training.checkpoints import latest_checkpoint
+from nml_core.store.checkpoints import latest_checkpoint
 from nml_core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
         import os, signal, torch
         from transformers import GPT2Config, GPT2LMHeadModel
         from nml_core.store.runs import Run
-        from nml_core.training import checkpoints
+        from nml_core.store import checkpoints
         model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
         opt = torch.optim.AdamW(model.parameters())
         run = Run(__import__("pathlib").Path({str(tmp_path)!r}), {{}})

@@ -1,7 +1,7 @@
 """Background training jobs: cancel keeps a checkpoint and marks the run cancelled; resume finishes it."""
 import time
 
-from nml_core.store import jobs
+from nml_core import jobs
 from nml_core.errors import NMLError
 from nml_core.store.runs import load_run, read_metrics
 from nml_core.training.config import TrainConfig

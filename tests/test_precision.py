@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nml_core import device as devices
-from nml_core import precision
+from nml_core.training import precision
 from nml_core.errors import NMLError
 from nml_core.training.config import TrainConfig
 from nml_core.training.losses import DenseTarget, nested_kd_loss, soft_targets

@@ -57,10 +57,34 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# The layers of the README's code map, bottom up: a module imports only its own layer or lower ones.
+LAYERS = {"nml_core.errors": 0, "nml_core.device": 0,
+          "nml_core.store": 1, "nml_core.data": 1, "nml_core.arch": 1,
+          "nml_core.nesting": 2, "nml_core.training": 3, "nml_core.analysis": 4,
+          "nml_core.report": 5, "nml_core.jobs": 5, "nml_core.api": 5, "nml_core.cli": 5, "nml_core.__main__": 5,
+          "nml_core": 5, "nml_core.app": 6}
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of the longest prefix in LAYERS that names the module or a package holding it."""
+    hits = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    return LAYERS[max(hits, key=len)] if hits else None
+
+
+def test_imports_point_down_the_layers_of_the_code_map():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    assert all(layer_of(m) is not None for m in files), [m for m in files if layer_of(m) is None]
+    upward = [f"{m} -> {i}" for m, p in sorted(files.items()) for i in imported_modules(p, set(files))
+              if i != "nml_core" and layer_of(i) > layer_of(m)]
+    assert not upward, "imports that point up the layers: " + "; ".join(upward)
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert "errors, device" in readme and "store, data, arch" in readme, "the README states the same layers"
+
+
 def test_engine_imports_without_streamlit_or_plotly():
     code = ("import sys\n"
             "for blocked in ('streamlit', 'plotly', 'pandas'): sys.modules[blocked] = None\n"
-            "import nml_core.api, nml_core.cli, nml_core.report, nml_core.analysis.whatif, nml_core.analysis.profile, nml_core.store.jobs\n"
+            "import nml_core.api, nml_core.cli, nml_core.report, nml_core.analysis.whatif, nml_core.analysis.profile, nml_core.jobs\n"
             "import nml_core.training.estimate, nml_core.analysis.generate\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

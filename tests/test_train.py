@@ -110,3 +110,12 @@ def test_the_estimate_counts_the_widths_the_strategy_trains(tiny_model, monkeypa
     width_s = {"all": 1.875, "sandwich": 1.0 + 0.125 + (0.5 + 0.25) / 2, "random": 1.875 / 4}[strategy]
     assert e["step_s"] == pytest.approx(0.2 + width_s) and e["strategy"] == strategy
     assert widths_per_step == round(sum(est.width_shares([1.0, 0.5, 0.25, 0.125], strategy).values()))
+
+
+def test_metrics_log_train_ce_and_kl_per_width_beside_val_ce(nested_run):
+    """Train CE is logged apart from the optimised KD + CE loss, so it can be held against val CE."""
+    rows = load_run(nested_run).metrics()
+    last = rows[-1]
+    assert set(last["ce"]) == set(last["kl"]) == set(last["loss"]) == {"1", "0.5", "0.25", "0.125"}
+    for w in last["loss"]:  # loss = alpha KL T^2 + (1 - alpha) CE, with the recipe's alpha 0.5 and T 2
+        assert last["loss"][w] == pytest.approx(0.5 * last["kl"][w] * 4 + 0.5 * last["ce"][w], rel=1e-4)

@@ -17,7 +17,7 @@ A profile (JSON, named by the device key of nml_core.device):
   fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
   asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
   bf16_probe                       (CPU) a training step in fp32 and under bf16 autocast: what --mixed-precision
-                                   auto decides by (nml_core.precision)
+                                   auto decides by (nml_core.training.precision)
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from .. import device as devices
 from ..errors import NMLError
-from ..precision import bf16_probe
+from ..training.precision import bf16_probe
 from ..store.files import atomic_write_json, read_json
 from ..store.runs import now
 from .latency import interleaved_timings
@@ -159,7 +159,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     if dev.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         prof["matmul_half"] = _matmul_rates(dev, half, repeats)
-    else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.precision)
+    else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.training.precision)
         prof["bf16_probe"] = bf16_probe()
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
     prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}

@@ -38,17 +38,21 @@ def nested_matrix_figure(weight: torch.Tensor, prefixes: list[tuple[float, int, 
 
 
 def loss_curves_figure(rows: list[dict]) -> go.Figure:
-    """Training loss (and val loss when logged) per width against step."""
+    """Train cross-entropy against validation cross-entropy per width, on one scale (nats/token): the number a
+    reader compares. Older metrics files logged only the optimised loss (alpha KL T^2 + (1 - alpha) CE), which
+    is not comparable with val CE: it is drawn as such, and labelled so."""
     fig = go.Figure()
-    widths = list(rows[0]["loss"]) if rows else []
+    train_key = "ce" if rows and "ce" in rows[0] else "loss"
+    widths = list(rows[0][train_key]) if rows else []
     for w in widths:
-        fig.add_scatter(x=[r["step"] for r in rows if w in r["loss"]], y=[r["loss"][w] for r in rows if w in r["loss"]],
-                        mode="lines", name=f"train w={w}")
-        val = [r for r in rows if w in r.get("val_loss", {})]
+        fig.add_scatter(x=[r["step"] for r in rows if w in r.get(train_key, {})],
+                        y=[r[train_key][w] for r in rows if w in r.get(train_key, {})], mode="lines",
+                        name=f"train {'CE' if train_key == 'ce' else 'loss (KD + CE, not CE)'} w={w}")
+        val = [r for r in rows if w in (r.get("val_ce") or r.get("val_loss") or {})]
         if val:
-            fig.add_scatter(x=[r["step"] for r in val], y=[r["val_loss"][w] for r in val], mode="markers+lines",
-                            line=dict(dash="dot"), name=f"val w={w}")
-    fig.update_layout(xaxis_title="step", yaxis_title="loss (nats/token)", height=380, legend_title="width",
+            fig.add_scatter(x=[r["step"] for r in val], y=[(r.get("val_ce") or r.get("val_loss"))[w] for r in val],
+                            mode="markers+lines", line=dict(dash="dot"), name=f"val CE w={w}")
+    fig.update_layout(xaxis_title="step", yaxis_title="cross-entropy (nats/token)", height=380, legend_title="width",
                       margin=dict(l=10, r=10, t=30, b=10))
     return fig
 

@@ -9,7 +9,7 @@ import time
 
 from ..device import is_main_process
 from ..errors import NMLError
-from ..training.checkpoints import latest_checkpoint
+from .checkpoints import latest_checkpoint
 from .files import atomic_write_json, read_json
 from .runs import Run, process_record
 

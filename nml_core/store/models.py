@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .. import device as devices
-from ..arch.gpt2 import check_model_type, permute_units
+from ..arch.gpt2 import check_model_type
 from ..data.sources import TokenData, load_token_dir
 from ..data.tokenizer import load_tokenizer
 from ..errors import NMLError
@@ -113,68 +112,3 @@ def same_teacher(a: Run, b: Run) -> bool:
 
 def load_teacher_of(run: Run, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
     return load_gpt2(run_teacher_spec(run), device)[0]
-
-
-def load_init(spec: str, device: str | torch.device = "cpu") -> tuple[GPT2LMHeadModel, object, dict]:
-    """The nested model's starting weights (MatTA's teacher assistant): a hub id, a local HF GPT-2 dir, a run
-    dir, or one width of a run as `RUN@WIDTH` (its extracted student)."""
-    path, _, width = str(spec).rpartition("@")
-    if path and (Path(path) / RUN_FILE).exists():
-        from ..nesting.elastic import extract_student
-        from ..nesting.width import WidthSpec, parse_fraction
-        run = load_run(path)
-        try:
-            w = parse_fraction(width)
-        except ValueError:
-            raise NMLError(f"--init {spec}: {width!r} is not a width; e.g. --init {path}@0.5") from None
-        model, tokenizer = load_run_model(run, device)
-        student = extract_student(model, WidthSpec(w, run.axes)).eval()
-        label = f"width {w:g} of run {run.name}"
-        return student, tokenizer, {"id": str(spec), "source": "run width", "label": label}
-    return load_gpt2(spec, device)
-
-
-def init_of(run: Run, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
-    """The model a nested run started from: its teacher assistant (--init) if it had one, else its teacher."""
-    ta = run.info.get("ta")
-    return load_init(ta["id"], device)[0] if ta else load_teacher_of(run, device)
-
-
-def reordered_teacher(run: Run, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
-    """The nested run's starting model (teacher, or teacher assistant) with the run's stored importance order
-    applied: the naive-slice baseline and the independent students' initialisation."""
-    start = init_of(run, device)
-    perms_file = run.path / "reorder.safetensors"
-    if perms_file.exists():
-        permute_units(start, load_file(str(perms_file)))
-    return start
-
-
-# ---------------------------------------------------------------- starting points for fine-tuning
-
-STARTS = ("nml", "independent", "naive", "random")
-
-
-def starting_model(run: Run, width: float, start: str, seed: int = 0) -> GPT2LMHeadModel:
-    """The width-w model a fine-tuning starts from: the NML student, the independent-KD student, the naive slice
-    of the reordered starting model, a random initialisation of that shape, or an exported HF dir (a path)."""
-    from ..nesting.elastic import extract_student
-    from ..nesting.width import WidthSpec
-    spec = WidthSpec(width, run.axes)
-    if start == "nml":
-        return extract_student(load_run_model(run)[0], spec)
-    if start == "independent":
-        path = run.path / "baselines" / f"independent-{width:g}"
-        if not (path / RUN_FILE).exists():
-            raise NMLError(f"{run.name} has no independent-KD student at width {width:g}; make it with "
-                           f"python -m nml_core baseline {run.path} --kind independent --width {width:g}")
-        return load_run_model(path)[0]
-    if start == "naive":
-        return extract_student(reordered_teacher(run), spec)
-    if start == "random":
-        torch.manual_seed(seed)
-        return GPT2LMHeadModel(spec.student_config(run_config(run)))
-    if Path(start).is_dir():
-        check_model_dir(Path(start))
-        return GPT2LMHeadModel.from_pretrained(start, dtype=torch.float32, use_safetensors=True, local_files_only=True)
-    raise NMLError(f"unknown starting point {start!r}; use one of {', '.join(STARTS)} or an exported model dir")

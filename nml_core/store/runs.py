@@ -130,7 +130,10 @@ def create_run(path: Path, info: dict, resume: bool = False) -> Run:
 
 
 LOCK_FILE = ".lock"
-OWN_FILES = frozenset({LOCK_FILE, "heartbeat.json"})  # what a run dir holds before its run.json: an empty folder still
+# what nml itself puts in a run dir before its run.json (the lock, the heartbeat, a background job's description,
+# log and lock): a folder holding only these is still an empty one for a new run
+JOB_FILE, LOG_FILE, JOB_LOCK = "job.json", "job.log", ".job.lock"  # a background job's (nml_core.jobs)
+OWN_FILES = frozenset({LOCK_FILE, "heartbeat.json", JOB_FILE, LOG_FILE, JOB_LOCK})
 
 
 _LOCKS: dict[str, int] = {}  # run dir -> open fd of its lock, held until this process exits

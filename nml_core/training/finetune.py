@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,11 @@ from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from ..data.batches import eval_windows, random_batch
 from ..errors import NMLError
+from ..nesting.elastic import extract_student
+from ..nesting.width import WidthSpec
+from ..store.models import load_run_model, run_config
+from ..store.runs import RUN_FILE, Run, check_model_dir
+from .inits import reordered_teacher
 
 
 @dataclass
@@ -134,3 +140,29 @@ def finetune_lm(model: GPT2LMHeadModel, task: dict, cfg: FinetuneConfig, device)
 def run_task(task_name: str, model: GPT2LMHeadModel, task: dict, cfg: FinetuneConfig, device) -> dict:
     out = (finetune_genre if task_name == "genre" else finetune_lm)(model, task, cfg, device)
     return {**out, "task": task_name, "recipe": asdict(cfg), "info": task["info"]}
+
+
+STARTS = ("nml", "independent", "naive", "random")
+
+
+def starting_model(run: Run, width: float, start: str, seed: int = 0) -> GPT2LMHeadModel:
+    """The width-w model a fine-tuning starts from: the NML student, the independent-KD student, the naive slice
+    of the reordered starting model, a random initialisation of that shape, or an exported HF dir (a path)."""
+    spec = WidthSpec(width, run.axes)
+    if start == "nml":
+        return extract_student(load_run_model(run)[0], spec)
+    if start == "independent":
+        path = run.path / "baselines" / f"independent-{width:g}"
+        if not (path / RUN_FILE).exists():
+            raise NMLError(f"{run.name} has no independent-KD student at width {width:g}; make it with "
+                           f"python -m nml_core baseline {run.path} --kind independent --width {width:g}")
+        return load_run_model(path)[0]
+    if start == "naive":
+        return extract_student(reordered_teacher(run), spec)
+    if start == "random":
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(spec.student_config(run_config(run)))
+    if Path(start).is_dir():
+        check_model_dir(Path(start))
+        return GPT2LMHeadModel.from_pretrained(start, dtype=torch.float32, use_safetensors=True, local_files_only=True)
+    raise NMLError(f"unknown starting point {start!r}; use one of {', '.join(STARTS)} or an exported model dir")

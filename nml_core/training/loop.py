@@ -13,6 +13,7 @@ import contextlib
 import json
 import random
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -26,16 +27,16 @@ from ..nesting.elastic import ElasticGPT2
 from ..store.files import atomic_write_bytes
 from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
-from .checkpoints import load_checkpoint, save_checkpoint
+from ..store.checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
-from .losses import DenseTarget, mix_targets, nested_kd_loss, soft_targets
+from .losses import DenseTarget, WidthLoss, mix_targets, nested_kd_loss, soft_targets
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
 
 def resolve_precision(cfg: TrainConfig) -> tuple[torch.device, str]:
     """(device, accelerate's mixed-precision name) of the recipe, or one line saying why not (a CPU's bf16 choice
-    follows its measured probe: nml_core.precision)."""
-    from ..precision import cpu_bf16_speedup
+    follows its measured probe: nml_core.training.precision)."""
+    from .precision import cpu_bf16_speedup
     device = devices.resolve(cfg.device)
     probe = cpu_bf16_speedup() if device.type != "cuda" and cfg.mixed_precision in ("auto", "bf16") else None
     return device, devices.mixed_precision(device, cfg.mixed_precision, probe)
@@ -61,6 +62,31 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool) -> tor
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused or None)
 
 
+@dataclass
+class Session:
+    """What one training run holds while it runs: built by _start, advanced by the loop's small steps."""
+    run: Run
+    cfg: TrainConfig
+    widths: list[float]
+    data: TokenData
+    accelerator: object
+    elastic: ElasticGPT2
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    teacher: GPT2LMHeadModel | None
+    cache: TopKTeacher | None
+    gen: torch.Generator
+    rng: random.Random
+    start: int
+    t0: float
+    val_batch: torch.Tensor | None
+    tokens_per_step: int
+    completed: int = 0
+    last_checkpoint_step: int = 0
+    sampler_state: tuple = ()  # (generator, rng) as of the start of step `completed`: what a checkpoint stores
+    window: list = field(default_factory=lambda: [time.time(), 0])  # tokens/s window: start time, steps
+
+
 def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, widths: list[float] = (1.0,),
           axes=None, teacher: GPT2LMHeadModel | None = None, resume: bool = False, callback=None) -> GPT2LMHeadModel:
     """Train `model` in place at the given nested widths; returns it (on CPU, fp32) when done.
@@ -68,7 +94,43 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     teacher: frozen model for KD (None = plain CE). callback(row) is called after every logged step.
     Ctrl-C / SIGTERM saves a checkpoint, marks the run `cancelled` and raises NMLError.
     """
-    widths = list(widths)
+    s = _start(run, model, data, cfg, list(widths), axes, teacher, resume)
+    bar = tqdm(total=cfg.steps, initial=s.start, desc=run.name, disable=not s.accelerator.is_main_process,
+               dynamic_ncols=True)
+    try:
+        beat_t = 0.0
+        for step in range(s.start, cfg.steps):
+            s.sampler_state = (s.gen.get_state(), s.rng.getstate())
+            losses = _one_step(s, step)
+            s.completed = step + 1
+            s.sampler_state = (s.gen.get_state(), s.rng.getstate())
+            s.window[1] += 1
+            bar.update(1)
+            if time.time() - beat_t > HEARTBEAT_S:
+                beat(run, s.completed, s.last_checkpoint_step)
+                beat_t = time.time()
+            if s.completed % cfg.log_every == 0 or s.completed == cfg.steps:
+                _log(s, losses, bar, callback)
+            if s.completed % cfg.checkpoint_every == 0 and s.completed < cfg.steps:
+                _checkpoint(s)
+                s.last_checkpoint_step = s.completed
+    except torch.OutOfMemoryError:
+        run.update(status="failed", error="out of memory")
+        raise NMLError(f"out of memory at batch size {cfg.batch_size}; retry with a smaller --batch-size "
+                       "(and --grad-accum to keep the tokens per step)") from None
+    except (KeyboardInterrupt, RuntimeError) as e:
+        bar.close()
+        _stopped(s, e)
+    bar.close()
+    _checkpoint(s)
+    run.update(train_time_s=round(time.time() - s.t0, 1), steps_done=cfg.steps, device=str(s.accelerator.device),
+               precision=s.accelerator.mixed_precision, tokens_seen=cfg.steps * s.tokens_per_step)
+    return s.accelerator.unwrap_model(s.elastic).model.cpu().float().eval()
+
+
+def _start(run: Run, model, data: TokenData, cfg: TrainConfig, widths: list[float], axes, teacher,
+           resume: bool) -> Session:
+    """Accelerator, elastic model, optimizer and schedule, the resumed state, the KD source, the val batch."""
     accelerator = make_accelerator(cfg)
     device = accelerator.device
     torch.manual_seed(cfg.seed)
@@ -77,117 +139,103 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     gen = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     rng = random.Random(cfg.seed)
     start, elapsed0 = 0, 0.0
-    if resume:
-        state = load_checkpoint(run, model, optimizer)
-        if state:
-            start, elapsed0 = state["step"], state["elapsed_s"]
-            gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-            rng.setstate(_tuple(state["rng"]))
-            _truncate_metrics(run, start)
+    state = load_checkpoint(run, model, optimizer) if resume else None
+    if state:
+        start, elapsed0 = state["step"], state["elapsed_s"]
+        gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        rng.setstate(_tuple(state["rng"]))
+        _truncate_metrics(run, start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg), last_epoch=start - 1)
     elastic, optimizer = accelerator.prepare(elastic, optimizer)
     if cfg.compile and accelerator.num_processes > 1:
         raise NMLError("--compile with several processes is not supported; drop --compile or run one process")
     cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size, cfg.temperature) \
         if cfg.teacher_cache else None
-    if cache is not None:
-        teacher = None  # the cache stands in for the teacher's forward
-    if teacher is not None:
-        teacher = teacher.to(device).eval().requires_grad_(False)
+    teacher = None if cache is not None or teacher is None else teacher.to(device).eval().requires_grad_(False)
     val_batch = eval_windows(data.val, cfg.ctx)[:cfg.eval_windows].to(device) if cfg.eval_every else None
-    tokens_per_step = cfg.batch_size * cfg.ctx * cfg.grad_accum * accelerator.num_processes
-    t0, step = time.time() - elapsed0, start
-    bar = tqdm(total=cfg.steps, initial=start, desc=run.name, disable=not accelerator.is_main_process,
-               dynamic_ncols=True)
+    return Session(run, cfg, widths, data, accelerator, elastic, optimizer, scheduler, teacher, cache, gen, rng,
+                   start, time.time() - elapsed0, val_batch,
+                   cfg.batch_size * cfg.ctx * cfg.grad_accum * accelerator.num_processes,
+                   completed=start, last_checkpoint_step=start, sampler_state=(gen.get_state(), rng.getstate()))
 
-    completed = last_checkpoint_step = start
-    sampler_state = (gen.get_state(), rng.getstate())  # as of the start of step `completed`
 
-    def checkpoint():
-        if accelerator.is_main_process:
-            save_checkpoint(run, accelerator.unwrap_model(elastic).model, optimizer, completed,
-                            {"elapsed_s": time.time() - t0, "generator": sampler_state[0].tolist(),
-                             "rng": sampler_state[1]})
-        accelerator.wait_for_everyone()
+def _one_step(s: Session, step: int) -> dict[str, WidthLoss]:
+    """One optimizer step: every micro-batch at this step's widths, then clip, step, schedule. Returns each
+    width's losses averaged over the micro-batches (still on the device)."""
+    cfg, device = s.cfg, s.accelerator.device
+    step_widths = widths_for_step(s.widths, cfg.strategy, s.rng)
+    losses: dict[str, WidthLoss] = {}
+    for micro in range(cfg.grad_accum):
+        target = None
+        if s.cache is not None:
+            batch, top_idx, top_val, lse = s.cache.batch(cfg.batch_size, s.gen)
+            target = topk_soft_targets(*(devices.to_device(t, device) for t in (top_idx, top_val, lse)),
+                                       cfg.temperature)
+        else:
+            batch = random_batch(s.data.train, cfg.batch_size, cfg.ctx, s.gen)
+        micro_losses = nested_step(s.elastic, s.teacher, devices.to_device(batch, device), step_widths, cfg,
+                                   s.accelerator, sync=micro == cfg.grad_accum - 1, target=target,
+                                   ta_weight=min(1.0, (step + 1) / max(1.0, cfg.ta_ramp * cfg.steps)))
+        for k, v in micro_losses.items():
+            losses[k] = v.scaled(1 / cfg.grad_accum) if k not in losses else losses[k].plus(v.scaled(1 / cfg.grad_accum))
+    if cfg.grad_clip:
+        s.accelerator.clip_grad_norm_(s.elastic.parameters(), cfg.grad_clip)
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return losses
 
-    try:
-        window_t, window_steps, beat_t = time.time(), 0, 0.0
-        for step in range(start, cfg.steps):
-            sampler_state = (gen.get_state(), rng.getstate())
-            step_widths = widths_for_step(widths, cfg.strategy, rng)
-            losses = {}  # width -> 0-d loss tensor on the device, read once per logged step
-            for micro in range(cfg.grad_accum):
-                target = None
-                if cache is not None:
-                    batch, top_idx, top_val, lse = cache.batch(cfg.batch_size, gen)
-                    target = topk_soft_targets(*(devices.to_device(t, device) for t in (top_idx, top_val, lse)),
-                                               cfg.temperature)
-                else:
-                    batch = random_batch(data.train, cfg.batch_size, cfg.ctx, gen)
-                micro_losses = nested_step(elastic, teacher, devices.to_device(batch, device), step_widths, cfg,
-                                           accelerator, sync=micro == cfg.grad_accum - 1, target=target,
-                                           ta_weight=min(1.0, (step + 1) / max(1.0, cfg.ta_ramp * cfg.steps)))
-                for k, v in micro_losses.items():
-                    losses[k] = losses.get(k, 0) + v / cfg.grad_accum
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(elastic.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            completed = done = step + 1
-            sampler_state = (gen.get_state(), rng.getstate())
-            window_steps += 1
-            bar.update(1)
-            if time.time() - beat_t > HEARTBEAT_S:
-                beat(run, done, last_checkpoint_step)
-                beat_t = time.time()
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                losses = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # the step's one sync
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-                now = time.time()
-                row = {"step": done, "elapsed_s": round(now - t0, 3), "lr": scheduler.get_last_lr()[0],
-                       "loss": losses, "tokens": done * tokens_per_step,
-                       "tokens_per_s": round(window_steps * tokens_per_step / max(now - window_t, 1e-9), 1)}
-                if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                    row["val_loss"] = val_losses(accelerator.unwrap_model(elastic), val_batch, widths)
-                window_t, window_steps = now, 0
-                if accelerator.is_main_process:
-                    append_metrics(run.path, row)
-                if callback:
-                    callback(row)
-            if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                checkpoint()
-                last_checkpoint_step = done
-    except torch.OutOfMemoryError:
-        run.update(status="failed", error="out of memory")
-        raise NMLError(f"out of memory at batch size {cfg.batch_size}; retry with a smaller --batch-size "
-                       "(and --grad-accum to keep the tokens per step)") from None
-    except (KeyboardInterrupt, RuntimeError) as e:
-        bar.close()
-        if accelerator.num_processes > 1:
-            # one rank of several stopped (killed, or the launcher stopping the rest after a rank died, or Ctrl-C):
-            # a collective checkpoint would wait for peers that may be gone, so the last periodic one is kept
-            why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0][:160]
-            message = (f"a process of the {accelerator.num_processes}-process run stopped at step {completed} ({why}); "
-                       f"the last checkpoint (step {last_checkpoint_step}) is kept — continue with --resume")
-            run.update(status="failed", error=message)
-            raise NMLError(message) from None
-        if not isinstance(e, KeyboardInterrupt):
-            raise
-        if completed > start:
-            checkpoint()  # an interrupted step is discarded: its batch is drawn again on resume
-        run.update(status="cancelled", cancelled_at_step=completed)
-        raise NMLError(f"training cancelled at step {completed}; checkpoint kept — continue with --resume") from None
-    bar.close()
-    checkpoint()
-    run.update(train_time_s=round(time.time() - t0, 1), steps_done=cfg.steps, device=str(device),
-               precision=accelerator.mixed_precision,
-               tokens_seen=cfg.steps * tokens_per_step)
-    return accelerator.unwrap_model(elastic).model.cpu().float().eval()
+
+def _log(s: Session, losses: dict[str, WidthLoss], bar, callback) -> dict:
+    """A metrics.jsonl row: per width the optimised loss, its CE and its KL (train), the val CE when due; the
+    step's one device sync reads them all."""
+    values = WidthLoss.read_all(losses)
+    bar.set_postfix({k: f"{v['ce']:.3f}" for k, v in values.items()})
+    now = time.time()
+    row = {"step": s.completed, "elapsed_s": round(now - s.t0, 3), "lr": s.scheduler.get_last_lr()[0],
+           "loss": {k: v["loss"] for k, v in values.items()}, "ce": {k: v["ce"] for k, v in values.items()},
+           **({"kl": {k: v["kl"] for k, v in values.items()}} if all("kl" in v for v in values.values()) else {}),
+           "tokens": s.completed * s.tokens_per_step,
+           "tokens_per_s": round(s.window[1] * s.tokens_per_step / max(now - s.window[0], 1e-9), 1)}
+    if s.cfg.eval_every and (s.completed % s.cfg.eval_every == 0 or s.completed == s.cfg.steps):
+        row["val_ce"] = val_ce(s.accelerator.unwrap_model(s.elastic), s.val_batch, s.widths)
+    s.window[:] = [now, 0]
+    if s.accelerator.is_main_process:
+        append_metrics(s.run.path, row)
+    if callback:
+        callback(row)
+    return row
+
+
+def _checkpoint(s: Session) -> None:
+    if s.accelerator.is_main_process:
+        save_checkpoint(s.run, s.accelerator.unwrap_model(s.elastic).model, s.optimizer, s.completed,
+                        {"elapsed_s": time.time() - s.t0, "generator": s.sampler_state[0].tolist(),
+                         "rng": s.sampler_state[1]})
+    s.accelerator.wait_for_everyone()
+
+
+def _stopped(s: Session, e: BaseException) -> None:
+    """An interrupt or a stopped peer process: mark the run and raise one line (a real error is re-raised)."""
+    n = s.accelerator.num_processes
+    if n > 1:
+        # one rank of several stopped (killed, or the launcher stopping the rest after a rank died, or Ctrl-C):
+        # a collective checkpoint would wait for peers that may be gone, so the last periodic one is kept
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0][:160]
+        message = (f"a process of the {n}-process run stopped at step {s.completed} ({why}); "
+                   f"the last checkpoint (step {s.last_checkpoint_step}) is kept — continue with --resume")
+        s.run.update(status="failed", error=message)
+        raise NMLError(message) from None
+    if not isinstance(e, KeyboardInterrupt):
+        raise e
+    if s.completed > s.start:
+        _checkpoint(s)  # an interrupted step is discarded: its batch is drawn again on resume
+    s.run.update(status="cancelled", cancelled_at_step=s.completed)
+    raise NMLError(f"training cancelled at step {s.completed}; checkpoint kept — continue with --resume") from None
 
 
 def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
-                sync: bool = True, target: torch.Tensor | None = None, ta_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                sync: bool = True, target: torch.Tensor | None = None, ta_weight: float = 1.0) -> dict[str, WidthLoss]:
     """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths
     (none when `target`, the teacher's soft targets, comes from a top-k cache).
 
@@ -209,9 +257,9 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
             with accelerator.autocast():  # the forward in the mixed precision; the fused loss does its math in fp32
                 logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
-            loss, _ = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
+            loss, parts = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
-        losses[f"{w:g}"] = loss.detach()
+        losses[f"{w:g}"] = WidthLoss(loss.detach(), parts["ce"], parts.get("kl"))
         if cfg.kd_source == "cascade" and target is not None:
             target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
         if cfg.kd_source == "ta" and w == 1.0 and target is not None:
@@ -233,7 +281,7 @@ def compiled_logits(elastic: ElasticGPT2, width: float, x: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def val_losses(elastic: ElasticGPT2, batch: torch.Tensor, widths) -> dict:
+def val_ce(elastic: ElasticGPT2, batch: torch.Tensor, widths) -> dict:
     was_training = elastic.model.training
     elastic.model.eval()
     out = {}

@@ -53,6 +53,34 @@ class DenseTarget:
         return DenseTarget.from_logprobs(probs.clamp_min(1e-38).log_(), inplace=True)
 
 
+@dataclass
+class WidthLoss:
+    """One width's losses of a step, as 0-d tensors on the device: read all at once per logged step (one sync).
+
+    loss: what is optimised, alpha KL T^2 + (1 - alpha) CE; ce: the cross-entropy against the labels, the number
+    to hold against validation CE; kl: KL(teacher || student) at T (None without a teacher)."""
+    loss: torch.Tensor
+    ce: torch.Tensor
+    kl: torch.Tensor | None = None
+
+    def scaled(self, factor: float) -> "WidthLoss":
+        return WidthLoss(self.loss * factor, self.ce * factor, None if self.kl is None else self.kl * factor)
+
+    def plus(self, other: "WidthLoss") -> "WidthLoss":
+        kl = None if self.kl is None or other.kl is None else self.kl + other.kl
+        return WidthLoss(self.loss + other.loss, self.ce + other.ce, kl)
+
+    @staticmethod
+    def read_all(losses: dict[str, "WidthLoss"]) -> dict[str, dict[str, float]]:
+        """width -> {loss, ce[, kl]} as floats, from one stacked transfer."""
+        names = [(k, f) for k, v in losses.items() for f in ("loss", "ce", "kl") if getattr(v, f) is not None]
+        values = torch.stack([getattr(losses[k], f).float() for k, f in names]).tolist()
+        out: dict[str, dict[str, float]] = {k: {} for k in losses}
+        for (k, f), v in zip(names, values):
+            out[k][f] = v
+        return out
+
+
 def soft_targets(logits: torch.Tensor, temperature: float, inplace: bool = False) -> torch.Tensor:
     """Log-probabilities at temperature T, computed once per step and shared by every width.
 

@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import NMLError
-from ..training.config import TrainConfig
-from .files import atomic_write_json, read_json
-from .runs import RUN_FILE
+from .errors import NMLError
+from .store.files import atomic_write_json, read_json
+from .store.runs import JOB_FILE, JOB_LOCK, LOG_FILE, RUN_FILE
+from .training.config import TrainConfig
 
-JOB_FILE, LOG_FILE = "job.json", "job.log"
 
 
 def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str, cfg: TrainConfig) -> list[str]:
@@ -60,7 +59,7 @@ def start_job(out: Path, train: list[str], follow_up: list[list[str]], cwd: Path
     import fcntl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".job.lock", "w") as lock:
+    with open(out / JOB_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / RUN_FILE).exists() and "--resume" not in train:
             raise NMLError(f"{out} already holds a run; pick another name")

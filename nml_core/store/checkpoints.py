@@ -11,8 +11,8 @@ from transformers import GPT2LMHeadModel
 
 from ..arch.gpt2 import TIED
 from ..errors import NMLError
-from ..store.files import atomic_write_json
-from ..store.runs import Run
+from .files import atomic_write_json
+from .runs import Run
 
 
 def save_checkpoint(run: Run, model: GPT2LMHeadModel, optimizer, step: int, state: dict) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from . import device as devices
-from .store.files import atomic_write_json
+from .. import device as devices
+from ..store.files import atomic_write_json
 
 INFERENCE_PPL_TOLERANCE = 0.005  # bf16 inference must keep perplexity within 0.5% of fp32's to be chosen
 PROBE_SHAPE = dict(n_layer=4, n_embd=256, n_head=8, n_positions=128)  # GPT-2's vocabulary: the head is measured
@@ -30,7 +30,7 @@ def bf16_probe(repeats: int = 5) -> dict:
     and under bf16 autocast on this CPU, interleaved so drift hits both alike; speedup = fp32 / bf16."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from .training.losses import DenseTarget, nested_kd_loss, soft_targets
+    from .losses import DenseTarget, nested_kd_loss, soft_targets
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**PROBE_SHAPE, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
