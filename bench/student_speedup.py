@@ -18,35 +18,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from nml_core import api
 from nml_core.analysis.latency import bench_widths
 from nml_core.nesting.width import ALL_AXES, parse_widths
+from nml_core.report import latency_markdown
 
 SHAPES = {"gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
-
-
-def markdown(report: dict, title: str) -> str:
-    """One row per width: time to first token and scoring at 1 and 8 x n (ms, speedup, speedup over the FLOP
-    ratio: 1.0 = as fast as the arithmetic says), decode, elastic overhead. Older files without ttft_* show
-    scoring only."""
-    n = report["prefill_len"]
-    full = report["widths"][0]
-    kinds = [k for k in ("ttft", "prefill") if f"{k}_b1_ms" in full]
-    label = {"ttft": "TTFT", "prefill": "scoring"}
-    head = "".join(f" {label[k]} 1x{n} ms | speedup | {label[k]} 8x{n} ms | speedup | {label[k]} speedup / FLOP "
-                   f"ratio, 1x / 8x |" for k in kinds)
-    lines = [f"**{title}** — {report['device_name']}, {report['threads']} threads, torch {report['torch']}, "
-             f"median of {full['prefill_b1_ms']['repeats']} interleaved calls", "",
-             f"| width | heads / d / FFN | FLOP ratio |{head} decode tok/s | elastic overhead |",
-             "|---|---|---|" + "---|" * (5 * len(kinds)) + "---|---|"]
-    for r in report["widths"]:
-        ratio = full["flops_per_token"] / r["flops_per_token"]
-        cells = ""
-        for k in kinds:
-            t1, t8 = r[f"{k}_b1_ms"]["median_ms"], r[f"{k}_b8_ms"]["median_ms"]
-            s1, s8 = full[f"{k}_b1_ms"]["median_ms"] / t1, full[f"{k}_b8_ms"]["median_ms"] / t8
-            cells += f" {t1:.2f} | {s1:.2f}x | {t8:.2f} | {s8:.2f}x | {s1 / ratio:.2f} / {s8 / ratio:.2f} |"
-        el = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
-        lines.append(f"| {r['width']:g} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x |{cells} "
-                     f"{r['decode_tok_s']['median']:.0f} | {el:+.1%} |")
-    return "\n".join(lines)
 
 
 def breakdown(model, widths, repeats: int, batch: int = 1) -> str:
@@ -154,7 +128,7 @@ def main() -> None:
         model = GPT2LMHeadModel(GPT2Config(**SHAPES[a.shape]))
         report = bench_widths(model, ALL_AXES, widths, a.device, a.threads, a.repeats)
         title = f"{a.shape} shape, random weights"
-    print(markdown(report, title))
+    print(latency_markdown(report, title))
 
 
 if __name__ == "__main__":

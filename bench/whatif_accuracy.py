@@ -209,6 +209,9 @@ def main() -> None:
     if a.write and overall:
         atomic_write_json(profiles_dir(Path(a.roots[0])) / "whatif_error.json",
                           {"all": overall, "by_class": by_class, "by_device": by_device, "by_preset": by_preset,
+                           "by_device_measure": {d: {m: summary([r for r in rows if r["device"] == d and r["measure"] == m])
+                                                     for m in MEASURES if any(r["device"] == d and r["measure"] == m
+                                                                              for r in rows)} for d in by_device},
                            "command": "python -m bench.whatif_accuracy --write"})
     if overall:
         print(f"\nwhat-if error: median {overall['median']:.0%}, worst {overall['worst']:.0%} over {overall['n']} measurements")

@@ -37,6 +37,7 @@ from .training.loop import train
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 CALIB_WINDOWS = 16
+TRAIN_CE_TOKENS = 16384  # train tokens eval also scores, so a run's train CE stands beside its val CE
 
 
 @contextlib.contextmanager
@@ -266,10 +267,17 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     report = {"protocol": f"non-overlapping {ctx}-token blocks of the validation split; see nml_core/analysis/evaluate.py",
               "doc_start": f"doc_start_nll: tokens 1-{DOC_START_TOKENS} of each validation document scored with its "
                            f"<|endoftext|> as the only context; rest_nll: every other token (block protocol)",
+              "train_nll": f"the same protocol on the first {TRAIN_CE_TOKENS} tokens of the train split (train CE, to "
+                           "hold against the val CE: nll)",
               "data": data or run.info.get("data", {}).get("source"), "ctx": ctx, "evaluated": now()}
 
     def score(models, teacher_fn):
-        return _score(models, teacher_fn, val_ids, ctx, cfg.eos_token_id, max_tokens, batch_size, progress, device)
+        scores = _score(models, teacher_fn, val_ids, ctx, cfg.eos_token_id, max_tokens, batch_size, progress, device)
+        # train CE beside val CE (the same block protocol on the start of the train split): what the curves compare
+        train = evaluate_models(models, None, eval_windows(train_ids, ctx, TRAIN_CE_TOKENS), batch_size, device=device)
+        for key, row in scores.items():
+            row.update(train_nll=train[key]["nll"], train_tokens=train[key]["tokens"])
+        return scores
 
     if run.kind == "pretrain":
         scores = score({"1": lambda x: model(input_ids=x).logits}, None)

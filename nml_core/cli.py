@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--out", default="runs", help="folder whose device_profiles/ receives <device key>.json")
 
+    p = sub.add_parser("render-docs", help="rewrite the run-derived tables of README.md and BENCHMARKS.md from the runs' files")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 2 naming the blocks that differ")
+    p.add_argument("--repo", default=".", help="the checkout whose docs and cached_runs/ to use")
+
     p = sub.add_parser("list", help="table of runs")
     p.add_argument("dirs", nargs="*", help="default: cached_runs runs")
     return parser
@@ -234,6 +238,9 @@ def dispatch(a: argparse.Namespace) -> int | None:
         path, prof = api.profile_device(a.device, a.threads, a.out)
         print(report.format_profile(prof))
         print(f"wrote {path}")
+    elif a.command == "render-docs":
+        from .docs import check_or_render
+        print(check_or_render(Path(a.repo), a.check))
     elif a.command == "list":
         missing = [d for d in a.dirs if not Path(d).is_dir()]
         if missing:

@@ -65,6 +65,33 @@ def format_latency(report: dict) -> str:
     return "\n".join(lines)
 
 
+def latency_markdown(report: dict, title: str) -> str:
+    """One row per width: time to first token and scoring at 1 and 8 x n (ms, speedup, speedup over the FLOP
+    ratio: 1.0 = as fast as the arithmetic says), decode, elastic overhead. Older files without ttft_* show
+    scoring only."""
+    n = report["prefill_len"]
+    full = report["widths"][0]
+    kinds = [k for k in ("ttft", "prefill") if f"{k}_b1_ms" in full]
+    label = {"ttft": "TTFT", "prefill": "scoring"}
+    head = "".join(f" {label[k]} 1x{n} ms | speedup | {label[k]} 8x{n} ms | speedup | {label[k]} speedup / FLOP "
+                   f"ratio, 1x / 8x |" for k in kinds)
+    lines = [f"**{title}** — {report['device_name']}, {report['threads']} threads, torch {report['torch']}, "
+             f"median of {full['prefill_b1_ms']['repeats']} interleaved calls", "",
+             f"| width | heads / d / FFN | FLOP ratio |{head} decode tok/s | elastic overhead |",
+             "|---|---|---|" + "---|" * (5 * len(kinds)) + "---|---|"]
+    for r in report["widths"]:
+        ratio = full["flops_per_token"] / r["flops_per_token"]
+        cells = ""
+        for k in kinds:
+            t1, t8 = r[f"{k}_b1_ms"]["median_ms"], r[f"{k}_b8_ms"]["median_ms"]
+            s1, s8 = full[f"{k}_b1_ms"]["median_ms"] / t1, full[f"{k}_b8_ms"]["median_ms"] / t8
+            cells += f" {t1:.2f} | {s1:.2f}x | {t8:.2f} | {s8:.2f}x | {s1 / ratio:.2f} / {s8 / ratio:.2f} |"
+        el = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
+        lines.append(f"| {r['width']:g} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x |{cells} "
+                     f"{r['decode_tok_s']['median']:.0f} | {el:+.1%} |")
+    return "\n".join(lines)
+
+
 def format_runs(runs: list[Run]) -> str:
     if not runs:
         return "no runs found (looked in cached_runs/ and runs/)"
@@ -166,12 +193,13 @@ def write_run_card(run_path) -> Path:
     if ev:
         n = (lat or {}).get("prefill_len", 128)
         lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
-                  f"| model | width | params | MFLOP/token | val ppl | top-1 acc | agreement | time to first token "
-                  f"1x{n} / 8x{n} ms | scoring 1x{n} / 8x{n} ms | decode tok/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| model | width | params | MFLOP/token | val ppl | train / val CE | top-1 acc | agreement | time to "
+                  f"first token 1x{n} / 8x{n} ms | scoring 1x{n} / 8x{n} ms | decode tok/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in run_points(run):
             lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
-                         f"{p['ppl']:.2f} | {p['acc']:.3f} | {num(p.get('agree'))} | "
+                         f"{p['ppl']:.2f} | {num(p.get('train_nll'))} / {num(p.get('nll'))} | {p['acc']:.3f} | "
+                         f"{num(p.get('agree'))} | "
                          f"{num(p.get('ttft_b1_ms'), '.1f')} / {num(p.get('ttft_b8_ms'), '.1f')} | "
                          f"{num(p.get('prefill_b1_ms'), '.1f')} / {num(p.get('prefill_b8_ms'), '.1f')} | "
                          f"{num(p.get('decode_tok_s'), '.1f')} |")

@@ -38,5 +38,12 @@ def test_student_config_is_stock_gpt2(axes, expect):
 
 def test_widths_rounding_to_same_student_are_rejected():
     with pytest.raises(NMLError, match="give the same student"):
-        axes = parse_axes("heads,hidden")  # 0.52 * 8 heads rounds to 4, like 0.5
-        check_distinct([WidthSpec(0.5, axes), WidthSpec(0.52, axes)], tiny_config())
+        axes = parse_axes("ffn")  # FFN-only: 0.5 and 0.501 of 256 neurons both round to 128
+        check_distinct([WidthSpec(0.5, axes), WidthSpec(0.501, axes)], tiny_config())
+
+
+def test_a_width_between_head_counts_is_refused_with_the_nearest_ones():
+    """Never a hybrid (k heads with another share of the FFN): 0.52 of 8 heads names 0.5 and 0.625."""
+    with pytest.raises(NMLError, match=r"use 0.5 \(4 heads\) or 0.625 \(5 heads\)"):
+        WidthSpec(0.52, parse_axes("heads,hidden")).dims(tiny_config())
+    assert WidthSpec(0.375).dims(tiny_config()).n_inner == 96  # 3 of 8 heads: 3/8 of the 256 FFN neurons

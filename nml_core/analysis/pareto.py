@@ -50,7 +50,7 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
         for r in rows:
             p = {"group": group, "run": run.name, **{k: r.get(k) for k in
                  ("width", "n_head", "n_embd", "n_inner", "params", "nonemb_params", "flops_per_token", "fp16_mb",
-                  "ppl", "acc", "agree", "kl")}}
+                  "ppl", "acc", "agree", "kl", "nll", "train_nll")}}
             t = by_shape.get(student_shape(r))
             if t:  # every measure the latency file has (older files have no ttft_*: scoring and decode only)
                 p.update({k: v["median_ms"] for k, v in t.items() if k.endswith("_ms") and not k.startswith("elastic")},

@@ -1,0 +1,220 @@
+"""The run-derived tables and numbers of README.md and BENCHMARKS.md, rendered from the shipped runs' own files
+(eval.json, latency/*.json, finetune/, run.json, device_profiles/whatif_error.json) between markers:
+
+    <!-- nml:begin NAME -->
+    ... rendered, never typed by hand ...
+    <!-- nml:end NAME -->
+
+`python -m nml_core render-docs` rewrites every block; `--check` only says which blocks differ from what the
+files say (tests/test_docs.py keeps them agreeing). The model cards come from the same files (report.py).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+from .analysis.finetune_results import finetune_table, load_results, summarize
+from .analysis.pareto import student_shape
+from .errors import NMLError
+from .store.files import atomic_write_bytes
+from .store.runs import load_run
+
+BLOCK = re.compile(r"(<!-- nml:begin (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- nml:end (?P=name) -->)", re.S)
+FRACTIONS = {1.0: "1", 0.5: "1/2", 0.25: "1/4", 0.125: "1/8"}
+
+
+def _run(root: Path, name: str):
+    return load_run(root / name, require_model=False)
+
+
+def headline(root: Path) -> str:
+    """README's headline: every width of the NML run against its baselines and the FFN-only run (eval.json)."""
+    ev, ffn = _run(root, "shakespeare-nml").eval(), _run(root, "shakespeare-nml-ffn").eval()
+    unigram = _run(root, "shakespeare-teacher").eval()["unigram_ppl"]
+    base = {g: {r["width"]: r for r in rows} for g, rows in ev.get("baselines", {}).items()}
+    ffn_w = {r["width"]: r for r in ffn["widths"]}
+    t = ev["teacher"]
+    lines = [f"Headline ({t['tokens']:,} held-out tokens scored; teacher ppl {t['ppl']:.2f}, a unigram model "
+             f"{unigram:.1f}; *doc 1–16* is the NLL of the first 16 tokens of each validation document scored right "
+             "after its `<|endoftext|>`, *rest* every other token, both in nats):", "",
+             "| width | params | NML (one run, all axes) | naive slice | independent KD (one run per width) | NML / indep. "
+             "| FFN-only NML (MatFormer) | NML doc 1–16 / rest |", "|---|---|---|---|---|---|---|---|",
+             f"| teacher | {t['params'] / 1e6:.2f}M | {t['ppl']:.2f} | — | — | — | — | "
+             f"{t['doc_start_nll']:.2f} / {t['rest_nll']:.2f} |"]
+    for r in ev["widths"]:
+        w = r["width"]
+        ind, f = base.get("independent", {}).get(w), ffn_w.get(w)
+        ratio = f"{r['ppl'] / ind['ppl']:.3f}" if ind else "—"
+        ffn_cell = f"{f['ppl']:.2f} ({f['params'] / 1e6:.2f}M)" if f else "—"
+        lines.append(f"| {FRACTIONS.get(w, f'{w:g}')} | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} | "
+                     f"{_ppl(base.get('naive', {}).get(w))} | {_ppl(ind)} | {ratio} | {ffn_cell} | "
+                     f"{r['doc_start_nll']:.2f} / {r['rest_nll']:.2f} |")
+    one = ev["widths"][0]
+    lines += ["", f"The width-1 student is not sacrificed: {one['ppl']:.2f} against the teacher's {t['ppl']:.2f} "
+                  f"({one['ppl'] / t['ppl'] - 1:+.1%}). The teacher pays {t['doc_start_nll']:.2f} nats on the first "
+                  f"16 tokens of a held-out document against {t['rest_nll']:.2f} for the rest (a scene opens with "
+                  "predictable headings)."]
+    return "\n".join(lines)
+
+
+def train_vs_val(root: Path) -> str:
+    """Train CE against val CE per width on one scale (eval.json: the same protocol on both splits), and what
+    metrics.jsonl's last row logged (older runs logged only the optimised KD + CE loss, not CE)."""
+    run = _run(root, "shakespeare-nml")
+    ev, last = run.eval(), (run.metrics() or [{}])[-1]
+    rows = [("teacher", ev["teacher"])] + [(f"NML {r['width']:g}", r) for r in ev["widths"]]
+    if not all("train_nll" in r for _, r in rows):
+        return "The evaluation of this run has no train CE yet (`python -m nml_core eval` adds it)."
+    lines = ["| model | train CE | val CE | val - train | last logged train loss (KD + CE, what was optimised) |",
+             "|---|---|---|---|---|"]
+    for name, r in rows:
+        logged = last.get("loss", {}).get(f"{r.get('width', 1.0):g}") if name != "teacher" else None
+        lines.append(f"| {name} | {r['train_nll']:.3f} | {r['nll']:.3f} | {r['nll'] - r['train_nll']:+.3f} | "
+                     f"{'—' if logged is None else f'{logged:.3f}'} |")
+    return "\n".join(lines) + (f"\n\nnats per token; train CE on {rows[0][1]['train_tokens']:,} train tokens, val CE on "
+                               f"{rows[0][1]['tokens']:,} held-out tokens.")
+
+
+def data_and_weights(root: Path) -> str:
+    """The embedded data's documents and tokens (data/data.json) and the shipped weights' bytes on disk."""
+    d = json.loads((root / "shakespeare-nml" / "data" / "data.json").read_text())
+    weights = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.parent.name == "model")
+    return (f"{d['documents']['train']} train / {d['documents']['val']} validation documents in "
+            f"{d['train_tokens']:,} / {d['val_tokens']:,} tokens (`data/data.json`); the shipped weights (fp16 "
+            f"safetensors, loaded and computed in fp32) total {weights / 1e6:.1f} MB.")
+
+
+def _ppl(row: dict | None) -> str:
+    return f"{row['ppl']:.2f}" if row else "—"
+
+
+def build_cost(root: Path) -> str:
+    """The build's stage times, as each run's run.json `build` recorded them."""
+    nml = _run(root, "shakespeare-nml")
+    parts = {"teacher": _run(root, "shakespeare-teacher"), "NML": nml, "FFN-only": _run(root, "shakespeare-nml-ffn")}
+    times = {k: r.info.get("build", {}).get("stage_s") for k, r in parts.items()}
+    indep = [b.info.get("build", {}).get("stage_s") or b.info.get("train_time_s") for b in nml.baselines()
+             if b.kind == "independent"]
+    b = nml.info.get("build", {})
+    total = sum(t for t in times.values() if t) + sum(t for t in indep if t)
+    return (f"Build cost (`run.json` `build` of each run; {b.get('profile')} profile on {b.get('device_name')}, "
+            f"{b.get('threads')} threads): " + ", ".join(f"{k} {t:.0f} s" for k, t in times.items() if t) +
+            f", the {len(indep)} independent students {sum(t for t in indep if t):.0f} s together: "
+            f"{total / 60:.0f} min of training in all (evaluation and latency are not timed in the files).")
+
+
+def matta(root: Path) -> str:
+    """MatTA against plain NML at equal steps, by student shape (the runs' eval.json)."""
+    m, plain, nml = (_run(root, n).eval() for n in ("shakespeare-matta", "shakespeare-matta-plain", "shakespeare-nml"))
+    by_shape = lambda rows: {student_shape(r): r for r in rows}  # noqa: E731
+    plain_rows, nml_rows, indep = by_shape(plain["widths"]), by_shape(nml["widths"]), by_shape(nml["baselines"]["independent"])
+    lines = [f"teacher (frozen, MatTA's KD source): ppl {m['teacher']['ppl']:.2f}; TA init (plain NML's frozen "
+             f"teacher): ppl {plain['teacher']['ppl']:.2f}; {m['teacher']['tokens']:,} held-out tokens scored", "",
+             "| TA width | shape | params | MatTA | plain NML in a copy of the TA init | MatTA / plain | "
+             "NML nested in the teacher (shipped) | independent KD |", "|---|---|---|---|---|---|---|---|"]
+    for r in m["widths"]:
+        s = student_shape(r)
+        p, n, i = plain_rows[s], nml_rows.get(s), indep.get(s)
+        lines.append(f"| {r['width']:g} | {r['n_embd']}d/{r['n_head']}h/{r['n_inner']}f | {r['params'] / 1e6:.2f}M | "
+                     f"{r['ppl']:.2f} | {p['ppl']:.2f} | {r['ppl'] / p['ppl']:.3f} | {_ppl(n)} | {_ppl(i)} |")
+    return "\n".join(lines)
+
+
+def finetune(root: Path, task: str) -> str:
+    """Mean ± std over seeds per start and width, what each start had read, and NML against independent KD."""
+    results = load_results(root / "shakespeare-nml", task)
+    if not results:
+        return f"No {task} results in {root / 'shakespeare-nml' / 'finetune' / task} yet."
+    rows = summarize(results)
+    info = next(iter(results.values()))["info"]
+    lines = [finetune_table(results), "", f"Split: {info.get('split')}" +
+             (f"; test works {', '.join(info['test_works'])}" if info.get("test_works") else "") + "."]
+    higher = rows[0].metric == "test_acc"
+    for w in sorted({r.width for r in rows}, reverse=True):
+        got = {r.start: r for r in rows if r.width == w}
+        if "nml" in got and "independent" in got:
+            n, i = got["nml"], got["independent"]
+            better = (n.mean > i.mean) == higher
+            apart = abs(n.mean - i.mean) > n.std + i.std
+            lines.append(f"- width {w:g}: NML {n.cell()} vs independent KD {i.cell()}: NML is "
+                         f"{'better' if better else 'worse'}" + ("" if apart else ", within one standard deviation of each other"))
+    saw = {r.start: r.saw for r in rows}
+    lines += ["", "What each start had read before fine-tuning:"] + [f"- {s}: {t}" for s, t in saw.items()]
+    return "\n".join(lines)
+
+
+def latency(root: Path, key: str) -> str:
+    """A shipped latency file of the NML run: the three workloads per width (bench/student_speedup format)."""
+    from .report import latency_markdown
+    path = root / "shakespeare-nml" / "latency" / f"{key}.json"
+    return latency_markdown(json.loads(path.read_text()), "shakespeare-nml (extracted students)")
+
+
+def whatif_error(root: Path) -> str:
+    """The what-if's measured error per device and overall (device_profiles/whatif_error.json)."""
+    err = json.loads((root / "device_profiles" / "whatif_error.json").read_text())
+    lines = ["| device | measure | median error | worst | measurements |", "|---|---|---|---|---|"]
+    for d, measures in err.get("by_device_measure", {}).items():
+        lines += [f"| {d} | {m} | {s['median']:.0%} | {s['worst']:.0%} | {s['n']} |" for m, s in measures.items()]
+    lines += [f"| {d} | all | {s['median']:.0%} | {s['worst']:.0%} | {s['n']} |" for d, s in err["by_device"].items()]
+    a = err["all"]
+    lines += ["", f"**what-if error: median {a['median']:.0%}, worst {a['worst']:.0%} over {a['n']} measurements** "
+                  f"(`{err.get('command', 'python -m bench.whatif_accuracy --write')}`)"]
+    return "\n".join(lines)
+
+
+def reliability(repo: Path) -> str:
+    """The bad-input table's size, counted in tests/test_bad_inputs.py (each row is checked: exit 2, one line,
+    nothing written)."""
+    tree = ast.parse((repo / "tests" / "test_bad_inputs.py").read_text())
+    cases = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                 and any(getattr(t, "id", None) == "CASES" for t in n.targets))
+    n = len(cases.elts)
+    return ("| inputs tried | one clear line, exit 2 | nothing written | test |\n|---|---|---|---|\n"
+            f"| {n} bad CLI inputs (widths, axes, paths, folders, flags, devices, precisions) | {n} | {n} | "
+            "`tests/test_bad_inputs.py` |")
+
+
+def blocks(repo: Path) -> dict[str, str]:
+    """Every block name -> its rendered text, from the runs under repo/cached_runs."""
+    root = repo / "cached_runs"
+    out = {"headline": lambda: headline(root), "build-cost": lambda: build_cost(root), "matta": lambda: matta(root),
+           "finetune-genre": lambda: finetune(root, "genre"), "finetune-domain": lambda: finetune(root, "domain"),
+           "whatif-error": lambda: whatif_error(root), "reliability": lambda: reliability(repo),
+           "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root)}
+    for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
+        out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
+    return out
+
+
+def render(repo: Path, check: bool = False, docs=("README.md", "BENCHMARKS.md")) -> list[str]:
+    """Rewrite every marked block of the docs from the files (or, with check, change nothing); returns
+    'DOC: NAME' for every block whose text differed (or that names no known block)."""
+    makers, differ = blocks(repo), []
+    for doc in docs:
+        path = repo / doc
+        text = path.read_text()
+
+        def fill(m: re.Match) -> str:
+            name = m.group("name")
+            if name not in makers:
+                differ.append(f"{doc}: {name} (no such block)")
+                return m.group(0)
+            body = makers[name]().rstrip("\n") + "\n"
+            if body != m.group("body"):
+                differ.append(f"{doc}: {name}")
+            return m.group(1) + body + m.group(4)
+        new = BLOCK.sub(fill, text)
+        if not check and new != text:
+            atomic_write_bytes(path, new.encode())
+    return differ
+
+
+def check_or_render(repo: Path, check: bool) -> str:
+    """The render-docs command's answer: what changed, or (check) one line naming the stale blocks."""
+    differ = render(repo, check)
+    if check and differ:
+        raise NMLError(f"docs differ from the runs' files in {', '.join(differ)}; run python -m nml_core render-docs")
+    return ("rendered " + ", ".join(differ)) if differ else "every rendered block agrees with the files"

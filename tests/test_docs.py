@@ -1,0 +1,38 @@
+"""README.md and BENCHMARKS.md: every run-derived table is rendered from the shipped runs' files, and stays so."""
+import json
+import shutil
+from pathlib import Path
+
+from nml_core.docs import render
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_docs_agree_with_the_shipped_files():
+    assert render(REPO, check=True) == [], "run `python -m nml_core render-docs` and commit the docs"
+
+
+def test_a_changed_evaluation_shows_up_as_a_stale_block_and_renders_back(tmp_path):
+    for run in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
+        (tmp_path / "cached_runs" / run).mkdir(parents=True)
+        for name in ("run.json", "eval.json"):
+            shutil.copy(REPO / "cached_runs" / run / name, tmp_path / "cached_runs" / run / name)
+    (tmp_path / "DOC.md").write_text("intro\n<!-- nml:begin headline -->\nold text\n<!-- nml:end headline -->\nend\n")
+    assert render(tmp_path, check=True, docs=("DOC.md",)) == ["DOC.md: headline"]
+    assert "old text" in (tmp_path / "DOC.md").read_text(), "check changes nothing"
+    render(tmp_path, docs=("DOC.md",))
+    assert render(tmp_path, check=True, docs=("DOC.md",)) == []
+    path = tmp_path / "cached_runs" / "shakespeare-nml" / "eval.json"
+    ev = json.loads(path.read_text())
+    ev["widths"][1]["ppl"] = 123.45
+    path.write_text(json.dumps(ev))
+    assert render(tmp_path, check=True, docs=("DOC.md",)) == ["DOC.md: headline"]
+    render(tmp_path, docs=("DOC.md",))
+    text = (tmp_path / "DOC.md").read_text()
+    assert "| 1/2 | 7.64M | 123.45 |" in text and text.startswith("intro\n") and text.endswith("end\n")
+
+
+def test_an_unknown_block_is_reported(tmp_path):
+    (tmp_path / "DOC.md").write_text("<!-- nml:begin no-such-table -->\n<!-- nml:end no-such-table -->\n")
+    (tmp_path / "cached_runs").mkdir()
+    assert render(tmp_path, check=True, docs=("DOC.md",)) == ["DOC.md: no-such-table (no such block)"]
