@@ -50,7 +50,9 @@ def marks_failure(run: Run):
             run.update(status="failed")
         raise
     except BaseException as e:
-        run.update(status="failed", error=f"{type(e).__name__}: {e}"[:500])
+        if run.status == "running":  # a stop already recorded (a peer's, a cancel) is the truer line: keep it
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            run.update(status="failed", error=why.splitlines()[0][:500])
         raise
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -119,8 +120,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
         raise NMLError(f"out of memory at batch size {cfg.batch_size}; retry with a smaller --batch-size "
                        "(and --grad-accum to keep the tokens per step)") from None
     except (KeyboardInterrupt, RuntimeError) as e:
-        bar.close()
-        _stopped(s, e)
+        _stopped(s, e, bar)
     bar.close()
     _checkpoint(s)
     run.update(train_time_s=round(time.time() - s.t0, 1), steps_done=cfg.steps, device=str(s.accelerator.device),
@@ -215,9 +215,14 @@ def _checkpoint(s: Session) -> None:
     s.accelerator.wait_for_everyone()
 
 
-def _stopped(s: Session, e: BaseException) -> None:
+def _stopped(s: Session, e: BaseException, bar) -> None:
     """An interrupt or a stopped peer process: mark the run and raise one line (a real error is re-raised)."""
     n = s.accelerator.num_processes
+    if n > 1:
+        # the launcher follows a dead rank's error with SIGTERM to the others: one stop is enough to record
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    bar.close()
     if n > 1:
         # one rank of several stopped (killed, or the launcher stopping the rest after a rank died, or Ctrl-C):
         # a collective checkpoint would wait for peers that may be gone, so the last periodic one is kept
