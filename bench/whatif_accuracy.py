@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 
 from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_profile, profiles_dir
-from nml_core.analysis.whatif import memory_mb, project
+from nml_core.analysis.whatif import memory_mb, project, subnet_dims
 from nml_core.nesting.width import WidthSpec
 from nml_core.store.files import atomic_write_json
 from nml_core.store.models import run_config
@@ -68,14 +68,14 @@ def compare(run_name: str, cfg, axes, lat: dict, profile: dict, source: str) -> 
     """One row per (width, measure) of a latency report: measured, projected from `profile`, and the error."""
     rows = []
     for r in lat["widths"]:
-        dims = WidthSpec(r["width"], frozenset(axes)).dims(cfg)
+        dims = subnet_dims(cfg, axes, r["width"], r.get("depth", 1.0))
         proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
         for m in MEASURES:
             got = measured(r, m)
             if got:
                 rows.append({"run": run_name, "device": lat["device_key"], "class": lat["device"], "source": source,
-                             "width": r["width"], "measure": m, "measured": got, "projected": proj[m],
-                             "error": proj[m] / got - 1})
+                             "width": r["width"], "depth": r.get("depth", 1.0), "measure": m, "measured": got,
+                             "projected": proj[m], "error": proj[m] / got - 1})
     return rows
 
 
@@ -197,7 +197,7 @@ def main() -> None:
     rows = check(a.roots)
     print("| run | device | profile | width | measure | measured | projected | error |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['device']} | {r['source']} | {r['width']:g} | {r['measure']} | {r['measured']:.2f} | "
+        print(f"| {r['run']} | {r['device']} | {r['source']} | {r['width']:g}x{r['depth']:.3g} | {r['measure']} | {r['measured']:.2f} | "
               f"{r['projected']:.2f} | {r['error']:+.0%} |")
     by_device = {d: summary([r for r in rows if r["device"] == d]) for d in dict.fromkeys(r["device"] for r in rows)}
     by_class = {c: summary([r for r in rows if r["class"] == c]) for c in dict.fromkeys(r["class"] for r in rows)}

@@ -16,6 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from . import device as devices
 from .analysis.evaluate import evaluate_models, unigram_ppl
+from .analysis.grid import grid_subnets
 from .analysis.latency import bench_widths
 from .arch.gpt2 import cost, describe_shape, permute_units
 from .data.batches import DOC_START_TOKENS, document_starts, eval_windows, random_batch
@@ -24,6 +25,8 @@ from .data.tokenizer import load_tokenizer
 from .errors import NMLError
 from .nesting.elastic import ElasticGPT2, extract_student
 from .nesting.importance import reorder_by_importance
+from .nesting.depth import DepthSpec, subnet_key, subnets
+from .nesting.layer_rank import rank_layers
 from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
@@ -38,6 +41,7 @@ from .training.loop import train
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 CALIB_WINDOWS = 16
 TRAIN_CE_TOKENS = 16384  # train tokens eval also scores, so a run's train CE stands beside its val CE
+GRID_TOKENS = 16384  # val tokens each (width, depth) of the grid is scored on
 
 
 @contextlib.contextmanager
@@ -138,10 +142,10 @@ def calibration_batch(tokens, ctx: int, seed: int) -> torch.Tensor:
 
 def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[float], axes, cfg: TrainConfig,
                  reorder: bool = True, save_dtype: str = "fp32", resume: bool = False, callback=None,
-                 init: str | None = None) -> Run:
-    """One run, all widths: importance-reorder a copy of the starting model — the teacher, or with `init` a
-    teacher assistant (MatTA: a smaller model that holds the students) — then nested distillation from the
-    frozen teacher."""
+                 init: str | None = None, depths: list[float] = (1.0,)) -> Run:
+    """One run, all widths (x all depths): importance-reorder a copy of the starting model — the teacher, or with
+    `init` a teacher assistant (MatTA: a smaller model that holds the students) — rank its layers when depths
+    are nested, then nested distillation from the frozen teacher."""
     if widths[0] != 1.0:
         raise NMLError(f"--widths must start with 1 (the full model, which keeps learning from the teacher); got {widths}")
     if cfg.kd_source == "ta" and not init:
@@ -156,6 +160,9 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
         ta_info = {**ta_info, "shape_label": describe_shape(start.config),
                    "larger_than_teacher": cost(start.config)["params"] > cost(teacher_model.config)["params"]}
     check_distinct([WidthSpec(w, axes) for w in widths], start.config)
+    depths = list(depths)
+    for d in depths:
+        DepthSpec(d).n_layers(start.config.n_layer)  # a depth the model cannot take: one line
     _check_ctx(cfg, start.config)
     data = resolve_data(data, teacher)
     label = f"NML students of {tinfo['label']}" if not init else \
@@ -163,7 +170,8 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
     run = create_run(out, {"kind": "nested", "label": label,
                            "teacher": {**tinfo, "shape_label": describe_shape(teacher_model.config)},
                            **({"ta": ta_info} if init else {}),
-                           "widths": widths, "axes": axes_label(axes).split(","), "reorder": reorder,
+                           "widths": widths, **({"depths": depths} if depths != [1.0] else {}),
+                           "axes": axes_label(axes).split(","), "reorder": reorder,
                            "hparams": asdict(cfg), "save_dtype": save_dtype}, resume=resume)
     with marks_failure(run):
         tokens = _prepare(data, tokenizer, run, cfg.ctx)
@@ -175,7 +183,11 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
             perms = reorder_by_importance(student, calibration_batch(tokens, cfg.ctx, cfg.seed))  # same on every rank
             if devices.is_main_process():
                 atomic_write_bytes(perms_file, save(perms))
-        model = train(run, student, tokens, cfg, widths, axes, teacher=teacher_model, resume=resume, callback=callback)
+        if depths != [1.0] and "layer_rank" not in run.info:  # resuming keeps the stored ranking
+            ranking = rank_layers(student, calibration_batch(tokens, cfg.ctx, cfg.seed), depths)
+            run.update(layer_rank=ranking.pop("layer_rank"), layer_ranking=ranking)
+        model = train(run, student, tokens, cfg, widths, axes, teacher=teacher_model, resume=resume, callback=callback,
+                      depths=depths, layer_rank=run.info.get("layer_rank"))
         _finish(run, model, tokenizer, save_dtype)
     return run
 
@@ -210,9 +222,10 @@ def _check_ctx(cfg: TrainConfig, config: GPT2Config) -> None:
 
 
 def baseline(run_path, kind: str, width: float | None = None, steps: int | None = None, device: str = "auto",
-             callback=None) -> list[Path]:
-    """naive: record the naive-slice baseline (evaluated by `eval`); independent: distil one standalone
-    student per width from the same teacher, same hyper-parameters and per-width steps as the nested run.
+             callback=None, depth: float = 1.0) -> list[Path]:
+    """naive: record the naive-slice (and layer-drop) baseline (evaluated by `eval`); independent: distil one
+    standalone student per width (at `depth`: the run's top-ranked layers) from the same teacher, same
+    hyper-parameters and per-student steps as the nested run.
     An interrupted independent student resumes from its checkpoint; a finished one is kept."""
     run = load_run(run_path)
     if run.kind != "nested":
@@ -221,11 +234,12 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
     config = run_config(run)
     for w in widths:
         WidthSpec(w, run.axes).dims(config)  # a width the model cannot take: one line
+    layers = DepthSpec(depth).layers(run.layer_rank or list(range(config.n_layer)))
     base = {"teacher": run.info["teacher"], "parent": run.name, "axes": run.axes, "data": run.info.get("data")}
     if kind == "naive":
         path = run.path / "baselines" / "naive"
-        b = create_run(path, {**base, "kind": "naive", "widths": widths,
-                              "label": "naive slice of the importance-reordered teacher (no training)"},
+        b = create_run(path, {**base, "kind": "naive", "widths": widths, "depths": run.depths,
+                              "label": "naive slice (and layer drop) of the importance-reordered teacher (no training)"},
                        resume=(path / "run.json").exists())
         b.update(status="done")
         return [path]
@@ -235,14 +249,16 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         hp["steps"] = steps
     cfg = TrainConfig(**hp)
     for w in widths:
-        path = run.path / "baselines" / f"independent-{w:g}"
+        path = run.path / "baselines" / f"independent-{w:g}{f'-d{depth:.4g}' if depth != 1 else ''}"
         if (path / "run.json").exists() and load_run(path, require_model=False).status == "done":
             paths.append(path)
             continue
         teacher = load_teacher_of(run)
-        student = extract_student(reordered_teacher(run), WidthSpec(w, run.axes))
-        b = create_run(path, {**base, "kind": "independent", "width": w, "widths": [1.0], "hparams": asdict(cfg),
-                              "label": f"independent KD student, width {w:g}, same steps as the nested run"},
+        student = extract_student(reordered_teacher(run), WidthSpec(w, run.axes), layers)
+        shape = f"width {w:g}" + (f", depth {depth:.3g} (layers {list(layers)} of the teacher)" if layers else "")
+        b = create_run(path, {**base, "kind": "independent", "width": w, "depth": depth, "widths": [1.0],
+                              "hparams": asdict(cfg), "label": f"independent KD student, {shape}, same steps as "
+                              "the nested run"},
                        resume=(path / "run.json").exists())
         with marks_failure(b):
             model = train(b, student, run_tokens(run), cfg, [1.0], teacher=teacher, resume=b.path.joinpath(
@@ -289,56 +305,92 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
             report["written"] = str(_write_eval(run.path, report, force))
         return report
     teacher = load_teacher_of(run, device)
-    elastic = ElasticGPT2(model, run.axes).eval()
+    elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
     models = {"teacher": lambda x: teacher(input_ids=x).logits}
-    rows = {}  # model key -> (group, width)
-    for w in run.widths:
-        models[f"nml:{w:g}"] = (lambda w: lambda x: elastic(x, width=w).logits)(w)
-        rows[f"nml:{w:g}"] = ("nml", w)
+    rows = {}  # model key -> (group, (width, depth))
+    for w, d in subnets(run.widths, run.depths):
+        models[f"nml:{subnet_key(w, d)}"] = (lambda w, d: lambda x: elastic(x, width=w, depth=d).logits)(w, d)
+        rows[f"nml:{subnet_key(w, d)}"] = ("nml", (w, d))
     baselines = run.baselines()
     naive = next((b for b in baselines if b.kind == "naive"), None)
-    if naive:
-        naive_elastic = ElasticGPT2(reordered_teacher(run, device), run.axes).eval()
-        for w in naive.widths:
-            models[f"naive:{w:g}"] = (lambda w: lambda x: naive_elastic(x, width=w).logits)(w)
-            rows[f"naive:{w:g}"] = ("naive", w)
+    if naive:  # every slice and layer drop of the nested run's grid but the teacher itself
+        naive_elastic = ElasticGPT2(reordered_teacher(run, device), run.axes, run.layer_rank).eval()
+        for w, d in subnets(sorted(set(naive.widths) | {1.0}, reverse=True), run.depths):
+            if (w, d) != (1.0, 1.0):
+                models[f"naive:{subnet_key(w, d)}"] = (lambda w, d: lambda x: naive_elastic(x, width=w, depth=d).logits)(w, d)
+                rows[f"naive:{subnet_key(w, d)}"] = ("naive", (w, d))
     for b in baselines:
         if b.kind == "independent" and b.status == "done":
             student = load_run_model(b, device)[0]
-            models[f"independent:{b.info['width']:g}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
-            rows[f"independent:{b.info['width']:g}"] = ("independent", b.info["width"])
+            shape = (b.info["width"], b.info.get("depth", 1.0))
+            models[f"independent:{subnet_key(*shape)}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
+            rows[f"independent:{subnet_key(*shape)}"] = ("independent", shape)
     scores = score(models, models["teacher"])
     # the teacher's own shape: under MatTA it is larger than the nested model (the TA)
     report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(teacher.config, ctx=ctx), **scores["teacher"]}
     groups: dict[str, list] = {"nml": [], "naive": [], "independent": []}
-    for key, (group, w) in rows.items():
-        groups[group].append({"width": w, **cost(cfg, WidthSpec(w, run.axes).dims(cfg), ctx), **scores[key]})
+    for key, (group, (w, d)) in rows.items():
+        groups[group].append({"width": w, "depth": d, **cost(cfg, elastic.dims(w, d), ctx), **scores[key]})
     report["widths"] = groups["nml"]
-    report["baselines"] = {g: sorted(r, key=lambda r: -r["width"]) for g, r in groups.items() if g != "nml" and r}
+    report["baselines"] = {g: sorted(r, key=lambda r: (-r["width"], -r["depth"])) for g, r in groups.items()
+                           if g != "nml" and r}
     if not write:
         return report
     report["written"] = str(_write_eval(run.path, report, force))
     for b in baselines:
-        mine = [r for r in report["baselines"].get(b.kind, []) if b.kind == "naive" or r["width"] == b.info.get("width")]
+        mine = [r for r in report["baselines"].get(b.kind, []) if b.kind == "naive" or
+                (r["width"], r["depth"]) == (b.info.get("width"), b.info.get("depth", 1.0))]
         _write_eval(b.path, {**{k: v for k, v in report.items() if k not in ("widths", "baselines", "written")},
                              "widths": mine}, force)
     return report
 
 
-def _write_eval(run_dir: Path, report: dict, force: bool) -> Path:
-    """eval.json, unless the stored one is fuller (more tokens scored) or of other data: then beside it as
-    eval-<tokens>-tokens.json, so a quick check never replaces a full evaluation."""
+def evaluate_grid(run_path, max_tokens: int = GRID_TOKENS, batch_size: int = 8, device: str = "auto",
+                  force: bool = False, progress=None) -> dict:
+    """Score every head count x every depth of a run (trained or not) on the first max_tokens of its val split;
+    writes grid.json (never over a fuller one, unless force) for the app and the budget search."""
+    run = load_run(run_path)
+    if run.kind != "nested":
+        raise NMLError(f"{run.path} is a {run.kind} run; the grid belongs to a nested run (python -m nml_core train)")
+    device = devices.resolve(device)
+    model, _ = load_run_model(run, device)
+    teacher = load_teacher_of(run, device)
+    elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
+    ctx = run.info.get("hparams", {}).get("ctx", model.config.n_positions)
+    windows = eval_windows(np.asarray(run_tokens(run).val), ctx, max_tokens)
+    trained = set(subnets(run.widths, run.depths))
+    points = grid_subnets(model.config, run.axes)
+    rows = []
+    for depth in sorted({d for _, d in points}, reverse=True):  # one depth per pass: its students stay cached
+        mine = [w for w, d in points if d == depth]
+        scores = evaluate_models({subnet_key(w, depth): (lambda w: lambda x: elastic(x, width=w, depth=depth).logits)(w)
+                                  for w in mine}, lambda x: teacher(input_ids=x).logits, windows, batch_size,
+                                 device=device)
+        rows += [{"width": w, "depth": depth, "trained": (w, depth) in trained,
+                  **cost(model.config, elastic.dims(w, depth), ctx), **scores[subnet_key(w, depth)]} for w in mine]
+        if progress:
+            progress(len(rows) / len(points))
+    report = {"protocol": f"up to {max_tokens} tokens from the start of the validation split, in non-overlapping "
+                          f"{ctx}-token blocks (nml_core/analysis/evaluate.py); every head count x every depth",
+              "evaluated": now(), "layer_rank": elastic.layer_rank, "rows": rows}
+    report["written"] = str(_write_eval(run.path, report, force, name="grid", rows="rows"))
+    return report
+
+
+def _write_eval(run_dir: Path, report: dict, force: bool, name: str = "eval", rows: str = "widths") -> Path:
+    """eval.json (grid.json), unless the stored one is fuller (more tokens scored) or of other data: then beside
+    it as eval-<tokens>-tokens.json, so a quick check never replaces a full evaluation."""
     from .store.files import read_json
-    path = run_dir / "eval.json"
-    report["tokens_scored"] = report["widths"][0]["tokens"] if report["widths"] else 0
+    path = run_dir / f"{name}.json"
+    report["tokens_scored"] = report[rows][0]["tokens"] if report[rows] else 0
     if path.exists() and not force:
         try:
             old = read_json(path)
         except NMLError:
             old = {}
-        stored = old.get("tokens_scored") or (old.get("widths") or [{}])[0].get("tokens", 0)
+        stored = old.get("tokens_scored") or (old.get(rows) or [{}])[0].get("tokens", 0)
         if old and (stored > report["tokens_scored"] or old.get("data") != report.get("data")):
-            path = run_dir / f"eval-{report['tokens_scored']}-tokens.json"
+            path = run_dir / f"{name}-{report['tokens_scored']}-tokens.json"
     atomic_write_json(path, report)
     return path
 
@@ -356,13 +408,14 @@ def _score(models: dict, teacher_fn, val_ids, ctx: int, eot: int | None, max_tok
     return scores
 
 
-def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, width: float, max_tokens: int = 4096) -> dict:
-    """Quality of one width (any width, trained or not) on the first max_tokens of the run's val split."""
+def evaluate_width(elastic: ElasticGPT2, teacher: GPT2LMHeadModel, run: Run, width: float, max_tokens: int = 4096,
+                   depth: float = 1.0) -> dict:
+    """Quality of one (width, depth) (any, trained or not) on the first max_tokens of the run's val split."""
     ctx = run.info.get("hparams", {}).get("ctx", elastic.config.n_positions)
     windows = eval_windows(run_tokens(run).val, ctx, max_tokens)
-    scores = evaluate_models({"w": lambda x: elastic(x, width=width).logits}, lambda x: teacher(input_ids=x).logits,
-                             windows, device=next(elastic.model.parameters()).device)
-    return {"width": width, **cost(elastic.config, WidthSpec(width, run.axes).dims(elastic.config), ctx), **scores["w"]}
+    scores = evaluate_models({"w": lambda x: elastic(x, width=width, depth=depth).logits},
+                             lambda x: teacher(input_ids=x).logits, windows, device=next(elastic.model.parameters()).device)
+    return {"width": width, "depth": depth, **cost(elastic.config, elastic.dims(width, depth), ctx), **scores["w"]}
 
 
 def bench_run(run_path, widths: list[float] | None = None, device: str = "auto", threads: int | None = None,
@@ -371,29 +424,36 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
     (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
     run = load_run(run_path)
     model, _ = load_run_model(run)
-    report = bench_widths(model, run.axes, widths or run.widths, device, threads, repeats, precision=precision)
+    report = bench_widths(model, run.axes, widths or subnets(run.widths, run.depths), device, threads, repeats,
+                          precision=precision, layer_rank=run.layer_rank)
     if write:
         atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
     return report
 
 
-def export(run_path, width: float, out: str | Path, device: str = "auto") -> Path:
-    """Write the width-w student as a stock HF GPT-2 directory with a model card (weights saved from `device`)."""
+def export(run_path, width: float, out: str | Path, device: str = "auto", depth: float = 1.0) -> Path:
+    """Write the (width, depth) student as a stock HF GPT-2 directory (n_layer = the kept layers) with a model
+    card (weights saved from `device`)."""
     run = load_run(run_path)
+    spec = WidthSpec(width, run.axes)
+    config = run_config(run)
+    spec.dims(config)
+    layers = DepthSpec(depth).layers(run.layer_rank or list(range(config.n_layer)))  # bad input: one line, first
     check_export_target(Path(out))
     model, tokenizer = load_run_model(run, device)
-    spec = WidthSpec(width, run.axes)
-    student = extract_student(model, spec)
-    return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config), mark=True)
+    student = extract_student(model, spec, layers)
+    return save_model_dir(student, tokenizer, Path(out), card=student_card(run, spec, student.config, depth, layers),
+                          mark=True)
 
 
-def export_zip(run_path, width: float) -> bytes:
-    """The width-w student as a zip of a stock HF model directory (for a download button)."""
+def export_zip(run_path, width: float, depth: float = 1.0) -> bytes:
+    """The (width, depth) student as a zip of a stock HF model directory (for a download button)."""
     import io
     import tempfile
     import zipfile
     with tempfile.TemporaryDirectory() as tmp:
-        out = export(run_path, width, Path(tmp) / f"{load_run(run_path).name}-w{width:g}")
+        name = f"{load_run(run_path).name}-w{width:g}" + (f"-d{depth:.3g}" if depth != 1 else "")
+        out = export(run_path, width, Path(tmp) / name, depth=depth)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for f in sorted(out.rglob("*")):
@@ -403,14 +463,16 @@ def export_zip(run_path, width: float) -> bytes:
 
 
 def generate(run_path, prompt: str, width: float = 1.0, max_new_tokens: int = 40, temperature: float = 0.0,
-             seed: int = 0, static_cache: bool = False, device: str = "auto") -> str:
-    """The prompt continued by the run's width-w student (greedy at temperature 0; sampled with a fixed seed)."""
+             seed: int = 0, static_cache: bool = False, device: str = "auto", depth: float = 1.0) -> str:
+    """The prompt continued by the run's (width, depth) student (greedy at temperature 0; sampled with a fixed
+    seed)."""
     from .analysis.generate import generate_ids
     run = load_run(run_path)
     model, tokenizer = load_run_model(run, device)
-    elastic = ElasticGPT2(model, run.axes).eval()
-    WidthSpec(width, run.axes).dims(model.config)  # a width the model cannot take: one line
-    new = generate_ids(elastic, tokenizer.encode(prompt), width, max_new_tokens, temperature, seed, static_cache)
+    elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
+    elastic.dims(width, depth)  # a width or depth the model cannot take: one line
+    new = generate_ids(elastic, tokenizer.encode(prompt), width, max_new_tokens, temperature, seed, static_cache,
+                       depth=depth)
     return prompt + tokenizer.decode(new)
 
 
@@ -470,6 +532,37 @@ def profile_device(device: str = "auto", threads: int | None = None, out: str | 
     from .analysis.profile import profile_device as measure, save_profile
     prof = measure(device, threads)
     return save_profile(prof, Path(out)), prof
+
+
+def budget_search(run_path, device: str, batch: int = 1, workload: str = "ttft", latency_ms: float | None = None,
+                  memory_mb: float | None = None, profiles: list[str | Path] = ()):
+    """`nml whatif`: the run's width x depth family on one device (measured, profiled or a preset: key or
+    name, any case), its frontier, and the best sub-model within the budgets. Returns (BudgetAnswer, choice)."""
+    from .analysis import budget, whatif
+    from .analysis.profile import load_profiles, load_whatif_errors
+    run = load_run(run_path)
+    if run.kind != "nested":
+        raise NMLError(f"{run.path} is a {run.kind} run; the budget search reads a nested run's family")
+    if batch < 1:
+        raise NMLError(f"--batch {batch} must be >= 1")
+    for flag, value in (("--latency-ms", latency_ms), ("--memory-mb", memory_mb)):
+        if value is not None and value <= 0:
+            raise NMLError(f"{flag} {value:g} must be > 0 (leave it out for no budget)")
+    if workload not in budget.LATENCY_KEYS:
+        raise NMLError(f"--workload {workload} is not one of {', '.join(budget.LATENCY_KEYS)}")
+    roots = [run.path.parent, *map(Path, profiles)]
+    choices = whatif.device_choices([run], load_profiles(*roots), load_whatif_errors(*roots))
+    wanted = device.lower()
+    choice = next((c for c in choices if wanted in (c["key"].lower(), c["name"].lower())), None) or \
+        next((c for c in choices if wanted in c["label"].lower()), None)
+    if not choices:
+        raise NMLError(f"no device is measured or profiled for {run.path.name}: run python -m nml_core profile-device "
+                       f"--out {run.path.parent} (or bench the run), or name a folder holding one with --profiles")
+    if choice is None:
+        raise NMLError(f"--device {device!r} is not a measured, profiled or preset device here; choose one of: "
+                       + "; ".join(c["key"] for c in choices))
+    answer = budget.search(run, run_config(run), choice, batch, workload, latency_ms, memory_mb)
+    return answer, choice
 
 
 def list_runs(*dirs) -> list[Run]:

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="hub id (gpt2), local HF GPT-2 dir, or run dir")
     p.add_argument("--widths", default="1,0.5,0.25,0.125")
     p.add_argument("--nest", default="ffn,heads,hidden", help="axes to nest: ffn | heads,hidden | ffn,heads,hidden")
+    p.add_argument("--depths", default="1", help="depths to nest beside the widths, fractions of the layers "
+                                                 "(e.g. 1,0.5): every width x depth trains; layers ranked by measurement")
     p.add_argument("--init", help="the nested model's starting weights (MatTA's teacher assistant): hub id, local "
                                   "HF GPT-2 dir, run dir or RUN@WIDTH; --teacher stays the frozen KD source")
     p.add_argument("--no-reorder", action="store_true", help="skip importance reordering of the teacher")
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--kind", required=True, choices=["naive", "independent"])
     p.add_argument("--width", type=width_arg, help="student width (independent); default: every width of the run")
+    p.add_argument("--depth", type=width_arg, default=1.0, help="student depth (fraction of the layers, the run's "
+                                                                "ranking); naive: drop layers of the teacher")
     p.add_argument("--steps", type=int, help="default: the nested run's steps (same per-width budget)")
     _device_flag(p)
 
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="cap on val tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--force", action="store_true", help="replace eval.json even when it scored more tokens")
+    p.add_argument("--grid", action="store_true", help="instead: score every head count x every depth on "
+                                                       "--max-tokens (default 16384) val tokens, into grid.json")
     _device_flag(p)
 
     p = sub.add_parser("bench", help="latency of the extracted students (writes latency/<device>.json)")
@@ -117,15 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="weights and compute of the timed students; bf16 writes latency/<device>-bf16.json")
 
-    p = sub.add_parser("export", help="write one width as a stock HF GPT-2 model directory")
+    p = sub.add_parser("whatif", help="what fits my budget: the width x depth frontier of a run on a device, and "
+                                      "the best student within a latency / memory budget")
+    p.add_argument("run")
+    p.add_argument("--device", required=True, help="a measured device key, a profiled one, or a preset name "
+                                                   "(e.g. 'NVIDIA H100', 'Raspberry Pi 5')")
+    p.add_argument("--batch", type=int, default=1, help="sequences of 128 tokens")
+    p.add_argument("--workload", default="ttft", choices=["ttft", "prefill", "decode"],
+                   help="ttft: time to first token; prefill: scoring (all logits); decode: ms per generated token")
+    p.add_argument("--latency-ms", type=float, default=None, help="latency budget on the workload")
+    p.add_argument("--memory-mb", type=float, default=None, help="weights + KV cache + activations at the batch")
+    p.add_argument("--profiles", action="append", default=[], help="another folder holding device_profiles/")
+
+    p = sub.add_parser("export", help="write one (width, depth) student as a stock HF GPT-2 model directory")
     p.add_argument("run")
     p.add_argument("--width", type=width_arg, required=True)
+    p.add_argument("--depth", type=width_arg, default=1.0, help="fraction of the layers kept (the run's ranking)")
     p.add_argument("--out", required=True)
     _device_flag(p)
 
     p = sub.add_parser("generate", help="continue a prompt at one width of a run")
     p.add_argument("run")
     p.add_argument("--width", type=width_arg, default=1.0)
+    p.add_argument("--depth", type=width_arg, default=1.0, help="fraction of the layers kept (the run's ranking)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -194,6 +214,7 @@ def main(argv=None) -> int:
 
 def dispatch(a: argparse.Namespace) -> int | None:
     from . import api, report
+    from .nesting.depth import parse_depths
     from .nesting.width import parse_axes, parse_widths
     if a.command == "pretrain":
         if not a.data:
@@ -204,14 +225,19 @@ def dispatch(a: argparse.Namespace) -> int | None:
     elif a.command == "train":
         run = api.train_nested(a.out, a.teacher, a.data, parse_widths(a.widths), parse_axes(a.nest),
                                _train_config(a, NESTED), reorder=not a.no_reorder, save_dtype=a.save_dtype,
-                               resume=a.resume, init=a.init)
+                               resume=a.resume, init=a.init, depths=parse_depths(a.depths))
         print(f"done: {run.path}")
     elif a.command == "cache-teacher":
         out = api.cache_teacher(a.teacher, a.data, a.out, a.k, a.ctx, a.temperature, a.batch_size, a.device)
         print(f"done: {out}")
     elif a.command == "baseline":
-        for path in api.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device):
+        for path in api.baseline(a.run, a.kind, width=a.width, steps=a.steps, device=a.device, depth=a.depth):
             print(f"done: {path}")
+    elif a.command == "eval" and a.grid:
+        grid = api.evaluate_grid(a.run, max_tokens=a.max_tokens or api.GRID_TOKENS, batch_size=a.batch_size,
+                                 device=a.device, force=a.force)
+        print(report.grid_markdown(grid))
+        print(f"wrote {grid['written']}")
     elif a.command == "eval":
         ev = api.evaluate_run(a.run, data=a.data, max_tokens=a.max_tokens, batch_size=a.batch_size, device=a.device,
                               force=a.force)
@@ -223,11 +249,15 @@ def dispatch(a: argparse.Namespace) -> int | None:
         widths = parse_widths(a.widths) if a.widths else None
         print(report.format_latency(api.bench_run(a.run, widths=widths, device=a.device, threads=a.threads,
                                                   repeats=a.repeats, precision=a.precision)))
+    elif a.command == "whatif":
+        answer, choice = api.budget_search(a.run, a.device, a.batch, a.workload, a.latency_ms, a.memory_mb,
+                                           a.profiles)
+        print(report.format_budget(answer, choice, a.batch, a.workload))
     elif a.command == "export":
-        print(f"wrote {api.export(a.run, a.width, a.out, device=a.device)}")
+        print(f"wrote {api.export(a.run, a.width, a.out, device=a.device, depth=a.depth)}")
     elif a.command == "generate":
         print(api.generate(a.run, a.prompt, a.width, a.max_new_tokens, a.temperature, a.seed, a.static_cache,
-                           a.device))
+                           a.device, depth=a.depth))
     elif a.command == "finetune":
         from .training.finetune import FinetuneConfig
         cfg = FinetuneConfig(steps=a.steps or FinetuneConfig.steps, batch_size=a.batch_size, lr=a.lr, ctx=a.ctx,

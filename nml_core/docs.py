@@ -165,6 +165,71 @@ def whatif_error(root: Path) -> str:
     return "\n".join(lines)
 
 
+DEPTH_RUN = "shakespeare-nml-depth"
+
+
+def depth_family(root: Path) -> str:
+    """The width x depth run against its baselines at equal steps (eval.json): the targets of depth nesting."""
+    run = _run(root, DEPTH_RUN)
+    ev = run.eval()
+    t = ev["teacher"]
+    base = {g: {(r["width"], r.get("depth", 1.0)): r for r in rows} for g, rows in ev.get("baselines", {}).items()}
+    lines = [f"{ev['widths'][0]['tokens']:,} held-out tokens scored; teacher ppl {t['ppl']:.2f}; layers ranked by "
+             f"{run.info['layer_ranking']['criterion']} (kept at depth 1/2: "
+             f"{run.info['layer_ranking']['kept'].get('0.5')}).", "",
+             "| width x depth | layers | params | NML (one run, every pair) | independent KD | NML / indep. | "
+             "naive slice / layer drop | naive / NML |", "|---|---|---|---|---|---|---|---|"]
+    for r in ev["widths"]:
+        key = (r["width"], r.get("depth", 1.0))
+        ind, nv = base.get("independent", {}).get(key), base.get("naive", {}).get(key)
+        shape = f"{FRACTIONS.get(key[0], f'{key[0]:g}')} x {FRACTIONS.get(key[1], f'{key[1]:.3g}')}"
+        vs_indep = f"{r['ppl'] / ind['ppl']:.3f}" if ind else "—"
+        naive_x = f"{nv['ppl'] / r['ppl']:.1f}x" if nv else "—"
+        lines.append(f"| {shape} | {r['n_layer']} | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} | {_ppl(ind)} | "
+                     f"{vs_indep} | {_ppl(nv)} | {naive_x} |")
+    one = ev["widths"][0]
+    lines += ["", f"(1, 1) against the teacher: {one['ppl']:.2f} vs {t['ppl']:.2f} ({one['ppl'] / t['ppl'] - 1:+.1%})."]
+    return "\n".join(lines)
+
+
+def depth_grid(root: Path) -> str:
+    """Val perplexity of every head count x every depth of the width x depth run (grid.json), * = trained."""
+    from .report import grid_markdown
+    return grid_markdown(_run(root, DEPTH_RUN).grid())
+
+
+def depth_speed(root: Path) -> str:
+    """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
+    files), beside the H100 preset's projection at batch 1."""
+    from .analysis.profile import PRESETS, load_profiles, preset_profile
+    from .analysis.whatif import project, subnet_dims
+    from .store.models import run_config
+    run = _run(root, DEPTH_RUN)
+    lines = ["| device | measure | (1, 1) | width 1/2 | depth 1/2 | width 1/2 speed-up | depth 1/2 speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for key, lat in sorted(run.latency().items()):
+        at = {(r["width"], r.get("depth", 1.0)): r for r in lat["widths"]}
+        full, w, d = at.get((1.0, 1.0)), at.get((0.5, 1.0)), at.get((1.0, 0.5))
+        for m in ("ttft_b1_ms", "ttft_b8_ms", "decode"):
+            if m == "decode":
+                f, a, b = (1e3 / x["decode_tok_s"]["median"] for x in (full, w, d))
+            else:
+                f, a, b = (x[m]["median_ms"] for x in (full, w, d))
+            lines.append(f"| {key} (measured) | {m.replace('_ms', '') if m != 'decode' else 'decode ms/token'} | "
+                         f"{f:.2f} | {a:.2f} | {b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
+    base = next(p for _, p in sorted(load_profiles(root).items()) if p.get("device") == "cpu")
+    cfg = run_config(run)
+    for name in [n for n in PRESETS if "H100" in n]:
+        prof = preset_profile(name, base)
+        proj = {s: project(prof, cfg, subnet_dims(cfg, run.axes, *s), batches=(1,)) for s in
+                ((1.0, 1.0), (0.5, 1.0), (1.0, 0.5))}
+        for m in ("ttft_b1_ms", "decode_ms"):
+            f, a, b = (proj[s][m] for s in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.5)))
+            lines.append(f"| {prof['device_name']} (preset, projected) | {m.replace('_ms', '')} | {f:.2f} | {a:.2f} | "
+                         f"{b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
+    return "\n".join(lines)
+
+
 def reliability(repo: Path) -> str:
     """The bad-input table's size, counted in tests/test_bad_inputs.py (each row is checked: exit 2, one line,
     nothing written)."""
@@ -183,7 +248,9 @@ def blocks(repo: Path) -> dict[str, str]:
     out = {"headline": lambda: headline(root), "build-cost": lambda: build_cost(root), "matta": lambda: matta(root),
            "finetune-genre": lambda: finetune(root, "genre"), "finetune-domain": lambda: finetune(root, "domain"),
            "whatif-error": lambda: whatif_error(root), "reliability": lambda: reliability(repo),
-           "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root)}
+           "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
+           "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
+           "depth-speed": lambda: depth_speed(root)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

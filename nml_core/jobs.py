@@ -25,23 +25,26 @@ from .training.config import TrainConfig
 
 
 
-def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str, cfg: TrainConfig) -> list[str]:
+def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str, cfg: TrainConfig,
+               depths: str = "1") -> list[str]:
     """`python -m nml_core train ...` for these choices; the recipe's flags come from TrainConfig itself."""
     argv = [sys.executable, "-m", "nml_core", "train", "--teacher", teacher, "--out", str(out),
-            "--widths", widths, "--nest", nest]
+            "--widths", widths, "--nest", nest] + (["--depths", depths] if depths != "1" else [])
     if data:
         argv += ["--data", data]
     return argv + cfg.argv()
 
 
-def follow_up_argvs(out: Path, eval_tokens: int | None, bench_repeats: int, device: str = "auto") -> list[list[str]]:
+def follow_up_argvs(out: Path, eval_tokens: int | None, bench_repeats: int, device: str = "auto",
+                    grid: bool = False) -> list[list[str]]:
     """What runs once training is done, on the training's device, so the run arrives on every page
-    evaluated and timed."""
+    evaluated and timed (grid: a width x depth run's whole family scored too, for the Pareto page)."""
     ev = [sys.executable, "-m", "nml_core", "eval", str(out), "--device", device]
     if eval_tokens:
         ev += ["--max-tokens", str(eval_tokens)]
-    return [ev, [sys.executable, "-m", "nml_core", "bench", str(out), "--repeats", str(bench_repeats),
-                 "--device", device]]
+    grid_ev = [[sys.executable, "-m", "nml_core", "eval", str(out), "--grid", "--device", device]] if grid else []
+    return [ev, *grid_ev, [sys.executable, "-m", "nml_core", "bench", str(out), "--repeats", str(bench_repeats),
+                           "--device", device]]
 
 
 def unique_run_dir(root: Path, name: str) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transformers import GPT2Config
 
+from .analysis.grid import subnet_label, subnet_row
 from .analysis.pareto import default_latency_key, run_points
 from .arch.gpt2 import cost
 from .errors import NMLError
@@ -29,17 +30,60 @@ def format_eval(report: dict) -> str:
         t = report["teacher"]
         lines.append(f"teacher: ppl {t['ppl']:.2f}  acc {t['acc']:.3f}  ({t['params'] / 1e6:.1f}M params)")
     groups = [("nml", report["widths"])] + list(report.get("baselines", {}).items())
-    lines.append(f"{'model':<12} {'width':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} {'agree':>6} "
-                 f"{'kl':>6} {'doc1-16':>7} {'rest':>6}")
+    lines.append(f"{'model':<12} {'width':>6} {'layers':>6} {'params':>8} {'MFLOP/tok':>9} {'ppl':>8} {'acc':>6} "
+                 f"{'agree':>6} {'kl':>6} {'doc1-16':>7} {'rest':>6}")
     for group, rows in groups:
         for r in rows:
-            lines.append(f"{group:<12} {r['width']:>6g} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e6:>9.1f} "
+            lines.append(f"{group:<12} {r['width']:>6g} {r.get('n_layer') or '':>6} {r['params'] / 1e6:>7.2f}M {r['flops_per_token'] / 1e6:>9.1f} "
                          f"{r['ppl']:>8.2f} {r['acc']:>6.3f} {num(r.get('agree'), '.3f', 6)} {num(r.get('kl'), '.3f', 6)} "
                          f"{num(r.get('doc_start_nll'), '.3f', 7)} {num(r.get('rest_nll'), '.3f', 6)}")
     if any(r.get("doc_start_nll") is not None for _, rows in groups for r in rows):
         lines.append("doc1-16: NLL (nats) of tokens 1-16 of each val document after its <|endoftext|>; rest: the others")
     if "unigram_ppl" in report:
         lines.append(f"unigram baseline ppl: {report['unigram_ppl']:.1f}")
+    return "\n".join(lines)
+
+
+def format_budget(answer, choice: dict, batch: int, workload: str) -> str:
+    """`nml whatif`: the frontier (measured or projected +- the what-if's error), the best within budget, why."""
+    from .analysis.budget import why
+    key = answer.latency_key
+    err = choice.get("error")
+    pm = f" ± {err['median']:.0%}" if err else ""
+    what = {"ttft": f"time to first token {batch}x128", "prefill": f"scoring {batch}x128",
+            "decode": "ms per generated token"}[workload]
+    tokens = answer.points[0].get("tokens") if answer.points else None
+    lines = [f"{choice['label']}: {what}; frontier of {len(answer.points)} (width, depth) students"
+             + (f" (val ppl on the same {tokens:,} tokens for all)" if tokens else ""),
+             f"{'width':>6} {'depth':>6} {'layers':>6} {'heads':>5} {'ppl':>8} {'ms':>9} {'':<14} {'MB':>7}"]
+    for p in answer.frontier:
+        how = "measured" if p["latency_measured"] else f"projected{pm}"
+        lines.append(f"{p['width']:>6.3g} {p['depth']:>6.3g} {p['n_layer'] or '':>6} {p['n_head']:>5} {p['ppl']:>8.1f} "
+                     f"{p[key]:>9.3f} {how:<14} {p['memory_mb']:>7.1f}{'' if p.get('trained', True) else '  (untrained cut)'}")
+    b = answer.best
+    if b is None:
+        lines.append("nothing in the family fits these budgets on this device: loosen one, or pick a faster device")
+    else:
+        lines.append(f"best within budget: width {b['width']:g} x depth {b['depth']:.3g} ({b['n_head']} heads, "
+                     f"{b['n_layer']} layers): ppl {b['ppl']:.1f}, {b[key]:.3f} ms "
+                     f"({'measured' if b['latency_measured'] else 'projected' + pm}), {b['memory_mb']:.1f} MB")
+    text = why(answer, choice["name"], batch)
+    return "\n".join(lines + ([text] if text else []))
+
+
+def grid_markdown(grid: dict) -> str:
+    """grid.json as a table: val ppl of every head count (rows) x every depth (columns), * = trained."""
+    rows = grid["rows"]
+    depths = sorted({r["depth"] for r in rows}, reverse=True)
+    by = {(r["width"], r["depth"]): r for r in rows}
+    lines = [f"Every (heads, layers) cut of one set of weights, {rows[0]['tokens']:,} val tokens each; * trained as "
+             "its own target, the rest never were (Mix'n'Match):", "",
+             "| width (heads) | " + " | ".join(f"{by[(1.0, d)]['n_layer']} layers" for d in depths) + " |",
+             "|---|" + "---|" * len(depths)]
+    for w in sorted({r["width"] for r in rows}, reverse=True):
+        cells = [by[(w, d)] for d in depths]
+        lines.append(f"| {w:.3g} ({cells[0]['n_head']}) | " + " | ".join(
+            f"{c['ppl']:.1f}{'*' if c['trained'] else ''}" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -52,7 +96,7 @@ def format_latency(report: dict) -> str:
     measures = [(label, k) for label, k in measures if k in report["widths"][0]]
     lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']}); TTFT: prefill with the "
              "KV cache keeping the last logits (generation); score: all logits (perplexity)",
-             f"{'width':>6} {'FLOP ratio':>10} " + " ".join(f"{label + ' ms':>14} {'speedup':>8}" for label, _ in measures)
+             f"{'width':>9} {'FLOP ratio':>10} " + " ".join(f"{label + ' ms':>14} {'speedup':>8}" for label, _ in measures)
              + f" {'decode tok/s':>12}" + (f" {'static tok/s':>12}" if static else "") + f" {'elastic ovh':>11}"]
     full = report["widths"][0]
     for r in report["widths"]:
@@ -60,7 +104,7 @@ def format_latency(report: dict) -> str:
         fast = f" {num((r.get('decode_static_tok_s') or {}).get('median'), '.1f', 12)}" if static else ""
         cells = " ".join(f"{r[k]['median_ms']:>14.2f} {full[k]['median_ms'] / r[k]['median_ms']:>7.2f}x"
                          for _, k in measures)
-        lines.append(f"{r['width']:>6g} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {cells} "
+        lines.append(f"{subnet_label(r):>9} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {cells} "
                      f"{r['decode_tok_s']['median']:>12.1f}{fast} {ovh:>+10.1%}")
     return "\n".join(lines)
 
@@ -87,7 +131,7 @@ def latency_markdown(report: dict, title: str) -> str:
             s1, s8 = full[f"{k}_b1_ms"]["median_ms"] / t1, full[f"{k}_b8_ms"]["median_ms"] / t8
             cells += f" {t1:.2f} | {s1:.2f}x | {t8:.2f} | {s8:.2f}x | {s1 / ratio:.2f} / {s8 / ratio:.2f} |"
         el = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
-        lines.append(f"| {r['width']:g} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x |{cells} "
+        lines.append(f"| {subnet_label(r)} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x |{cells} "
                      f"{r['decode_tok_s']['median']:.0f} | {el:+.1%} |")
     return "\n".join(lines)
 
@@ -134,16 +178,18 @@ def format_profile(prof: dict) -> str:
            if (p := prof.get("bf16_probe")) else []))
 
 
-def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config) -> str:
+def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config, depth: float = 1.0, layers=None) -> str:
     c = cost(cfg)
-    ev = run.eval() or {}
-    row = next((r for r in ev.get("widths", []) if abs(r["width"] - spec.width) < 1e-9), None)
+    row = subnet_row(run, spec.width, depth)
     metrics = (f"| val ppl | {row['ppl']:.2f} |\n| top-1 acc | {row['acc']:.3f} |\n| agreement with teacher | "
-               f"{num(row.get('agree'))} |\n" if row else "| metrics | not evaluated at this width |\n")
+               f"{num(row.get('agree'))} |\n| tokens scored | {row['tokens']:,} |\n" if row else
+               "| metrics | not evaluated at this width and depth |\n")
     data = run.info.get("data", {})
-    return f"""# Nested student of {run.info.get('teacher', {}).get('label', '?')} — width {spec.width:g}
+    kept = f", keeping the teacher's layers {list(layers)} (ranked by {run.info.get('layer_ranking', {}).get('criterion', 'prefix')})" \
+        if layers else ""
+    return f"""# Nested student of {run.info.get('teacher', {}).get('label', '?')} — width {spec.width:g}{f', depth {depth:.3g}' if depth != 1 else ''}
 
-A stock `GPT2LMHeadModel` extracted from the NML run `{run.name}` (nested axes: {', '.join(run.axes)}):
+A stock `GPT2LMHeadModel` extracted from the NML run `{run.name}` (nested axes: {', '.join(run.axes)}{kept}):
 {cfg.n_layer} layers, {cfg.n_head} heads, n_embd {cfg.n_embd}, n_inner {cfg.n_inner}, {c['params'] / 1e6:.2f}M parameters,
 {c['flops_per_token'] / 1e6:.1f} MFLOP/token. Load it with plain transformers:
 
@@ -176,7 +222,10 @@ def write_run_card(run_path) -> Path:
              f"- data: {data.get('source', '?')}; split: {data.get('split', '?')}"
              + (f"; held-out files: {', '.join(data['val_files'])}" if data.get("val_files") else ""),
              f"- tokens: {data.get('train_tokens', '?')} train / {data.get('val_tokens', '?')} val",
-             f"- widths {', '.join(f'{w:g}' for w in run.widths)}; nested axes {', '.join(run.axes)}",
+             f"- widths {', '.join(f'{w:g}' for w in run.widths)}; nested axes {', '.join(run.axes)}"
+             + (f"; depths {', '.join(f'{d:.3g}' for d in run.depths)} (every width at every depth, jointly; layers "
+                f"ranked by {info['layer_ranking']['criterion']}, most important first: {run.layer_rank})"
+                if run.depths != [1.0] else ""),
              f"- steps {hp.get('steps')} x batch {hp.get('batch_size')} x ctx {hp.get('ctx')}; lr {hp.get('lr')}; "
              f"alpha {hp.get('alpha')}; T {hp.get('temperature')}; strategy {hp.get('strategy')}; "
              f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
@@ -193,11 +242,11 @@ def write_run_card(run_path) -> Path:
     if ev:
         n = (lat or {}).get("prefill_len", 128)
         lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
-                  f"| model | width | params | MFLOP/token | val ppl | train / val CE | top-1 acc | agreement | time to "
+                  f"| model | width (x layers) | params | MFLOP/token | val ppl | train / val CE | top-1 acc | agreement | time to "
                   f"first token 1x{n} / 8x{n} ms | scoring 1x{n} / 8x{n} ms | decode tok/s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in run_points(run):
-            lines.append(f"| {p['group']} | {p['width']:g} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
+            lines.append(f"| {p['group']} | {subnet_label(p)} | {p['params'] / 1e6:.2f}M | {p['flops_per_token'] / 1e6:.1f} | "
                          f"{p['ppl']:.2f} | {num(p.get('train_nll'))} / {num(p.get('nll'))} | {p['acc']:.3f} | "
                          f"{num(p.get('agree'))} | "
                          f"{num(p.get('ttft_b1_ms'), '.1f')} / {num(p.get('ttft_b8_ms'), '.1f')} | "
@@ -207,6 +256,8 @@ def write_run_card(run_path) -> Path:
             lines += ["", "This latency file predates the time-to-first-token measure (scoring and decode only)."]
         if "unigram_ppl" in ev:
             lines += ["", f"Unigram (add-one) baseline perplexity on the same split: {ev['unigram_ppl']:.1f}."]
+    if run.grid():
+        lines += ["", grid_markdown(run.grid())]
     path = run.path / "README.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

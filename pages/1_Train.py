@@ -9,6 +9,7 @@ from nml_core.app import ui
 from nml_core.app.figures import loss_curves_figure
 from nml_core.data.sources import save_text_upload
 from nml_core.errors import NMLError
+from nml_core.nesting.depth import parse_depths
 from nml_core.nesting.width import parse_axes, parse_widths
 from nml_core import jobs
 from nml_core.store.hub import HUB_TEACHERS, hub_status
@@ -27,11 +28,11 @@ def _hub_status(model_id: str) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict) -> dict:
+def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict, depths: tuple = (1.0,)) -> dict:
     from nml_core.store.models import load_gpt2
     from nml_core.training.estimate import estimate
     model = load_gpt2(teacher)[0]
-    return estimate(model, list(widths), parse_axes(nest), TrainConfig(**cfg_fields))
+    return estimate(model, list(widths), parse_axes(nest), TrainConfig(**cfg_fields), depths=list(depths))
 
 
 runs = ui.all_runs()
@@ -57,6 +58,8 @@ with st.form("recipe"):
     upload = st.file_uploader(f"Text file (≤ {MAX_UPLOAD_MB} MB, read as UTF-8 text)", type=["txt"], key="train_upload")
     h = st.columns(4)
     widths_text = h[0].text_input("Widths", "1,1/2,1/4,1/8", key="train_widths")
+    depths_text = h[0].text_input("Depths (fractions of the layers; 1 = width only)", "1", key="train_depths",
+                                  help="e.g. 1,1/2: every width also trains on the top-ranked half of the layers")
     nest = h[1].selectbox("Nest axes", ["ffn,heads,hidden", "heads,hidden", "ffn"], key="train_nest")
     f = ui.recipe_field  # label, help, default and choices of each TrainConfig field
     strategy = h[2].selectbox(f("strategy")["label"], f("strategy")["choices"], key="train_strategy",
@@ -98,6 +101,7 @@ def resolve_choices():
     elif teacher in HUB_TEACHERS and _hub_status(teacher) == "unavailable":
         raise NMLError(f"{teacher} is not cached and the hub is unreachable; pick the embedded teacher or a local dir")
     widths = parse_widths(widths_text)
+    depths = parse_depths(depths_text)
     axes = parse_axes(nest)
     cfg = TrainConfig(steps=int(steps), batch_size=int(batch), ctx=int(ctx), lr=float(lr), alpha=float(alpha),
                       temperature=float(temperature), strategy=strategy, kd_source=kd_source, device=device,
@@ -124,15 +128,15 @@ def resolve_choices():
         data = data_text if data_text.startswith("hf:") else f"hf:{data_text}"
     elif not (Path(teacher) / "data" / "train.bin").exists():
         raise NMLError("this teacher has no token files of its own; choose another data source")
-    return teacher, data, widths, axes, cfg
+    return teacher, data, widths, depths, axes, cfg
 
 
 if want_estimate or want_start:
     with ui.friendly_errors():
-        teacher, data, widths, axes, cfg = resolve_choices()
+        teacher, data, widths, depths, axes, cfg = resolve_choices()
         if want_estimate:
             with st.spinner("Timing one nested step on this device…"):
-                est = _estimate(teacher, tuple(widths), nest, asdict(cfg))
+                est = _estimate(teacher, tuple(widths), nest, asdict(cfg), tuple(depths))
             e = st.columns(4)
             e[0].metric("Tokens", f"{est['tokens']:,}")
             e[1].metric("Training compute", f"{est['flops'] / 1e12:.1f} TFLOP")
@@ -142,8 +146,10 @@ if want_estimate or want_start:
                        "teacher's forward (nml_core/training/estimate.py).")
         if want_start:
             out = jobs.unique_run_dir(ui.new_runs_root(), name)
-            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg),
-                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device), cwd=ui.ROOT)
+            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg,
+                                                ",".join(f"{d:.6g}" for d in depths)),
+                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device,
+                                                grid=depths != [1.0]), cwd=ui.ROOT)
             st.session_state["job_path"] = str(out)
             st.success(f"Started {out.name} in the background: it keeps running if you close this tab.")
 

@@ -1,4 +1,4 @@
-"""Width slider: size, quality, speed and a generation at any nested width of a run."""
+"""Width slider: size, quality, speed and a generation at any nested width and depth of a run."""
 import pandas as pd
 import streamlit as st
 
@@ -6,7 +6,9 @@ from nml_core import api
 from nml_core.analysis.generate import generate_ids
 from nml_core.analysis.latency import bench_widths
 from nml_core.app import ui
+from nml_core.analysis.grid import same_subnet, subnet_row
 from nml_core.arch.gpt2 import cost
+from nml_core.nesting.depth import subnets
 from nml_core.device import device_info, set_threads
 from nml_core.nesting.width import available_widths
 
@@ -18,16 +20,24 @@ with ui.friendly_errors():
     elastic, teacher, tokenizer = ui.models(run)
 cfg = elastic.config
 widths = sorted(available_widths(cfg, run.axes))  # smallest on the left
-trained = set(run.widths)
-width = st.select_slider("Width (fraction of the teacher; ● = trained in this run)", options=widths, value=1.0,
-                         format_func=lambda w: f"{w:g} {'●' if w in trained else '○'}", key="width")
-dims = elastic.spec(width).dims(cfg)
+trained = set(subnets(run.widths, run.depths))
+s = st.columns(2)
+width = s[0].select_slider("Width (fraction of the teacher; ● = trained in this run)", options=widths, value=1.0,
+                           format_func=lambda w: f"{w:g} {'●' if w in run.widths else '○'}", key="width")
+depths = [k / cfg.n_layer for k in range(1, cfg.n_layer + 1)]
+depth = s[1].select_slider("Depth (layers kept, by the run's ranking; ● = trained)", options=depths, value=1.0,
+                           format_func=lambda d: f"{round(d * cfg.n_layer)} {'●' if d in run.depths else '○'}",
+                           key="depth")
+dims = elastic.dims(width, depth)
 ctx = run.info.get("hparams", {}).get("ctx", cfg.n_positions)
 c = cost(cfg, dims, ctx)
 full = cost(cfg, ctx=ctx)
 
-st.caption(f"{dims.n_head} heads, n_embd {dims.n_embd}, n_inner {dims.n_inner} "
-           f"(teacher: {cfg.n_head} heads, {cfg.n_embd}, {cfg.n_inner}). Nested axes: {', '.join(run.axes)}.")
+kept = f"layers {list(dims.layers)} of {cfg.n_layer}" if dims.layers else f"all {cfg.n_layer} layers"
+st.caption(f"{dims.n_head} heads, n_embd {dims.n_embd}, n_inner {dims.n_inner}, {kept} "
+           f"(teacher: {cfg.n_head} heads, {cfg.n_embd}, {cfg.n_inner}). Nested axes: {', '.join(run.axes)}"
+           + (f"; depths {', '.join(f'{d:.3g}' for d in run.depths)}, layers ranked by "
+              f"{run.info.get('layer_ranking', {}).get('criterion', 'prefix order')}." if run.depths != [1.0] else "."))
 m = st.columns(4)
 m[0].metric("Parameters", ui.fmt_params(c["params"]))
 m[1].metric("Non-embedding params", ui.fmt_params(c["nonemb_params"]))
@@ -42,9 +52,9 @@ st.subheader("Quality")
 with ui.friendly_errors():
     ev = run.eval() or {}
     latency_files = run.latency()
-row = next((r for r in ev.get("widths", []) if abs(r["width"] - width) < 1e-9), None)
+row = subnet_row(run, width, depth)
 quick = st.session_state.setdefault("quick_eval", {})
-key = (str(run.path), width)
+key = (str(run.path), width, depth)
 if row is None and key in quick:
     row = quick[key]
 if row:
@@ -53,13 +63,15 @@ if row:
     q[1].metric("Top-1 accuracy", f"{row['acc']:.1%}")
     q[2].metric("Agreement with teacher", f"{row['agree']:.1%}" if row.get("agree") is not None else "—")
     q[3].metric("KL(teacher ‖ width)", f"{row['kl']:.3f} nats" if row.get("kl") is not None else "—")
-    st.caption(f"Measured on {row['tokens']:,} held-out tokens" + (" (quick evaluation)" if key in quick else
-                                                                   " (eval.json, the full validation split)"))
+    source = " (quick evaluation)" if key in quick else " (eval.json, the full validation split)" if \
+        (width, depth) in trained else " (grid.json: every width x depth, untrained cuts included)"
+    st.caption(f"Measured on {row['tokens']:,} held-out tokens" + source)
 else:
-    st.info(f"Width {width:g} was not trained as its own target in this run; its quality is not in eval.json.")
-    if st.button("Evaluate this width now (first 4,096 val tokens)", key="quick_eval_btn"):
+    st.info(f"Width {width:g} x depth {depth:.3g} was not trained as its own target in this run and the run has no "
+            "grid.json (nml eval RUN --grid); its quality is not scored yet.")
+    if st.button("Evaluate it now (first 4,096 val tokens)", key="quick_eval_btn"):
         with st.spinner("Scoring…"), ui.friendly_errors():
-            quick[key] = api.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096)
+            quick[key] = api.evaluate_width(elastic, teacher.model, run, width, max_tokens=4096, depth=depth)
         st.rerun()
 
 # ---- speed: the run's latency files for the app's device (and this CPU when the app runs on a GPU)
@@ -70,7 +82,7 @@ devices_here = list(dict.fromkeys([ui.app_device().type, "cpu"]))
 for dev in devices_here:
     here = device_info(dev, threads)["device_key"]
     lat = latency_files.get(here)
-    lrow = next((r for r in (lat or {}).get("widths", []) if abs(r["width"] - width) < 1e-9), None)
+    lrow = next((r for r in (lat or {}).get("widths", []) if same_subnet(r, width, depth)), None)
     if lrow is None and (key, dev) in measured:
         lrow = measured[(key, dev)]
     if lrow:
@@ -87,15 +99,16 @@ for dev in devices_here:
                    "first token is generation's prefill (KV cache, last logits only); scoring computes the logits of "
                    "every position (perplexity, classification).")
     elif dev == devices_here[0]:
-        st.info(f"No latency measured for width {width:g} on this machine ({here}).")
+        st.info(f"No latency measured for width {width:g} x depth {depth:.3g} on this machine ({here}).")
         if st.button("Measure now (~20 s)", key="bench_btn"):
             with st.spinner("Timing the extracted student…"), ui.friendly_errors():
-                rep = bench_widths(elastic.model, run.axes, [width], device=dev, repeats=3)
+                rep = bench_widths(elastic.model, run.axes, [(width, depth)], device=dev, repeats=3,
+                                   layer_rank=run.layer_rank)
                 measured[(key, dev)] = rep["widths"][0]
             st.rerun()
 
 # ---- generation at this width
-st.subheader("Generate at this width")
+st.subheader("Generate at this width and depth")
 prompts = ui.example_prompts(run)
 prompt = st.text_input("Prompt", value=prompts[0] if prompts else "", key="width_prompt")
 g = st.columns(4)
@@ -107,14 +120,15 @@ static = ui.app_device().type == "cuda" and g[3].checkbox(
 if st.button("Generate", type="primary", key="width_generate"):
     with st.spinner("Generating…"), ui.friendly_errors():
         ids = tokenizer.encode(prompt)
-        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed), static_cache=static)
-    st.session_state["width_text"] = (width, prompt, tokenizer.decode(new))
+        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed), static_cache=static, depth=depth)
+    st.session_state["width_text"] = (width, depth, prompt, tokenizer.decode(new))
 if "width_text" in st.session_state:
-    w, p, text = st.session_state["width_text"]
-    st.markdown(f"**width {w:g}**")
+    w, d, p, text = st.session_state["width_text"]
+    st.markdown(f"**width {w:g} x depth {d:.3g}**")
     st.code(p + text, language=None, wrap_lines=True)
 
-with st.expander("All widths of this run"):
-    rows = [{"width": r["width"], "params (M)": r["params"] / 1e6, "MFLOP/token": r["flops_per_token"] / 1e6,
-             "val ppl": r["ppl"], "top-1 acc": r["acc"]} for r in ev.get("widths", [])]
+with st.expander("All trained students of this run"):
+    rows = [{"width": r["width"], "depth": r.get("depth", 1.0), "params (M)": r["params"] / 1e6,
+             "MFLOP/token": r["flops_per_token"] / 1e6, "val ppl": r["ppl"], "top-1 acc": r["acc"]}
+            for r in ev.get("widths", [])]
     st.dataframe(pd.DataFrame(rows), hide_index=True)

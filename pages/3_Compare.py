@@ -5,6 +5,7 @@ import streamlit as st
 from nml_core.analysis.generate import diagnose, generate_ids
 from nml_core.app import ui
 from nml_core.app.figures import kl_strip_figure, token_html
+from nml_core.nesting.depth import subnets
 
 st.set_page_config(page_title="Compare · NML Explorer", page_icon=":material/compare:", layout="wide")
 st.title("Compare teacher and students")
@@ -22,8 +23,16 @@ if examples:
             st.session_state["compare_prompt"] = text
 st.session_state.setdefault("compare_prompt", examples[0] if examples else "")
 prompt = st.text_area("Prompt", key="compare_prompt", height=80)
-widths = st.multiselect("Students (widths)", run.widths, default=[w for w in run.widths if w < 1][:2],
-                        format_func=lambda w: f"width {w:g}", key="compare_widths")
+cuts = subnets(run.widths, [k / elastic.config.n_layer for k in range(elastic.config.n_layer, 0, -1)])
+
+
+def student_name(s):
+    return f"width {s[0]:g}" + (f" x depth {s[1]:.3g}" if s[1] < 1 else "")
+
+
+widths = st.multiselect("Students (width x depth; any depth cuts the run's ranked layers, trained or not)", cuts,
+                        default=[s for s in subnets(run.widths, run.depths) if s != (1.0, 1.0)][:2],
+                        format_func=student_name, key="compare_widths")
 c = st.columns(4)
 max_new = c[0].slider("New tokens", 8, max(8, min(64, elastic.config.n_positions - 16)), 32, key="compare_new")
 temperature = c[1].slider("Temperature (0 = greedy)", 0.0, 1.5, 0.8, 0.1, key="compare_temp",
@@ -39,11 +48,11 @@ if st.button("Generate and compare", type="primary", key="compare_go"):
     results = {}
     with st.spinner("Generating with the teacher and each student…"), ui.friendly_errors():
         teacher_fn = lambda x: teacher(x).logits  # noqa: E731
-        for name, model, w in [("teacher", teacher, 1.0)] + [(f"width {w:g}", elastic, w) for w in widths]:
+        for name, model, (w, d) in [("teacher", teacher, (1.0, 1.0))] + [(student_name(s), elastic, s) for s in widths]:
             new = generate_ids(model, ids, w, max_new, temperature, int(seed),
-                               static_cache=ui.app_device().type == "cuda")
-            results[name] = diagnose(teacher_fn, lambda x, w=w, m=model: m(x, width=w).logits, tokenizer, ids, new, k,
-                                     device=ui.app_device())
+                               static_cache=ui.app_device().type == "cuda", depth=d)
+            results[name] = diagnose(teacher_fn, lambda x, w=w, d=d, m=model: m(x, width=w, depth=d).logits, tokenizer,
+                                     ids, new, k, device=ui.app_device())
     st.session_state["compare"] = (prompt, results)
 
 if "compare" in st.session_state:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from nml_core import api
-from nml_core.analysis import whatif
+from nml_core.analysis import budget, whatif
 from nml_core.analysis.pareto import COST, QUALITY, pareto_front, run_points
 from nml_core.app import ui
 from nml_core.app.figures import pareto_figure
@@ -39,6 +39,9 @@ points = []
 with ui.friendly_errors():
     for r in family_runs:
         rows = run_points(r, choice["key"] if choice["kind"] == "measured" else None)
+        if r.grid():  # the rest of its width x depth family: cuts never trained as their own target (Mix'n'Match)
+            cuts = budget.family_points(r, choice["key"] if choice["kind"] == "measured" else None)
+            rows += [{**p, "group": "NML untrained cut"} for p in cuts if not p["trained"]]
         if choice["kind"] == "projected":  # no measured latency leaks into a projection
             rows = [{k: v for k, v in p.items() if k not in (*whatif.MEASURES, "decode_tok_s")} for p in rows]
         if points:  # one teacher point per chart
@@ -77,8 +80,9 @@ mem_budget = b[2].number_input(f"Memory budget (MB: weights + KV cache + activat
                                min_value=0.0, value=0.0, step=5.0, key="budget_mb")
 family = [p for p in points if p["group"].startswith("NML")]
 best = whatif.best_within_budget(family, metric, lat_budget or None, mem_budget or None, quality)
-full = next(p for p in points if p["width"] == 1.0)
-table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"], "params (M)": p["params"] / 1e6,
+full = next(p for p in points if p["width"] == 1.0 and p.get("depth", 1.0) == 1.0)
+table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"], "depth": p.get("depth", 1.0),
+                       "layers": p.get("n_layer"), "params (M)": p["params"] / 1e6,
                        "memory (MB)": p["memory_mb"], "of which weights": p["weights_mb"],
                        "FLOP ratio": full["flops_per_token"] / p["flops_per_token"],
                        f"{prefill_label} (ms)": p.get("prefill_ms"),
@@ -87,18 +91,19 @@ table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"]
                        "decode (ms/token)": p.get("decode_ms"), QUALITY[quality][0]: p.get(quality)} for p in points])
 measured_here = bool(best) and (best["prefill_measured"] if metric == "prefill_ms" else choice["kind"] == "measured")
 if best is None:
-    st.error("No NML width fits these budgets on this device. Loosen a budget or pick a faster device.")
+    st.error("No NML student fits these budgets on this device. Loosen a budget or pick a faster device.")
 else:
-    st.success(f"Best within budget: **{best['group']} width {best['width']:g}** from `{best['run']}` — "
+    shape = f"width {best['width']:g}" + (f" x depth {best['depth']:.3g}" if best.get("depth", 1.0) < 1 else "")
+    st.success(f"Best within budget: **{best['group']} {shape}** from `{best['run']}` — "
                f"{QUALITY[quality][0]} {best[quality]:.3g}, {best['memory_mb']:.1f} MB at batch {batch}, "
                f"{best[metric]:.2f} ms ({'measured' if measured_here else 'projected'}).")
     target = next(r for r in siblings if r.name == best["run"])
     if not ui.has_weights(target):
         st.info(f"`{target.name}` ships its figures but not its weights ({target.info.get('weights_note', '')}).")
-    elif st.button(f"Prepare width {best['width']:g} as a stock HF model (zip)", key="export_btn"):
+    elif st.button(f"Prepare {shape} as a stock HF model (zip)", key="export_btn"):
         with st.spinner("Extracting the student…"), ui.friendly_errors():
-            st.session_state["export_zip"] = (f"{best['run']}-w{best['width']:g}.zip",
-                                              api.export_zip(target.path, best["width"]))
+            st.session_state["export_zip"] = (f"{best['run']}-w{best['width']:g}-d{best.get('depth', 1.0):.3g}.zip",
+                                              api.export_zip(target.path, best["width"], best.get("depth", 1.0)))
     if "export_zip" in st.session_state:
         name, data = st.session_state["export_zip"]
         st.download_button(f"Download {name} ({len(data) / 1e6:.1f} MB)", data, file_name=name,
@@ -113,6 +118,12 @@ lesson = whatif.lesson(choice.get("profile"), run_config(family_runs[0]), family
     if family_runs else None
 if lesson:
     st.info(lesson)
+for r in family_runs:  # a width x depth run: which axis pays on this device, at this batch
+    if r.depths != [1.0]:
+        with ui.friendly_errors():
+            answer = budget.search(r, run_config(r), choice, batch, "prefill" if workload == "prefill" else "ttft",
+                                   lat_budget or None, mem_budget or None)
+        st.info(f"`{r.name}`: " + budget.why(answer, choice["name"], batch))
 
 # ---- measure this machine: a profile + the latency of the runs on the chart; it then joins the device list
 with st.expander("Measure this machine"):

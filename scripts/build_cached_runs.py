@@ -7,6 +7,9 @@ swapped into cached_runs/ once it is complete, so a failed build never replaces 
   teacher   pretrain a GPT-2-architecture teacher on them with the GPT-2 tokenizer
   nml       nested distillation of the teacher, widths 1, 1/2, 1/4, 1/8, all axes, after importance reordering
   ffn       the same with FFN-only nesting (MatFormer baseline)
+  depth     width x depth: the same widths at depths 1 and 1/2 (3 of the 6 layers, ranked by measurement),
+            trained jointly with the nml recipe, then its baselines: naive layer drop (no training) and independent
+            KD of two depth-1/2 shapes (width 1 and 1/2), same steps; the baselines ship as figures only
   naive     naive-slice baseline (reordered teacher, no training)
   indep     independent-KD students, one per width, same per-width steps
   matta     MatTA against plain NML at equal steps (NML recipe): the teacher assistant is the independent-KD
@@ -44,12 +47,14 @@ from nml_core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "matta", "measure")
-TEACHER, NML, FFN = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"
+STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "matta", "depth", "measure")
+TEACHER, NML, FFN, DEPTH = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn", "shakespeare-nml-depth"
 MATTA, MATTA_PLAIN = "shakespeare-matta", "shakespeare-matta-plain"
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 TA_WIDTHS = [1.0, 0.5, 0.25]  # of the TA, itself width 1/2 of the teacher: teacher widths 1/2, 1/4, 1/8
-RUNS = (TEACHER, NML, FFN, MATTA, MATTA_PLAIN)
+DEPTHS = [1.0, 0.5]
+DEPTH_BASELINES = [(1.0, 0.5), (0.5, 0.5)]  # (width, depth) of the independent-KD students of the depth run
+RUNS = (TEACHER, NML, FFN, MATTA, MATTA_PLAIN, DEPTH)
 EVAL_ONLY = (FFN, MATTA, MATTA_PLAIN)  # figures shipped, weights dropped (the shipped weights stay under 100 MB)
 
 SHAPE = dict(n_layer=6, n_embd=256, n_head=8)
@@ -176,6 +181,27 @@ def build_record(p: dict, profile: str, stage_s: float) -> dict:
             "shard_mb": p["shard_mb"]}
 
 
+def build_depth_run(p: dict, profile: str, out: Path, work: Path, teacher: str) -> None:
+    """The width x depth run (nml recipe, every width at every depth, jointly) and its baselines."""
+    if not stage_done(out / DEPTH):
+        t = time.time()
+        log(f"depth: nested distillation, widths {WIDTHS} x depths {DEPTHS}, {p['nml']['steps']} steps")
+        built = work / "cached_runs" / DEPTH
+        api.train_nested(built, teacher, None, WIDTHS, parse_axes("ffn,heads,hidden"),
+                         train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
+                         resume=(built / RUN_FILE).exists(), depths=DEPTHS)
+        promote(built, out / DEPTH, build_record(p, profile, time.time() - t))
+        log(f"depth: done in {time.time() - t:.0f} s")
+    api.baseline(out / DEPTH, "naive")
+    for w, d in DEPTH_BASELINES:
+        t = time.time()
+        for b in api.baseline(out / DEPTH, "independent", width=w, depth=d, device=p["device"]):
+            shutil.rmtree(b / "checkpoints", ignore_errors=True)  # resumable state is not shipped
+            for f in (".lock", "heartbeat.json"):
+                (b / f).unlink(missing_ok=True)
+        log(f"depth: independent KD ({w:g}, {d:g}) in {time.time() - t:.0f} s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "cached_runs"))
@@ -255,6 +281,8 @@ def main(argv=None) -> int:
                                  resume=(built / RUN_FILE).exists(), init=init)
                 promote(built, out / name, build_record(p, a.profile, time.time() - t))
                 log(f"matta: {name} done in {time.time() - t:.0f} s")
+        if "depth" in stages:
+            build_depth_run(p, a.profile, out, work, teacher)
         if "measure" in stages:
             for name in RUNS:
                 if not stage_done(out / name):
@@ -264,13 +292,18 @@ def main(argv=None) -> int:
                 if a.remeasure or not (out / name / "eval.json").exists():
                     print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"],
                                                               device=p["device"])), flush=True)
-                    if name in (NML, FFN):  # width 1 has the teacher's shape: it times the teacher too
+                    if name == DEPTH:
+                        print(report.grid_markdown(api.evaluate_grid(out / name, device=p["device"])), flush=True)
+                    if name in (NML, FFN, DEPTH):  # width 1 has the teacher's shape: it times the teacher too
                         for device, threads in bench_targets(p["device"]):
                             print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],
                                                                       device=device, threads=threads)), flush=True)
                 portable_labels(out / name)
                 if name in EVAL_ONLY and not a.keep_weights:
                     drop_weights(out / name, "ffn" if name == FFN else "matta")
+                if name == DEPTH and not a.keep_weights:
+                    for b in (out / name / "baselines").glob("independent-*"):
+                        drop_weights(b, "depth")
                 report.write_run_card(out / name)  # after: the card says whether the weights ship
                 log(f"measure: {name} in {time.time() - t:.0f} s")
     except NMLError as e:

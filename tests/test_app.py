@@ -129,7 +129,7 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     at.number_input(key="budget_ms").set_value(smallest * 1.001).run()
     assert "NML FFN-only width" in at.success[0].value
     at.number_input(key="budget_ms").set_value(0.001).run()
-    assert at.error and "No NML width fits" in at.error[0].value
+    assert at.error and "No NML student fits" in at.error[0].value
     at.number_input(key="budget_ms").set_value(0.0).run()
     options = at.selectbox(key="pareto_device").options
     assert options[0].endswith("— measured"), "measured devices come first"

@@ -104,6 +104,29 @@ def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
         assert not shards and (teacher.model_dir / "model.safetensors").exists()
     data = json.loads((teacher.path / "data" / "data.json").read_text())
     assert "endoftext" in data["convention"] and data["documents"]["train"] > 0
+    depth = load_run(tmp_path / "cached_runs" / "shakespeare-nml-depth")
+    assert depth.depths == [1.0, 0.5] and depth.grid() and depth.latency()
+    assert {(r["width"], r["depth"]) for r in depth.eval()["baselines"]["independent"]} == {(1.0, 0.5), (0.5, 0.5)}
+    assert all(b.info.get("weights_shipped") is False for b in depth.baselines() if b.kind == "independent")
+
+
+def test_shipped_depth_run_gives_its_stored_numbers_and_caches_its_grid():
+    run = load_run(CACHED / "shakespeare-nml-depth")
+    report = run.eval()
+    model, _ = api.load_run_model(run)
+    elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
+    spot = report["widths"][0]["spot_tokens"]
+    windows = eval_windows(api.run_tokens(run).val, report["ctx"])[: spot // report["ctx"]]
+    fresh = evaluate_models({(r["width"], r["depth"]): (lambda w, d: lambda x: elastic(x, width=w, depth=d).logits)(
+        r["width"], r["depth"]) for r in report["widths"] if r["depth"] < 1}, None, windows, batch_size=8)
+    for row in report["widths"]:
+        if row["depth"] < 1:
+            assert fresh[(row["width"], row["depth"])]["ppl"] == pytest.approx(row["spot_ppl"], rel=0.01)
+    grid = run.grid()
+    assert len(grid["rows"]) == model.config.n_head * model.config.n_layer and grid["layer_rank"] == run.layer_rank
+    naive = {(r["width"], r["depth"]): r["ppl"] for r in report["baselines"]["naive"]}
+    for row in report["widths"][1:]:
+        assert row["ppl"] < naive[(row["width"], row["depth"])]
 
 
 def test_shipped_data_follows_gpt2s_document_convention():

@@ -120,4 +120,7 @@ def test_every_command_but_list_takes_the_same_device_flag():
         if name in ("list", "render-docs"):  # they compute nothing on a device
             assert not device
             continue
+        if name == "whatif":  # its --device names the hardware to project for (required), not where to compute
+            assert device and device[0].required
+            continue
         assert device and device[0].default == "auto" and list(device[0].choices) == ["auto", "cpu", "cuda"], name

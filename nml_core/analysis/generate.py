@@ -1,4 +1,4 @@
-"""Text generation at any nested width (views + KV cache) and teacher-vs-student token diagnostics.
+"""Text generation at any nested width and depth (views + KV cache) and teacher-vs-student token diagnostics.
 
 `transformers.generate` needs a module of fixed shape; the elastic forward is a functional call, so this
 file holds the short decode loop that runs it with HF's own KV cache passed through.
@@ -15,8 +15,8 @@ from ..nesting.elastic import ElasticGPT2
 
 @torch.inference_mode()
 def generate_ids(elastic: ElasticGPT2, prompt_ids: list[int], width: float, max_new_tokens: int = 40,
-                 temperature: float = 0.0, seed: int = 0, static_cache: bool = False) -> list[int]:
-    """Greedy (temperature 0) or sampled continuation of `prompt_ids` at `width`; returns the new ids only.
+                 temperature: float = 0.0, seed: int = 0, static_cache: bool = False, depth: float = 1.0) -> list[int]:
+    """Greedy (temperature 0) or sampled continuation of `prompt_ids` at (width, depth); returns the new ids only.
 
     static_cache: on CUDA, HF `generate` with a static KV cache on the width's view student (transformers
     compiles its forward: ~4x the tokens/s of the dynamic cache on an H100, ../shared/reference/gpu); sampling
@@ -27,11 +27,11 @@ def generate_ids(elastic: ElasticGPT2, prompt_ids: list[int], width: float, max_
     device = next(elastic.model.parameters()).device
     steps = min(max_new_tokens, n_positions - len(ids))
     if static_cache and device.type == "cuda":
-        return _generate_static(elastic, ids, width, steps, temperature, seed)
+        return _generate_static(elastic, ids, width, depth, steps, temperature, seed)
     gen = torch.Generator().manual_seed(seed)
     x, past, new = torch.tensor([ids], device=device), None, []
     for _ in range(steps):
-        out = elastic(x, width=width, past_key_values=past, use_cache=True)
+        out = elastic(x, width=width, depth=depth, past_key_values=past, use_cache=True)
         logits, past = out.logits[0, -1].float(), out.past_key_values
         if temperature <= 0:
             token = int(logits.argmax())
@@ -42,9 +42,9 @@ def generate_ids(elastic: ElasticGPT2, prompt_ids: list[int], width: float, max_
     return new
 
 
-def _generate_static(elastic: ElasticGPT2, ids: list[int], width: float, steps: int, temperature: float,
-                     seed: int) -> list[int]:
-    model = elastic.model if width == 1.0 else elastic.view_student(elastic.spec(width).dims(elastic.config))
+def _generate_static(elastic: ElasticGPT2, ids: list[int], width: float, depth: float, steps: int,
+                     temperature: float, seed: int) -> list[int]:
+    model = elastic.model if (width, depth) == (1.0, 1.0) else elastic.view_student(elastic.dims(width, depth))
     x = torch.tensor([ids], device=next(model.parameters()).device)
     torch.manual_seed(seed)
     sample = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}

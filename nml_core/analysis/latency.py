@@ -25,6 +25,7 @@ from transformers import GPT2LMHeadModel
 from ..arch.gpt2 import cost
 from ..device import device_info, resolve, set_threads, synchronize
 from ..nesting.elastic import ElasticGPT2, extract_student
+from ..nesting.depth import as_subnet, subnet_key
 from ..nesting.width import WidthSpec
 from ..store.runs import now
 
@@ -91,32 +92,36 @@ def tokens_per_s(stats: dict, tokens: int) -> dict:
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str = "auto", threads: int | None = None,
-                 repeats: int = 10, precision: str = "fp32") -> dict:
-    """Time every width of `model`: extracted students and the elastic forward, interleaved in one process, with
-    weights and compute in `precision` (bf16: a device of its own, key <device>-bf16)."""
+def bench_widths(model: GPT2LMHeadModel, axes, widths: list, device: str = "auto", threads: int | None = None,
+                 repeats: int = 10, precision: str = "fp32", layer_rank: list[int] | None = None) -> dict:
+    """Time every width (or (width, depth) pair) of `model`: extracted students and the elastic forward,
+    interleaved in one process, with weights and compute in `precision` (bf16: a device of its own, key
+    <device>-bf16)."""
     device = resolve(device).type
     threads = set_threads(threads)
     model = model.to(device, PRECISIONS[precision]).eval()
     cfg = model.config
-    elastic = ElasticGPT2(model, axes).eval()
+    elastic = ElasticGPT2(model, axes, layer_rank).eval()
     fns = {}
     batches = (1, 8, 32) if device == "cuda" else (1, 8)  # batch 32: where a GPU starts to pay
-    for w in widths:
-        s = extract_student(model, WidthSpec(w, axes)).to(PRECISIONS[precision]).eval()
+    subnets = [as_subnet(x) for x in widths]
+    for w, d in subnets:
+        key = subnet_key(w, d)
+        s = extract_student(model, WidthSpec(w, axes), elastic.dims(w, d).layers).to(PRECISIONS[precision]).eval()
         # the elastic forward right after the extracted one of the same batch: both find the allocator in the
         # same state (after a large scoring batch the next call's logits may land in fresh pages, a cost of
         # its own that would be billed to whichever call came next)
-        fns[f"{w:g}/prefill_b1"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
-        fns[f"{w:g}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w: elastic(x, width=w, use_cache=False), 1, cfg, device)
+        fns[f"{key}/prefill_b1"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
+        fns[f"{key}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w, d=d: elastic(x, width=w, depth=d, use_cache=False),
+                                                      1, cfg, device)
         for b in batches:
-            fns[f"{w:g}/ttft_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=True, logits_to_keep=1),
+            fns[f"{key}/ttft_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=True, logits_to_keep=1),
                                                  b, cfg, device)
             if b > 1:
-                fns[f"{w:g}/prefill_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), b, cfg, device)
-        fns[f"{w:g}/decode"] = decode_fn(s, device)
+                fns[f"{key}/prefill_b{b}"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), b, cfg, device)
+        fns[f"{key}/decode"] = decode_fn(s, device)
         if device == "cuda":  # the static-cache decode beside the eager one
-            fns[f"{w:g}/decode_static"] = decode_fn(s, device, static_cache=True)
+            fns[f"{key}/decode_static"] = decode_fn(s, device, static_cache=True)
     times = interleaved_timings(fns, device, repeats=repeats)
     info = device_info(device, threads)
     if precision != "fp32":
@@ -124,13 +129,14 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list[float], device: str 
     report = {**info, "measured": now(), "protocol": __doc__.strip(),
               "prefill_len": prefill_len(cfg), "decode_new_tokens": decode_new_tokens(cfg),
               "matmul_gflops": matmul_gflops(device), "widths": []}
-    for w in widths:
-        row = {"width": w, **cost(cfg, WidthSpec(w, axes).dims(cfg), prefill_len(cfg))}
+    for w, d in subnets:
+        key = subnet_key(w, d)
+        row = {"width": w, "depth": d, **cost(cfg, elastic.dims(w, d), prefill_len(cfg))}
         for name in [f"{kind}_b{b}" for kind in ("ttft", "prefill") for b in batches] + ["elastic_prefill_b1"]:
-            if f"{w:g}/{name}" in times:
-                row[f"{name}_ms"] = times[f"{w:g}/{name}"]
-        row["decode_tok_s"] = tokens_per_s(times[f"{w:g}/decode"], decode_new_tokens(cfg))
-        if f"{w:g}/decode_static" in times:
-            row["decode_static_tok_s"] = tokens_per_s(times[f"{w:g}/decode_static"], decode_new_tokens(cfg))
+            if f"{key}/{name}" in times:
+                row[f"{name}_ms"] = times[f"{key}/{name}"]
+        row["decode_tok_s"] = tokens_per_s(times[f"{key}/decode"], decode_new_tokens(cfg))
+        if f"{key}/decode_static" in times:
+            row["decode_static_tok_s"] = tokens_per_s(times[f"{key}/decode_static"], decode_new_tokens(cfg))
         report["widths"].append(row)
     return report

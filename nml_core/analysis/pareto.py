@@ -12,13 +12,14 @@ COST = {"prefill_ms": ("prefill at the chosen batch and workload (ms)", False),
         "ttft_b1_ms": ("time to first token 1x128 (ms)", False), "ttft_b8_ms": ("time to first token 8x128 (ms)", False),
         "prefill_b1_ms": ("scoring 1x128, all logits (ms)", False), "prefill_b8_ms": ("scoring 8x128, all logits (ms)", False),
         "memory_mb": ("memory at the chosen batch (MB)", False),
-        "decode_tok_s": ("decode (tokens/s)", True), "flops_per_token": ("FLOPs per token", False),
+        "decode_tok_s": ("decode (tokens/s)", True), "decode_ms": ("decode (ms per token)", False), "flops_per_token": ("FLOPs per token", False),
         "fp16_mb": ("fp16 size (MB)", False)}
 
 
-def student_shape(row: dict) -> tuple:
-    """(heads, hidden, FFN) of an eval or latency row: latency depends on nothing else."""
-    return row["n_head"], row["n_embd"], row["n_inner"]
+def student_shape(row: dict, n_layer: int | None = None) -> tuple:
+    """(heads, hidden, FFN, layers) of an eval or latency row: latency depends on nothing else (rows written
+    before depth was nested have no n_layer: they ran every layer, `n_layer`)."""
+    return row["n_head"], row["n_embd"], row["n_inner"], row.get("n_layer") or n_layer
 
 
 def default_latency_key(run: Run) -> str | None:
@@ -32,30 +33,36 @@ def default_latency_key(run: Run) -> str | None:
 
 def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     """One dict per model: group (teacher / NML / NML FFN-only / MatTA / naive slice / independent KD), width,
-    quality, cost, latency."""
+    depth, quality, cost, latency."""
     ev = run.eval()
     if not ev:
         return []
-    lat_files = run.latency()
-    lat = lat_files.get(device_key or default_latency_key(run))
-    by_shape = {student_shape(r): r for r in (lat or {}).get("widths", [])}
     own = run.kind if run.kind != "nested" else "MatTA" if run.info.get("ta") else \
         "NML FFN-only" if set(run.axes) == {"ffn"} else "NML"
     groups = [("teacher", [{**ev["teacher"], "width": 1.0}])] if "teacher" in ev else []
     groups += [(own, ev["widths"])]
     groups += [({"naive": "naive slice", "independent": "independent KD"}.get(g, g), rows)
                for g, rows in ev.get("baselines", {}).items()]
+    return [p for group, rows in groups for p in with_latency(run, rows, group, device_key or default_latency_key(run))]
+
+
+def with_latency(run: Run, rows: list[dict], group: str, device_key: str | None) -> list[dict]:
+    """Eval or grid rows as points of one group, each with every measure the device's latency file has for its
+    shape (older files have no ttft_*: scoring and decode only)."""
+    lat = run.latency().get(device_key) if device_key else None
+    full_layers = run.info.get("teacher", {}).get("shape", {}).get("n_layer")
+    by_shape = {student_shape(r, full_layers): r for r in (lat or {}).get("widths", [])}
     points = []
-    for group, rows in groups:
-        for r in rows:
-            p = {"group": group, "run": run.name, **{k: r.get(k) for k in
-                 ("width", "n_head", "n_embd", "n_inner", "params", "nonemb_params", "flops_per_token", "fp16_mb",
-                  "ppl", "acc", "agree", "kl", "nll", "train_nll")}}
-            t = by_shape.get(student_shape(r))
-            if t:  # every measure the latency file has (older files have no ttft_*: scoring and decode only)
-                p.update({k: v["median_ms"] for k, v in t.items() if k.endswith("_ms") and not k.startswith("elastic")},
-                         decode_tok_s=t["decode_tok_s"]["median"])
-            points.append(p)
+    for r in rows:
+        p = {"group": group, "run": run.name, **{k: r.get(k) for k in
+             ("width", "depth", "n_layer", "n_head", "n_embd", "n_inner", "params", "nonemb_params", "flops_per_token",
+              "fp16_mb", "ppl", "acc", "agree", "kl", "nll", "train_nll", "trained", "tokens")}}
+        p["depth"], p["n_layer"] = p["depth"] or 1.0, p["n_layer"] or full_layers
+        t = by_shape.get(student_shape(r, full_layers))
+        if t:
+            p.update({k: v["median_ms"] for k, v in t.items() if k.endswith("_ms") and not k.startswith("elastic")},
+                     decode_tok_s=t["decode_tok_s"]["median"])
+        points.append(p)
     return points
 
 

@@ -209,6 +209,19 @@ def load_profiles(*roots: Path) -> dict[str, dict]:
     return out
 
 
+def load_whatif_errors(*roots: Path) -> dict:
+    """The what-if's measured error per device class (bench/whatif_accuracy.py --write), from the first root
+    that has it ({} if none, or unreadable)."""
+    for root in roots:
+        path = profiles_dir(root) / "whatif_error.json"
+        if path.exists():
+            try:
+                return read_json(path)
+            except NMLError:
+                return {}
+    return {}
+
+
 # Vendor figures: dense fp32 (CUDA matmuls run in full fp32 unless TF32 is switched on) and memory bandwidth
 PRESETS = {
     "Raspberry Pi 5": dict(cpu=True, peak_gflops=153.6, bandwidth_gbs=17.0, host_factor=2.5,

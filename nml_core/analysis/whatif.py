@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from ..arch.gpt2 import StudentDims, cost
+from ..arch.gpt2 import StudentDims, cost, n_layers
 
 # the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
 # scoring (the logits of every position)
@@ -114,10 +114,11 @@ def breakdown(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: i
         layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile["write_gbs"] * 1e3)
     head = _matmul_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
     host_cost = profile.get(kind, profile["prefill"])
-    host = host_cost["fixed_us"] + cfg.n_layer * host_cost["per_layer_us"]
-    device = cfg.n_layer * layer + head
+    L = n_layers(cfg, dims)  # a depth-reduced student runs fewer blocks: fewer launches and less arithmetic
+    host = host_cost["fixed_us"] + L * host_cost["per_layer_us"]
+    device = L * layer + head
     total = max(host, device) if profile.get("asynchronous") else host + device
-    return {"host_us": host, "layers_us": cfg.n_layer * layer, "head_us": head, "total_us": total}
+    return {"host_us": host, "layers_us": L * layer, "head_us": head, "total_us": total}
 
 
 def forward_us(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
@@ -147,10 +148,20 @@ def project(profile: dict, cfg, dims: StudentDims, n: int = 128, batches=(1, 8))
     return out
 
 
+def subnet_dims(cfg, axes, width: float, depth: float = 1.0) -> StudentDims:
+    """The sizes of a (width, depth) student; which layers it keeps does not change its cost, only how many."""
+    from dataclasses import replace
+
+    from ..nesting.depth import DepthSpec
+    from ..nesting.width import WidthSpec
+    dims = WidthSpec(width, frozenset(axes)).dims(cfg)
+    return dims if depth == 1 else replace(dims, layers=DepthSpec(depth).layers(list(range(cfg.n_layer))))
+
+
 def memory_mb(cfg, dims: StudentDims, batch: int, ctx: int, dtype_bytes: int = 4) -> dict:
     """Weights + KV cache at this batch and context + the largest activations alive in a forward."""
     weights = cost(cfg, dims)["params"] * dtype_bytes
-    kv = 2 * cfg.n_layer * batch * ctx * dims.attn_dim * dtype_bytes
+    kv = 2 * n_layers(cfg, dims) * batch * ctx * dims.attn_dim * dtype_bytes
     d, a, f = dims.n_embd, dims.attn_dim, dims.n_inner
     # what is alive at each peak of an inference forward (counted with analysis.memory on HF's GPT-2):
     # the logits and the final hidden states they are made from; inside a layer, the residual stream, its
@@ -189,7 +200,8 @@ def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = 
                 seen.add(key)
                 out.append({"key": key, "kind": "measured", "name": lat["device_name"], "profile": profiles.get(key),
                             "label": f"{lat['device_name']} ({_threads(lat)}) — measured",
-                            "provenance": lat.get("provenance")})
+                            "provenance": lat.get("provenance"),
+                            "error": errors.get("by_device", {}).get(key)})  # for the shapes it projects
     base = next((p for _, p in sorted(profiles.items()) if p.get("kind") == "measured" and p.get("device") == "cpu"), None)
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
@@ -213,11 +225,10 @@ def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: 
     """run_points rows with this device's figures. prefill_ms: the workload's prefill (ttft or scoring) at the
     chosen batch, measured where the device has a latency file with it (prefill_measured), else projected from
     its profile; a projected device also gets every projected measure and decode; memory at that batch."""
-    from ..nesting.width import WidthSpec
     out = []
     key = f"{workload}_b{batch}_ms"
     for p in points:
-        dims = WidthSpec(p["width"], frozenset(axes)).dims(cfg)
+        dims = subnet_dims(cfg, axes, p["width"], p.get("depth", 1.0))
         row = {**p, **memory_mb(cfg, dims, batch, ctx)}
         if p.get("decode_tok_s"):
             row["decode_ms"] = 1e3 / p["decode_tok_s"]

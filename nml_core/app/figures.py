@@ -7,6 +7,7 @@ import math
 import plotly.graph_objects as go
 import torch
 
+from ..analysis.grid import subnet_label
 from ..analysis.pareto import COST, QUALITY
 
 PALETTE = {"teacher": "#222222", "NML": "#d62728", "NML FFN-only": "#ff7f0e", "naive slice": "#7f7f7f",
@@ -58,16 +59,20 @@ def loss_curves_figure(rows: list[dict]) -> go.Figure:
 
 
 def pareto_figure(points: list[dict], front: list[bool], quality: str, cost: str, cost_title: str | None = None) -> go.Figure:
-    """Quality vs cost, one trace per group, the Pareto frontier as a line; hover shows the numbers."""
+    """Quality vs cost, one trace per group (diamonds: depth-reduced students), the Pareto frontier as a line;
+    hover shows the numbers."""
     fig = go.Figure()
     for group in dict.fromkeys(p["group"] for p in points):
         ps = [p for p in points if p["group"] == group and p.get(quality) is not None and p.get(cost) is not None]
         if not ps:
             continue
-        fig.add_scatter(x=[p[cost] for p in ps], y=[p[quality] for p in ps], mode="markers+text", name=group,
-                        text=[f"{p['width']:g}" for p in ps], textposition="top center",
-                        marker=dict(size=11, color=PALETTE.get(group)),
-                        customdata=[[p["width"], p["params"] / 1e6, p.get("ppl"), p.get("acc"), p[cost]] for p in ps],
+        cut = group.endswith("untrained cut")  # many points: no labels, small hollow markers
+        fig.add_scatter(x=[p[cost] for p in ps], y=[p[quality] for p in ps], mode="markers" if cut else "markers+text",
+                        name=group, text=[subnet_label(p) for p in ps], textposition="top center",
+                        marker=dict(size=7 if cut else 11, color=PALETTE.get(group.replace(" untrained cut", "")),
+                                    symbol=["diamond" if p.get("depth", 1.0) < 1 else "circle" for p in ps]
+                                    if not cut else "circle-open"),
+                        customdata=[[subnet_label(p), p["params"] / 1e6, p.get("ppl"), p.get("acc"), p[cost]] for p in ps],
                         hovertemplate=(f"<b>{group}</b> width %{{customdata[0]}}<br>params %{{customdata[1]:.2f}}M<br>"
                                        "val ppl %{customdata[2]:.2f}<br>top-1 acc %{customdata[3]:.3f}<br>"
                                        f"{cost_title or COST[cost][0]}: %{{customdata[4]:.4g}}<extra></extra>"))

@@ -110,7 +110,7 @@ def _models(path: str, stamp: float, device: str):
     run = load_run(path)
     model, tokenizer = load_run_model(run, device)
     teacher = load_teacher_of(run, device).eval()
-    return ElasticGPT2(model, run.axes).eval(), ElasticGPT2(teacher, run.axes).eval(), tokenizer
+    return ElasticGPT2(model, run.axes, run.layer_rank).eval(), ElasticGPT2(teacher, run.axes).eval(), tokenizer
 
 
 def models(run: Run, device=None):
@@ -169,15 +169,8 @@ def device_profiles() -> dict[str, dict]:
 
 def whatif_errors() -> dict:
     """The what-if's measured error per device class (bench/whatif_accuracy.py --write), if measured."""
-    from ..analysis.profile import profiles_dir
-    for root in run_roots():
-        path = profiles_dir(root) / "whatif_error.json"
-        if path.exists():
-            try:
-                return read_json(path)
-            except NMLError:
-                return {}
-    return {}
+    from ..analysis.profile import load_whatif_errors
+    return load_whatif_errors(*run_roots())
 
 
 @st.cache_data(show_spinner=False, ttl=10)

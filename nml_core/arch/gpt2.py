@@ -6,7 +6,7 @@ this module:
   student_config(cfg, dims)    -> a stock GPT2Config of a student
   prefix_of(name, ...)         -> the slice rule (Prefix) of one parameter for a student's dims
   take_prefix / add_into_prefix_ -> apply a rule to a parameter (forward) or to its gradient (backward)
-  slice_params(params, ...)    -> views of the full parameters holding one student
+  slice_params(params, ...)    -> views of the full parameters holding one student (its layers renumbered)
   permute_units(model, perms)  -> reorder heads / FFN neurons / residual channels in place (importance tables)
   hook_points(model)           -> the modules importance scoring listens to
   cost(cfg, dims, ctx)         -> parameters, FLOPs per token, fp16 size
@@ -32,15 +32,18 @@ from ..errors import NMLError
 
 TIED = "lm_head.weight"  # tied to transformer.wte.weight: never stored or sliced on its own
 EMBEDDING = "transformer.wte.weight"
+LAYER = "transformer.h."  # + "<i>.<rest>": the parameters of block i
 
 
 @dataclass(frozen=True)
 class StudentDims:
-    """Concrete sizes of one (student) model: heads kept, residual width, FFN neurons, head dim."""
+    """Concrete sizes of one (student) model: heads kept, residual width, FFN neurons, head dim, and the
+    teacher's layers it keeps, in their original order (None: all of them)."""
     n_head: int
     n_embd: int
     n_inner: int
     head_dim: int
+    layers: tuple[int, ...] | None = None
 
     @property
     def attn_dim(self) -> int:
@@ -62,12 +65,19 @@ def model_dims(cfg: GPT2Config) -> StudentDims:
                        head_dim=cfg.n_embd // cfg.n_head)
 
 
+def n_layers(cfg: GPT2Config, dims: StudentDims) -> int:
+    """How many blocks a student of `cfg` runs."""
+    return cfg.n_layer if dims.layers is None else len(dims.layers)
+
+
 def student_config(cfg: GPT2Config, dims: StudentDims) -> GPT2Config:
     """A stock GPT2Config for a student of `cfg` (same depth, vocab, context, epsilon, attention kernel)."""
     data = cfg.to_dict()
     for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype"):
         data.pop(key, None)
     data.update(n_embd=dims.n_embd, n_head=dims.n_head, n_inner=dims.n_inner)
+    if dims.layers is not None:
+        data.update(n_layer=len(dims.layers))
     student = GPT2Config(**data)
     student.architectures = ["GPT2LMHeadModel"]
     student._attn_implementation = cfg._attn_implementation
@@ -137,10 +147,24 @@ def add_into_prefix_(full: torch.Tensor, prefix: Prefix, part: torch.Tensor) -> 
         t[..., j * prefix.qkv_full: j * prefix.qkv_full + keep].add_(block)
 
 
+def student_name(name: str, layers: tuple[int, ...] | None) -> str | None:
+    """The student's name of a teacher parameter: block i becomes block j, its place among the kept layers;
+    None for a block the student drops."""
+    if layers is None or not name.startswith(LAYER):
+        return name
+    i, rest = name[len(LAYER):].split(".", 1)
+    return f"{LAYER}{layers.index(int(i))}.{rest}" if int(i) in layers else None
+
+
 def slice_params(params: dict[str, torch.Tensor], cfg: GPT2Config, dims: StudentDims) -> dict[str, torch.Tensor]:
-    """Views of the teacher-shaped `params` (HF GPT-2 names) for one student's dims (the tied head skipped)."""
-    return {name: take_prefix(p, prefix_of(name, p.dim(), cfg.n_embd, dims))
-            for name, p in params.items() if name != TIED}
+    """Views of the teacher-shaped `params` (HF GPT-2 names) for one student's dims, keyed by the student's
+    names (the tied head skipped, dropped layers left out)."""
+    out = {}
+    for name, p in params.items():
+        mine = student_name(name, dims.layers)
+        if name != TIED and mine is not None:
+            out[mine] = take_prefix(p, prefix_of(name, p.dim(), cfg.n_embd, dims))
+    return out
 
 
 # ---------------------------------------------------------------- importance: where to listen, how to permute
@@ -210,11 +234,11 @@ def cost(cfg: GPT2Config, dims: StudentDims | None = None, ctx: int | None = Non
                   + 2*d*V                        the LM head
     """
     dims = dims or model_dims(cfg)
-    L, V, P = cfg.n_layer, cfg.vocab_size, cfg.n_positions
+    L, V, P = n_layers(cfg, dims), cfg.vocab_size, cfg.n_positions
     d, a, f = dims.n_embd, dims.attn_dim, dims.n_inner
     n = ctx or cfg.n_positions
     per_layer = 4 * d + d * 3 * a + 3 * a + a * d + d + d * f + f + f * d + d
     params = V * d + P * d + L * per_layer + 2 * d
     flops = 2 * L * (d * 3 * a + a * d + 2 * d * f) + 2 * L * n * a + 2 * d * V
-    return {"n_head": dims.n_head, "n_embd": d, "n_inner": f, "params": params,
+    return {"n_head": dims.n_head, "n_embd": d, "n_inner": f, "n_layer": L, "params": params,
             "nonemb_params": params - V * d - P * d, "flops_per_token": flops, "fp16_mb": round(params * 2 / 1e6, 2)}

@@ -1,4 +1,5 @@
-"""The elastic model: one set of GPT-2 weights run at any nested width (views, no copies), and student extraction.
+"""The elastic model: one set of GPT-2 weights run at any nested width and depth (views, no copies), and student
+extraction.
 
 The elastic forward runs HF's own GPT-2 code: a stock GPT2LMHeadModel *skeleton* of the student's config
 (parameters on the meta device, no memory) is called with `torch.func.functional_call`, feeding it views of
@@ -14,16 +15,19 @@ memset per parameter per width (bench/nested_step_ops.py).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..arch.gpt2 import (TIED, Prefix, StudentDims, add_into_prefix_, prefix_of, slice_params,
-                         student_config, take_prefix)
+                         student_config, student_name, take_prefix)
 from ..device import world_size
+from .depth import DepthSpec
 from .width import ALL_AXES, WidthSpec
 
-VIEW_CACHE = 8  # inference view students kept per ElasticGPT2 (one per head count of an 8-head teacher)
+VIEW_CACHE = 16  # inference view students kept per ElasticGPT2 (the app's sliders walk a width x depth grid)
 
 
 class _PrefixGrad(torch.autograd.Function):
@@ -48,15 +52,17 @@ class _PrefixGrad(torch.autograd.Function):
 
 
 class ElasticGPT2(nn.Module):
-    """A GPT2LMHeadModel whose forward can run at any nested width, sharing one set of weights.
+    """A GPT2LMHeadModel whose forward can run at any nested width and depth, sharing one set of weights.
 
-    `forward(input_ids, width=w)` returns the logits of the width-w student; width 1 is the full model.
+    `forward(input_ids, width=w, depth=d)` returns the logits of the (w, d) student; (1, 1) is the full model.
+    layer_rank: the layers, most important first (a depth-d student keeps the top d x L); default prefix order.
     """
 
-    def __init__(self, model: GPT2LMHeadModel, axes=None):
+    def __init__(self, model: GPT2LMHeadModel, axes=None, layer_rank: list[int] | None = None):
         super().__init__()
         self.model = model
         self.axes = frozenset(axes) if axes is not None else ALL_AXES
+        self.layer_rank = list(layer_rank) if layer_rank is not None else list(range(model.config.n_layer))
         self._skeletons: dict[StudentDims, GPT2LMHeadModel] = {}
         self._views: dict[StudentDims, tuple[tuple, GPT2LMHeadModel]] = {}
         self._plans: dict[StudentDims, tuple[int, list]] = {}
@@ -70,6 +76,13 @@ class ElasticGPT2(nn.Module):
 
     def spec(self, width: float) -> WidthSpec:
         return WidthSpec(width, self.axes)
+
+    def dims(self, width: float, depth: float = 1.0) -> StudentDims:
+        """The (width, depth) student's sizes: the width's prefixes, the depth's top-ranked layers."""
+        dims = self.spec(width).dims(self.config)
+        if depth == 1.0:
+            return dims
+        return replace(dims, layers=DepthSpec(depth).layers(self.layer_rank))
 
     def skeleton(self, dims: StudentDims) -> GPT2LMHeadModel:
         """A parameter-less stock model of the student's config (built once per shape, on meta)."""
@@ -106,10 +119,10 @@ class ElasticGPT2(nn.Module):
             self._views.pop(next(iter(self._views)))
         return hit[1].train(self.model.training)
 
-    def forward(self, input_ids: torch.Tensor, width: float = 1.0, **kwargs):
-        if width == 1.0:
+    def forward(self, input_ids: torch.Tensor, width: float = 1.0, depth: float = 1.0, **kwargs):
+        if width == 1.0 and depth == 1.0:
             return self.model(input_ids=input_ids, **kwargs)
-        dims = self.spec(width).dims(self.config)
+        dims = self.dims(width, depth)
         if not torch.is_grad_enabled():
             return self.view_student(dims)(input_ids=input_ids, **kwargs)
         return self._sliced_forward(self.plan(dims), self.skeleton(dims), input_ids, **kwargs)
@@ -120,39 +133,41 @@ class ElasticGPT2(nn.Module):
         views = {name: take(p, prefix) for name, p, prefix in plan}
         return torch.func.functional_call(skeleton, views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
 
-    def compiled(self, width: float):
-        """x -> logits of one width, torch.compile'd once (static shapes, the whole forward one graph). The
-        width's plan and skeleton are built eagerly, so the graph only slices and runs HF's GPT-2; compiled
-        widths take plain slices (the compiler fuses their backward itself)."""
-        if width not in self._compiled:
+    def compiled(self, width: float, depth: float = 1.0):
+        """x -> logits of one (width, depth), torch.compile'd once (static shapes, the whole forward one graph).
+        The plan and skeleton are built eagerly, so the graph only slices and runs HF's GPT-2; compiled
+        sub-models take plain slices (the compiler fuses their backward itself)."""
+        if (width, depth) not in self._compiled:
             self.prefix_grads = False
-            if width == 1.0:
+            if width == 1.0 and depth == 1.0:
                 def forward(x):
                     return self.model(input_ids=x, use_cache=False).logits
             else:
-                dims = self.spec(width).dims(self.config)
+                dims = self.dims(width, depth)
                 plan, skeleton = self.plan(dims), self.skeleton(dims)
 
                 def forward(x):
                     return self._sliced_forward(plan, skeleton, x, use_cache=False).logits
-            self._compiled[width] = torch.compile(forward, fullgraph=True, dynamic=False)
-        return self._compiled[width]
+            self._compiled[(width, depth)] = torch.compile(forward, fullgraph=True, dynamic=False)
+        return self._compiled[(width, depth)]
 
     def plan(self, dims: StudentDims) -> list[tuple[str, torch.nn.Parameter, Prefix]]:
-        """(name, shared parameter, its prefix) of one width, built once per width (and again only if the
-        model's parameters are replaced)."""
+        """(the student's name, shared parameter, its prefix) of one sub-model, built once per shape (and again
+        only if the model's parameters are replaced); a dropped layer's parameters are not in it."""
         owner = id(next(self.model.parameters()))
         hit = self._plans.get(dims)
         if hit is None or hit[0] != owner:
-            plan = [(name, p, prefix_of(name, p.dim(), self.config.n_embd, dims))
-                    for name, p in self.model.named_parameters() if name != TIED]
+            plan = [(student_name(name, dims.layers), p, prefix_of(name, p.dim(), self.config.n_embd, dims))
+                    for name, p in self.model.named_parameters()
+                    if name != TIED and student_name(name, dims.layers) is not None]
             hit = self._plans[dims] = (owner, plan)
         return hit[1]
 
 
-def extract_student(model: GPT2LMHeadModel, spec: WidthSpec) -> GPT2LMHeadModel:
-    """A standalone stock GPT2LMHeadModel holding copies of the width's prefix weights."""
-    dims = spec.dims(model.config)
+def extract_student(model: GPT2LMHeadModel, spec: WidthSpec, layers: tuple[int, ...] | None = None) -> GPT2LMHeadModel:
+    """A standalone stock GPT2LMHeadModel holding copies of the width's prefix weights of the kept `layers`
+    (None: every layer), renumbered 0..k-1 in their original order."""
+    dims = replace(spec.dims(model.config), layers=layers)
     cfg = student_config(model.config, dims)
     tensors = slice_params(dict(model.named_parameters()), model.config, dims)
     student = GPT2LMHeadModel(cfg).to(next(model.parameters()).device)

@@ -70,6 +70,16 @@ class Run:
         return self.info.get("widths", [1.0])
 
     @property
+    def depths(self) -> list[float]:
+        """The depths trained together with the widths (width-only runs: [1])."""
+        return self.info.get("depths", [1.0])
+
+    @property
+    def layer_rank(self) -> list[int] | None:
+        """The teacher's layers, most important first, as measured for depth nesting (None: prefix order)."""
+        return self.info.get("layer_rank")
+
+    @property
     def axes(self) -> list[str]:
         return self.info.get("axes", ["ffn", "heads", "hidden"])
 
@@ -84,6 +94,11 @@ class Run:
 
     def eval(self) -> dict | None:
         p = self.path / "eval.json"
+        return read_json(p) if p.exists() else None
+
+    def grid(self) -> dict | None:
+        """grid.json: every head count x every depth of the run scored (nml eval --grid)."""
+        p = self.path / "grid.json"
         return read_json(p) if p.exists() else None
 
     def latency(self) -> dict[str, dict]:

@@ -1,6 +1,7 @@
 """The training loop: one loop for teacher pretraining, nested distillation and independent-KD baselines.
 
-Per step (strategy "all"): one frozen-teacher forward, then for each width w (largest first)
+Per step (strategy "all"): one frozen-teacher forward, then for each sub-model w — a width, or a (width, depth)
+pair when depths are nested too — the most expensive first
     loss_w = alpha * KL(target || student_w) * T^2 + (1 - alpha) * CE(student_w, labels)
 and loss_w.backward() right away, so only one width's activations are alive at a time; the gradients of all
 widths add up in the shared full parameters, then one optimizer step. The KD target is the frozen copy of
@@ -24,6 +25,7 @@ from .. import device as devices
 from ..data.batches import eval_windows, random_batch
 from ..data.sources import TokenData
 from ..errors import NMLError
+from ..nesting.depth import as_subnet, subnet_key, subnets
 from ..nesting.elastic import ElasticGPT2
 from ..store.files import atomic_write_bytes
 from ..store.liveness import HEARTBEAT_S, beat
@@ -68,7 +70,7 @@ class Session:
     """What one training run holds while it runs: built by _start, advanced by the loop's small steps."""
     run: Run
     cfg: TrainConfig
-    widths: list[float]
+    widths: list[tuple[float, float]]  # the (width, depth) sub-models, the most expensive first
     data: TokenData
     accelerator: object
     elastic: ElasticGPT2
@@ -89,13 +91,15 @@ class Session:
 
 
 def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, widths: list[float] = (1.0,),
-          axes=None, teacher: GPT2LMHeadModel | None = None, resume: bool = False, callback=None) -> GPT2LMHeadModel:
-    """Train `model` in place at the given nested widths; returns it (on CPU, fp32) when done.
+          axes=None, teacher: GPT2LMHeadModel | None = None, resume: bool = False, callback=None,
+          depths: list[float] = (1.0,), layer_rank: list[int] | None = None) -> GPT2LMHeadModel:
+    """Train `model` in place at every nested (width, depth); returns it (on CPU, fp32) when done.
 
-    teacher: frozen model for KD (None = plain CE). callback(row) is called after every logged step.
+    teacher: frozen model for KD (None = plain CE). layer_rank: the layers, most important first (depths < 1
+    keep its top ones). callback(row) is called after every logged step.
     Ctrl-C / SIGTERM saves a checkpoint, marks the run `cancelled` and raises NMLError.
     """
-    s = _start(run, model, data, cfg, list(widths), axes, teacher, resume)
+    s = _start(run, model, data, cfg, subnets(list(widths), list(depths)), axes, teacher, resume, layer_rank)
     bar = tqdm(total=cfg.steps, initial=s.start, desc=run.name, disable=not s.accelerator.is_main_process,
                dynamic_ncols=True)
     try:
@@ -128,13 +132,13 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     return s.accelerator.unwrap_model(s.elastic).model.cpu().float().eval()
 
 
-def _start(run: Run, model, data: TokenData, cfg: TrainConfig, widths: list[float], axes, teacher,
-           resume: bool) -> Session:
+def _start(run: Run, model, data: TokenData, cfg: TrainConfig, widths: list[tuple[float, float]], axes, teacher,
+           resume: bool, layer_rank: list[int] | None = None) -> Session:
     """Accelerator, elastic model, optimizer and schedule, the resumed state, the KD source, the val batch."""
     accelerator = make_accelerator(cfg)
     device = accelerator.device
     torch.manual_seed(cfg.seed)
-    elastic = ElasticGPT2(model.to(device).train(), axes)
+    elastic = ElasticGPT2(model.to(device).train(), axes, layer_rank)
     optimizer = make_optimizer(elastic, cfg, fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     rng = random.Random(cfg.seed)
@@ -239,7 +243,7 @@ def _stopped(s: Session, e: BaseException, bar) -> None:
     raise NMLError(f"training cancelled at step {s.completed}; checkpoint kept — continue with --resume") from None
 
 
-def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg: TrainConfig, accelerator,
+def nested_step(elastic, teacher, batch: torch.Tensor, widths: list, cfg: TrainConfig, accelerator,
                 sync: bool = True, target: torch.Tensor | None = None, ta_weight: float = 1.0) -> dict[str, WidthLoss]:
     """Forward + backward of one (micro-)batch at every width: one frozen-teacher forward, shared by all widths
     (none when `target`, the teacher's soft targets, comes from a top-k cache).
@@ -256,27 +260,28 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list[float], cfg:
         # once per step, shared by every width: probabilities and negative entropy, in the logits' own memory
         target = DenseTarget.from_logprobs(soft_targets(logits.float(), cfg.temperature, inplace=True), inplace=True)
     losses, ta_target = {}, None
-    for i, w in enumerate(widths):
+    for i, (w, d) in enumerate(map(as_subnet, widths)):
         last = sync and i == len(widths) - 1
         width_target = target if ta_target is None else mix_targets(target, ta_target, ta_weight)
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
             with accelerator.autocast():  # the forward in the mixed precision; the fused loss does its math in fp32
-                logits = compiled_logits(elastic, w, x) if cfg.compile else elastic(x, width=w, use_cache=False).logits
+                logits = compiled_logits(elastic, w, d, x) if cfg.compile else \
+                    elastic(x, width=w, depth=d, use_cache=False).logits
             loss, parts = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
             accelerator.backward(loss / cfg.grad_accum)
-        losses[f"{w:g}"] = WidthLoss(loss.detach(), parts["ce"], parts.get("kl"))
+        losses[subnet_key(w, d)] = WidthLoss(loss.detach(), parts["ce"], parts.get("kl"))
         if cfg.kd_source == "cascade" and target is not None:
             target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
-        if cfg.kd_source == "ta" and w == 1.0 and target is not None:
+        if cfg.kd_source == "ta" and (w, d) == (1.0, 1.0) and target is not None:
             ta_target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
         del logits, loss
     return losses
 
 
-def compiled_logits(elastic: ElasticGPT2, width: float, x: torch.Tensor) -> torch.Tensor:
-    """The compiled forward of one width; a compiler that does not work here becomes one line."""
+def compiled_logits(elastic: ElasticGPT2, width: float, depth: float, x: torch.Tensor) -> torch.Tensor:
+    """The compiled forward of one (width, depth); a compiler that does not work here becomes one line."""
     try:
-        return elastic.compiled(width)(x)
+        return elastic.compiled(width, depth)(x)
     except Exception as e:
         if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
             raise
@@ -290,9 +295,9 @@ def val_ce(elastic: ElasticGPT2, batch: torch.Tensor, widths) -> dict:
     was_training = elastic.model.training
     elastic.model.eval()
     out = {}
-    for w in widths:
-        logits = elastic(batch[:, :-1], width=w).logits
-        out[f"{w:g}"] = round(torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()).item(), 4)
+    for w, d in map(as_subnet, widths):
+        logits = elastic(batch[:, :-1], width=w, depth=d).logits
+        out[subnet_key(w, d)] = round(torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()).item(), 4)
     elastic.model.train(was_training)
     return out
 
