@@ -9,6 +9,8 @@ each time, so every start is cold):
   home_ready_s     process start -> the Home runs table and nested-matrix picture are drawn (weights loaded)
   width_switch_s   a key press on the width slider -> the parameter count shown has changed
   compare_s        click "Generate and compare" -> teacher and student texts drawn (32 new tokens each)
+  pareto_warm_s    reload of the Pareto page (second visit) -> its chart drawn, every shipped run on it, the
+                   width x depth run's whole grid (grid.json) included
 The browser test (tests/test_browser.py) reuses serve_app and browser from here.
 """
 from __future__ import annotations
@@ -110,6 +112,14 @@ def one_repeat(shots: Path | None) -> dict:
         out["compare_s"] = time.time() - t
         if shots:
             page.screenshot(path=str(shots / "bench-compare.png"), full_page=True)
+
+        page.goto(f"{url}/Pareto")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+        t = time.time()  # warm: the runs' files read once already; every run on the chart, grids included
+        page.reload()
+        page.get_by_text("What fits my budget?").wait_for(timeout=120_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+        out["pareto_warm_s"] = time.time() - t
     return out
 
 

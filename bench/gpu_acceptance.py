@@ -16,10 +16,13 @@ it is recorded as skipped), and a section that fails is recorded with its one-li
   profile_bench `profile-device`, then `bench` of the run: DIR/device_profiles/<key>.json and
                 DIR/<run>.latency.<key>.json (copy them to cached_runs/device_profiles/ and
                 cached_runs/<run>/latency/<key>.json to ship a measured device)
+  depth         which axis pays here: the width x depth run's (1, 1), (1/2, 1) and (1, 1/2) students timed
+                (DIR/<depth run>.latency.<key>.json), the measured speed-up of each axis (time to first token at
+                batch 1, decode) beside the matching preset's projection
   whatif        the what-if against what was just measured: the new profile and the preset of this device class
                 (latency, each measure and batch apart), and the memory model against the bytes allocated
 Writes DIR/acceptance.json after every section (a killed call keeps what was done) and DIR/acceptance.md last,
-and prints the markdown table last. Files: at most 5 (json, md, profile, latency, pytest log).
+and prints the markdown table last. Files: at most 6 (json, md, profile, two latency files, pytest log).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ SHAPES_FULL = [("embedded", 8), ("embedded", 32), ("gpt2-small", 8), ("gpt2-smal
 TINY = dict(n_layer=2, n_embd=64, n_head=8, n_inner=256, n_positions=64)
 # seconds each section is expected to take (full on a GPU, quick on a CPU): a section starts only if it fits
 ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "eval": (40, 15), "decode": (60, 10),
-              "profile_bench": (90, 40), "whatif": (60, 30)}
+              "profile_bench": (90, 40), "depth": (40, 40), "whatif": (60, 30)}
 
 
 def section_tests(a, out: Path) -> dict:
@@ -143,8 +146,40 @@ def _by_measure(rows: list[dict], summary) -> dict:
     return {"all": summary(rows), **{m: summary([r for r in rows if r["measure"] == m]) for m in measures}}
 
 
+DEPTH_SHAPES = [(1.0, 1.0), (0.5, 1.0), (1.0, 0.5)]  # the full model, half width, half depth
+
+
+def section_depth(a, out: Path) -> dict:
+    """Which axis pays on this device: the width x depth run's full, half-width and half-depth students timed
+    (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
+    on an H100)."""
+    from nml_core.analysis.latency import bench_widths
+    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile
+    from nml_core.analysis.whatif import project, subnet_dims
+    from nml_core.store.models import load_run_model, run_config
+    from nml_core.store.runs import load_run
+    run = load_run(a.depth_run)
+    report = bench_widths(load_run_model(run)[0], run.axes, DEPTH_SHAPES, a.device, repeats=3 if a.quick else 10,
+                          layer_rank=run.layer_rank)
+    atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
+    at = {(r["width"], r["depth"]): r for r in report["widths"]}
+    ms = {s: {"ttft_b1": at[s]["ttft_b1_ms"]["median_ms"], "decode": 1e3 / at[s]["decode_tok_s"]["median"]}
+          for s in DEPTH_SHAPES}
+    res = {f"measured {m} speedup": {"width 1/2": ms[(1.0, 1.0)][m] / ms[(0.5, 1.0)][m],
+                                     "depth 1/2": ms[(1.0, 1.0)][m] / ms[(1.0, 0.5)][m]} for m in ("ttft_b1", "decode")}
+    base = next((p for _, p in sorted(load_profiles(REPO / "cached_runs").items())
+                 if p.get("device") == "cpu" and p.get("kind") == "measured"), None)
+    if report["device_key"] in PRESET_FOR_KEY and base:
+        prof, cfg = preset_profile(PRESET_FOR_KEY[report["device_key"]], base), run_config(run)
+        proj = {s: project(prof, cfg, subnet_dims(cfg, run.axes, *s), batches=(1,))["ttft_b1_ms"] for s in DEPTH_SHAPES}
+        res["preset ttft_b1 speedup"] = {"width 1/2": proj[(1.0, 1.0)] / proj[(0.5, 1.0)],
+                                         "depth 1/2": proj[(1.0, 1.0)] / proj[(1.0, 0.5)]}
+    return res
+
+
 SECTIONS = {"tests": section_tests, "nested_step": section_nested_step, "eval": section_eval,
-            "decode": section_decode, "profile_bench": section_profile_bench, "whatif": section_whatif}
+            "decode": section_decode, "profile_bench": section_profile_bench, "depth": section_depth,
+            "whatif": section_whatif}
 
 
 def run_sections(a, out: Path) -> dict:
@@ -197,6 +232,9 @@ def _figures(name: str, s: dict) -> str:
         return f"{s['device_key']}: " + "; ".join(
             f"w{w} " + "/".join(f"{v:.2f}" for k, v in r.items() if k.startswith("prefill")) + " ms"
             for w, r in s["widths"].items())
+    if name == "depth":
+        return "; ".join(f"{k}: " + ", ".join(f"{axis} {v:.2f}x" for axis, v in d.items())
+                         for k, d in s.items() if isinstance(d, dict))
     if name == "whatif":
         return "; ".join(f"{k}: median {v['all']['median']:.0%} worst {v['all']['worst']:.0%}"
                          for k, v in s.items() if isinstance(v, dict) and "all" in v) + \
@@ -210,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--out", required=True)
     ap.add_argument("--run", default="cached_runs/shakespeare-nml", help="a nested run with weights")
+    ap.add_argument("--depth-run", default="cached_runs/shakespeare-nml-depth",
+                    help="a width x depth run with weights (the depth section)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a CPU check of the script itself")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     a = ap.parse_args(argv)
@@ -222,6 +262,8 @@ def main(argv=None) -> int:
         resolve(a.device)
         from nml_core.store.runs import load_run
         load_run(a.run)
+        if "depth" in a.sections:
+            load_run(a.depth_run)
     except Exception as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -285,14 +285,15 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     report = {"protocol": f"non-overlapping {ctx}-token blocks of the validation split; see nml_core/analysis/evaluate.py",
               "doc_start": f"doc_start_nll: tokens 1-{DOC_START_TOKENS} of each validation document scored with its "
                            f"<|endoftext|> as the only context; rest_nll: every other token (block protocol)",
-              "train_nll": f"the same protocol on the first {TRAIN_CE_TOKENS} tokens of the train split (train CE, to "
-                           "hold against the val CE: nll)",
+              "train_nll": f"the same protocol on the first {min(TRAIN_CE_TOKENS, max_tokens or TRAIN_CE_TOKENS)} "
+                           "tokens of the train split (train CE, to hold against the val CE: nll)",
               "data": data or run.info.get("data", {}).get("source"), "ctx": ctx, "evaluated": now()}
 
     def score(models, teacher_fn):
         scores = _score(models, teacher_fn, val_ids, ctx, cfg.eos_token_id, max_tokens, batch_size, progress, device)
         # train CE beside val CE (the same block protocol on the start of the train split): what the curves compare
-        train = evaluate_models(models, None, eval_windows(train_ids, ctx, TRAIN_CE_TOKENS), batch_size, device=device)
+        train_tokens = min(TRAIN_CE_TOKENS, max_tokens or TRAIN_CE_TOKENS)  # a capped evaluation caps both
+        train = evaluate_models(models, None, eval_windows(train_ids, ctx, train_tokens), batch_size, device=device)
         for key, row in scores.items():
             row.update(train_nll=train[key]["nll"], train_tokens=train[key]["tokens"])
         return scores
@@ -550,6 +551,9 @@ def budget_search(run_path, device: str, batch: int = 1, workload: str = "ttft",
             raise NMLError(f"{flag} {value:g} must be > 0 (leave it out for no budget)")
     if workload not in budget.LATENCY_KEYS:
         raise NMLError(f"--workload {workload} is not one of {', '.join(budget.LATENCY_KEYS)}")
+    if not run.grid() and not run.eval():
+        raise NMLError(f"{run.path.name} has no quality scored yet: run python -m nml_core eval {run.path} --grid "
+                       "(every width x depth) or eval (the trained ones)")
     roots = [run.path.parent, *map(Path, profiles)]
     choices = whatif.device_choices([run], load_profiles(*roots), load_whatif_errors(*roots))
     wanted = device.lower()

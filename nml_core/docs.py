@@ -188,7 +188,13 @@ def depth_family(root: Path) -> str:
         lines.append(f"| {shape} | {r['n_layer']} | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} | {_ppl(ind)} | "
                      f"{vs_indep} | {_ppl(nv)} | {naive_x} |")
     one = ev["widths"][0]
-    lines += ["", f"(1, 1) against the teacher: {one['ppl']:.2f} vs {t['ppl']:.2f} ({one['ppl'] / t['ppl'] - 1:+.1%})."]
+    ranking = run.info["layer_ranking"]
+    k = len(ranking["kept"].get("0.5", []))
+    why = [f"{name} {sum(c['loss'].values()) / len(c['loss']):.3f} (keeps {sorted(c['rank'][:k])})"
+           for name, c in ranking["candidates"].items()]
+    lines += ["", f"(1, 1) against the teacher: {one['ppl']:.2f} vs {t['ppl']:.2f} ({one['ppl'] / t['ppl'] - 1:+.1%}). "
+              f"Why this layer ranking: the calibration loss of each candidate's naive layer drop at the nested depths "
+              f"(full model {ranking['full_loss']:.3f}): {', '.join(why)}; the lowest wins (ties: the order listed)."]
     return "\n".join(lines)
 
 

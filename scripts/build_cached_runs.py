@@ -293,7 +293,8 @@ def main(argv=None) -> int:
                     print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"],
                                                               device=p["device"])), flush=True)
                     if name == DEPTH:
-                        print(report.grid_markdown(api.evaluate_grid(out / name, device=p["device"])), flush=True)
+                        print(report.grid_markdown(api.evaluate_grid(out / name, max_tokens=p["eval_tokens"] or api.GRID_TOKENS,
+                                                                         device=p["device"])), flush=True)
                     if name in (NML, FFN, DEPTH):  # width 1 has the teacher's shape: it times the teacher too
                         for device, threads in bench_targets(p["device"]):
                             print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],

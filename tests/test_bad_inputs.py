@@ -90,7 +90,7 @@ CASES = [  # (argv, words the one line must contain)
     (["generate", N, "--depth", "0", "--prompt", "ROMEO:"], "outside (0, 1]"),
     (["baseline", N, "--kind", "independent", "--width", "1", "--depth", "0.3"], "not a whole number"),
     (["eval", T, "--grid"], "the grid belongs to a nested run"),
-    (["whatif", N, "--device", "nowhere"], "profile-device"),
+    (["whatif", N, "--device", "nowhere"], "no quality scored yet"),
     (["whatif", T, "--device", "cpu"], "budget search reads a nested run"),
     (["whatif", N, "--device", "cpu", "--batch", "0"], "--batch 0 must be >= 1"),
     (["whatif", N, "--device", "cpu", "--workload", "train"], "invalid choice: 'train'"),
