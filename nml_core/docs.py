@@ -236,6 +236,25 @@ def depth_speed(root: Path) -> str:
     return "\n".join(lines)
 
 
+APP_TIMINGS = {"first_paint_s": ("cold start → first paint (Home title visible)", "< 5 s", 5.0),
+               "home_ready_s": ("cold start → Home fully drawn (matrix picture, runs table)", "—", None),
+               "width_switch_s": ("width-slider switch (key press → new figures shown)", '"instant" (< 0.5 s)', 0.5),
+               "compare_s": ("Compare: teacher + 2 students, 32 sampled tokens each, with diagnostics", "—", None),
+               "pareto_warm_s": ("Pareto page, second visit → chart drawn (every shipped run, the 48-student grid "
+                                 "included)", "< 3 s", 3.0)}
+
+
+def app_timings(repo: Path) -> str:
+    """The app's timings in a real browser (bench/results/app_timings.json, written by bench.app_timings --json)."""
+    res = json.loads((repo / "bench" / "results" / "app_timings.json").read_text())
+    lines = [f"{len(res['repeats'])} cold starts.", "", "| timing | median | min–max | target |", "|---|---|---|---|"]
+    for key, s in res["summary"].items():
+        label, target, limit = APP_TIMINGS.get(key, (key, "—", None))
+        verdict = "" if limit is None else (" — meets" if s["median"] < limit else " — misses")
+        lines.append(f"| {label} | {s['median']:.2f} s | {s['min']:.2f}–{s['max']:.2f} s | {target}{verdict} |")
+    return "\n".join(lines)
+
+
 def reliability(repo: Path) -> str:
     """The bad-input table's size, counted in tests/test_bad_inputs.py (each row is checked: exit 2, one line,
     nothing written)."""
@@ -256,7 +275,7 @@ def blocks(repo: Path) -> dict[str, str]:
            "whatif-error": lambda: whatif_error(root), "reliability": lambda: reliability(repo),
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
-           "depth-speed": lambda: depth_speed(root)}
+           "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

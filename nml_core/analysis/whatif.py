@@ -158,6 +158,16 @@ def subnet_dims(cfg, axes, width: float, depth: float = 1.0) -> StudentDims:
     return dims if depth == 1 else replace(dims, layers=DepthSpec(depth).layers(list(range(cfg.n_layer))))
 
 
+def point_dims(cfg, axes, point: dict) -> StudentDims:
+    """A chart point's own shape (a MatTA run's teacher point is larger than the run's model, so its width says
+    nothing about it), else its (width, depth) of the run."""
+    if point.get("n_head") and point.get("n_embd") and point.get("n_inner"):
+        layers = point.get("n_layer") or cfg.n_layer
+        return StudentDims(point["n_head"], point["n_embd"], point["n_inner"], point["n_embd"] // point["n_head"],
+                           layers=None if layers == cfg.n_layer else tuple(range(layers)))
+    return subnet_dims(cfg, axes, point["width"], point.get("depth", 1.0))
+
+
 def memory_mb(cfg, dims: StudentDims, batch: int, ctx: int, dtype_bytes: int = 4) -> dict:
     """Weights + KV cache at this batch and context + the largest activations alive in a forward."""
     weights = cost(cfg, dims)["params"] * dtype_bytes
@@ -228,7 +238,7 @@ def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: 
     out = []
     key = f"{workload}_b{batch}_ms"
     for p in points:
-        dims = subnet_dims(cfg, axes, p["width"], p.get("depth", 1.0))
+        dims = point_dims(cfg, axes, p)
         row = {**p, **memory_mb(cfg, dims, batch, ctx)}
         if p.get("decode_tok_s"):
             row["decode_ms"] = 1e3 / p["decode_tok_s"]
