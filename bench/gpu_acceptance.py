@@ -155,7 +155,8 @@ def section_depth(a, out: Path) -> dict:
     on an H100)."""
     from nml_core.analysis.latency import bench_widths
     from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile
-    from nml_core.analysis.whatif import project, subnet_dims
+    from nml_core.analysis.whatif import project
+    from nml_core.nesting.depth import subnet_dims
     from nml_core.store.models import load_run_model, run_config
     from nml_core.store.runs import load_run
     run = load_run(a.depth_run)

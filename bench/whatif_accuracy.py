@@ -24,7 +24,8 @@ import statistics
 from pathlib import Path
 
 from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_profile, profiles_dir
-from nml_core.analysis.whatif import memory_mb, project, subnet_dims
+from nml_core.analysis.whatif import memory_mb, project
+from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
 from nml_core.store.files import atomic_write_json
 from nml_core.store.models import run_config

@@ -25,7 +25,7 @@ from .data.tokenizer import load_tokenizer
 from .errors import NMLError
 from .nesting.elastic import ElasticGPT2, extract_student
 from .nesting.importance import reorder_by_importance
-from .nesting.depth import DepthSpec, subnet_key, subnets
+from .nesting.depth import DepthSpec, subnet_dims, subnet_key, subnets
 from .nesting.layer_rank import rank_layers
 from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
@@ -232,9 +232,8 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         raise NMLError(f"{run.path} is a {run.kind} run; baselines belong to a nested run (python -m nml_core train)")
     widths = [width] if width else [w for w in run.widths if w < 1]
     config = run_config(run)
-    for w in widths:
-        WidthSpec(w, run.axes).dims(config)  # a width the model cannot take: one line
-    layers = DepthSpec(depth).layers(run.layer_rank or list(range(config.n_layer)))
+    for w in widths:  # a width or depth the model cannot take: one line
+        layers = subnet_dims(config, run.axes, w, depth, run.layer_rank).layers
     base = {"teacher": run.info["teacher"], "parent": run.name, "axes": run.axes, "data": run.info.get("data")}
     if kind == "naive":
         path = run.path / "baselines" / "naive"
@@ -437,9 +436,7 @@ def export(run_path, width: float, out: str | Path, device: str = "auto", depth:
     card (weights saved from `device`)."""
     run = load_run(run_path)
     spec = WidthSpec(width, run.axes)
-    config = run_config(run)
-    spec.dims(config)
-    layers = DepthSpec(depth).layers(run.layer_rank or list(range(config.n_layer)))  # bad input: one line, first
+    layers = subnet_dims(run_config(run), run.axes, width, depth, run.layer_rank).layers  # bad input: one line, first
     check_export_target(Path(out))
     model, tokenizer = load_run_model(run, device)
     student = extract_student(model, spec, layers)
@@ -556,12 +553,12 @@ def budget_search(run_path, device: str, batch: int = 1, workload: str = "ttft",
                        "(every width x depth) or eval (the trained ones)")
     roots = [run.path.parent, *map(Path, profiles)]
     choices = whatif.device_choices([run], load_profiles(*roots), load_whatif_errors(*roots))
-    wanted = device.lower()
-    choice = next((c for c in choices if wanted in (c["key"].lower(), c["name"].lower())), None) or \
-        next((c for c in choices if wanted in c["label"].lower()), None)
     if not choices:
         raise NMLError(f"no device is measured or profiled for {run.path.name}: run python -m nml_core profile-device "
                        f"--out {run.path.parent} (or bench the run), or name a folder holding one with --profiles")
+    wanted = device.lower()
+    choice = next((c for c in choices if wanted in (c["key"].lower(), c["name"].lower())), None) or \
+        next((c for c in choices if wanted in c["label"].lower()), None)
     if choice is None:
         raise NMLError(f"--device {device!r} is not a measured, profiled or preset device here; choose one of: "
                        + "; ".join(c["key"] for c in choices))

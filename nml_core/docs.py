@@ -208,7 +208,8 @@ def depth_speed(root: Path) -> str:
     """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
     files), beside the H100 preset's projection at batch 1."""
     from .analysis.profile import PRESETS, load_profiles, preset_profile
-    from .analysis.whatif import project, subnet_dims
+    from .analysis.whatif import project
+    from .nesting.depth import subnet_dims
     from .store.models import run_config
     run = _run(root, DEPTH_RUN)
     lines = ["| device | measure | (1, 1) | width 1/2 | depth 1/2 | width 1/2 speed-up | depth 1/2 speed-up |",

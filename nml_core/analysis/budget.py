@@ -22,7 +22,7 @@ def family_points(run, device_key: str | None = None) -> list[dict]:
     grid = run.grid()
     rows = grid["rows"] if grid else (run.eval() or {}).get("widths", [])
     rows = [{**r, "depth": r.get("depth", 1.0), "trained": r.get("trained", True)} for r in rows]
-    return with_latency(run, rows, "NML", device_key)
+    return with_latency(run, rows, "NML", run.latency().get(device_key) if device_key else None)
 
 
 @dataclass

@@ -43,13 +43,13 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     groups += [(own, ev["widths"])]
     groups += [({"naive": "naive slice", "independent": "independent KD"}.get(g, g), rows)
                for g, rows in ev.get("baselines", {}).items()]
-    return [p for group, rows in groups for p in with_latency(run, rows, group, device_key or default_latency_key(run))]
+    lat = run.latency().get(device_key or default_latency_key(run))
+    return [p for group, rows in groups for p in with_latency(run, rows, group, lat)]
 
 
-def with_latency(run: Run, rows: list[dict], group: str, device_key: str | None) -> list[dict]:
-    """Eval or grid rows as points of one group, each with every measure the device's latency file has for its
-    shape (older files have no ttft_*: scoring and decode only)."""
-    lat = run.latency().get(device_key) if device_key else None
+def with_latency(run: Run, rows: list[dict], group: str, lat: dict | None) -> list[dict]:
+    """Eval or grid rows as points of one group, each with every measure the latency report `lat` (one of the
+    run's latency files, or None) has for its shape (older files have no ttft_*: scoring and decode only)."""
     full_layers = run.info.get("teacher", {}).get("shape", {}).get("n_layer")
     by_shape = {student_shape(r, full_layers): r for r in (lat or {}).get("widths", [])}
     points = []

@@ -20,6 +20,7 @@ import bisect
 import math
 
 from ..arch.gpt2 import StudentDims, cost, n_layers
+from ..nesting.depth import subnet_dims
 
 # the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
 # scoring (the logits of every position)
@@ -146,16 +147,6 @@ def project(profile: dict, cfg, dims: StudentDims, n: int = 128, batches=(1, 8))
     out["decode_ms"] = sum(steps) / len(steps) / 1e3
     out["decode_tok_s"] = 1e3 / out["decode_ms"]
     return out
-
-
-def subnet_dims(cfg, axes, width: float, depth: float = 1.0) -> StudentDims:
-    """The sizes of a (width, depth) student; which layers it keeps does not change its cost, only how many."""
-    from dataclasses import replace
-
-    from ..nesting.depth import DepthSpec
-    from ..nesting.width import WidthSpec
-    dims = WidthSpec(width, frozenset(axes)).dims(cfg)
-    return dims if depth == 1 else replace(dims, layers=DepthSpec(depth).layers(list(range(cfg.n_layer))))
 
 
 def point_dims(cfg, axes, point: dict) -> StudentDims:

@@ -8,10 +8,13 @@ GPT2Config(n_layer=k). A (width, depth) pair names one sub-model of a run; depth
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from transformers import GPT2Config
+
+from ..arch.gpt2 import StudentDims
 from ..errors import NMLError
-from .width import parse_fraction
+from .width import WidthSpec, parse_fraction
 
 Subnet = tuple[float, float]  # (width, depth)
 
@@ -60,6 +63,16 @@ class DepthSpec:
         """The kept layers in their original order (None: all of them)."""
         k = self.n_layers(len(layer_rank))
         return None if k == len(layer_rank) else tuple(sorted(layer_rank[:k]))
+
+
+def subnet_dims(cfg: GPT2Config, axes, width: float, depth: float = 1.0,
+                layer_rank: list[int] | None = None) -> StudentDims:
+    """The sizes of a (width, depth) student of `cfg`: the width's prefixes and the depth's top-ranked layers
+    (layer_rank None: prefix order; how many layers, not which, is all a cost needs)."""
+    dims = WidthSpec(width, frozenset(axes)).dims(cfg)
+    if depth == 1.0:
+        return dims
+    return replace(dims, layers=DepthSpec(depth).layers(layer_rank or list(range(cfg.n_layer))))
 
 
 def subnet_key(width: float, depth: float = 1.0) -> str:

@@ -24,7 +24,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from ..arch.gpt2 import (TIED, Prefix, StudentDims, add_into_prefix_, prefix_of, slice_params,
                          student_config, student_name, take_prefix)
 from ..device import world_size
-from .depth import DepthSpec
+from .depth import subnet_dims
 from .width import ALL_AXES, WidthSpec
 
 VIEW_CACHE = 16  # inference view students kept per ElasticGPT2 (the app's sliders walk a width x depth grid)
@@ -79,10 +79,7 @@ class ElasticGPT2(nn.Module):
 
     def dims(self, width: float, depth: float = 1.0) -> StudentDims:
         """The (width, depth) student's sizes: the width's prefixes, the depth's top-ranked layers."""
-        dims = self.spec(width).dims(self.config)
-        if depth == 1.0:
-            return dims
-        return replace(dims, layers=DepthSpec(depth).layers(self.layer_rank))
+        return subnet_dims(self.config, self.axes, width, depth, self.layer_rank)
 
     def skeleton(self, dims: StudentDims) -> GPT2LMHeadModel:
         """A parameter-less stock model of the student's config (built once per shape, on meta)."""
