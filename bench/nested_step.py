@@ -10,6 +10,8 @@ calls in a row, so it runs in its own steady state, not in the memory the previo
   nested   one NML step at widths 1, 1/2, 1/4, 1/8: teacher forward + every width's forward, fused KD+CE loss,
            backward + one AdamW step                                       (nml_core.training.loop.nested_step)
   kd_loss_one_width  the fused KD + CE loss alone (forward + backward) on one width's (B, T, V) logits
+  nested_eager_loss, kd_loss_one_width_eager   the same two with the loss's eager chunks instead of the compiled
+           one-pass kernels (TrainConfig.fused_loss=False): what compiling the loss buys, in the same run
   nested_topk_cache  the same with the teacher's top-64 logits read from a cache instead of its forward
 Target (performance issue): nested <= 1.15 x (sum_w FLOPs(w) / FLOPs(1)) x plain + teacher.
 Random weights (timing only); "embedded" is the shipped teacher's shape (6L/256d/8h, ctx 128).
@@ -20,19 +22,24 @@ for 50 steps from the same seed, and the final losses are compared (bf16 must st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from nml_core.arch.gpt2 import cost
-from nml_core.device import set_threads, synchronize
+from nml_core.device import cpu_name, set_threads, synchronize
+from nml_core.docs import nested_step_report
+from nml_core.store.files import atomic_write_json
+from nml_core.training import losses
 from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.nesting.width import ALL_AXES, WidthSpec
 from nml_core.training.config import TrainConfig
 from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
-from nml_core.training.losses import DenseTarget, nested_kd_loss, soft_targets
+from nml_core.training.losses import DenseTarget, nested_kd_loss
 from nml_core.training.teacher_cache import topk_soft_targets
 
 SHAPES = {"embedded": dict(n_layer=6, n_embd=256, n_head=8, n_positions=128),
@@ -68,14 +75,17 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
         with torch.no_grad(), accelerator.autocast():
             teacher(input_ids=data[:, :-1])
 
-    def step_nested():
-        nested_step(nested, teacher, data, WIDTHS, cfg, accelerator)
+    def step_nested(recipe=cfg):
+        nested_step(nested, teacher, data, WIDTHS, recipe, accelerator)
         opt_nested.step()
         opt_nested.zero_grad(set_to_none=True)
 
-    fns = {"plain": step_plain, "teacher": step_teacher, "nested": step_nested}
+    eager = dataclasses.replace(cfg, fused_loss=False)
+    fns = {"plain": step_plain, "teacher": step_teacher, "nested": step_nested,
+           "nested_eager_loss": lambda: step_nested(eager)}
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     fns["kd_loss_one_width"] = _loss_step(config, cfg, data, dev, half)
+    fns["kd_loss_one_width_eager"] = _loss_step(config, eager, data, dev, half)
     if with_topk:
         fns["nested_topk_cache"] = _cached_step(teacher, nested, opt_nested, data, cfg, accelerator)
     times = {k: [] for k in fns}
@@ -108,8 +118,6 @@ def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
     """Bytes one width's fused loss must move (read its logits and the teacher's fp32 probabilities, write the
     gradient in the logits' dtype) and the time that takes at this machine's measured read / write bandwidth
     (its device profile, if one is stored), the floor the loss is compared with."""
-    from pathlib import Path
-
     from nml_core.analysis.profile import load_profiles
     from nml_core.device import device_info
     size = torch.tensor([], dtype=dtype).element_size()
@@ -128,11 +136,11 @@ def _loss_step(config, cfg, data, dev, dtype=torch.float32):
     the dtype the forward produces (bf16 under bf16 autocast)."""
     logits = torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev, dtype=dtype,
                          requires_grad=True)
-    soft = DenseTarget.from_logprobs(soft_targets(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size,
-                                                              device=dev), cfg.temperature), inplace=True)
+    soft = DenseTarget.from_logits(torch.randn(data.shape[0], data.shape[1] - 1, config.vocab_size, device=dev),
+                                   cfg.temperature, cfg.fused_loss)
 
     def step():
-        nested_kd_loss(logits, data[:, 1:], soft, cfg.alpha, cfg.temperature)[0].backward()
+        nested_kd_loss(logits, data[:, 1:], soft, cfg.alpha, cfg.temperature, cfg.fused_loss)[0].backward()
         logits.grad = None
     return step
 
@@ -155,26 +163,33 @@ def _cached_step(teacher, nested, opt, data, cfg, accelerator, k: int = 64):
     return step
 
 
-def toy_losses(precision: str, steps: int = 50, device: str = "cpu") -> dict:
-    """Final per-width losses of a toy nested run (2L/64d, GPT-2's vocabulary, fixed seed and data)."""
+def toy_losses(precision: str, steps: int = 50, device: str = "cpu", fused: bool = True) -> dict:
+    """Final per-width losses of a toy nested run (2L/64d, GPT-2's vocabulary, fixed seed and data). fused: the
+    compiled loss on this small batch too (it runs only from losses.FUSED_MIN_ELEMENTS otherwise), so the toy
+    checks the loss real runs take; False: the eager chunks."""
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=64, n_head=8, n_positions=64, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    cfg = TrainConfig(batch_size=4, ctx=32, device=device, mixed_precision=precision, lr=3e-3)
+    cfg = TrainConfig(batch_size=4, ctx=32, device=device, mixed_precision=precision, lr=3e-3, fused_loss=fused)
     accelerator = make_accelerator(cfg)
     model = ElasticGPT2(GPT2LMHeadModel(config).to(accelerator.device).train())
     teacher = GPT2LMHeadModel(config).to(accelerator.device).eval().requires_grad_(False)
     opt = make_optimizer(model, cfg, fused=False)
     gen = torch.Generator().manual_seed(1)
     data = torch.randint(0, 512, (64, 33), generator=gen).to(accelerator.device)  # a small repeating vocabulary
-    for step in range(steps):
-        losses = nested_step(model, teacher, data[(step * 4) % 64:(step * 4) % 64 + 4], WIDTHS, cfg, accelerator)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return {k: float(v.loss) for k, v in losses.items()}
+    threshold, losses.FUSED_MIN_ELEMENTS = losses.FUSED_MIN_ELEMENTS, 0
+    try:
+        for step in range(steps):
+            out = nested_step(model, teacher, data[(step * 4) % 64:(step * 4) % 64 + 4], WIDTHS, cfg, accelerator)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    finally:
+        losses.FUSED_MIN_ELEMENTS = threshold
+    return {k: float(v.loss) for k, v in out.items()}
 
 
-def compare_precisions(a) -> None:
-    """One fresh process per (round, precision), alternating; then the toy losses of each precision."""
+def compare_precisions(a) -> dict:
+    """One fresh process per (round, precision), alternating; then the toy losses of each precision (compiled
+    loss) and of fp32 with the eager loss. Returns what nml_core.docs.nested_step renders."""
     import json
     import subprocess
     import sys
@@ -187,29 +202,18 @@ def compare_precisions(a) -> None:
                    str(a.ctx), "--repeats", str(a.repeats), "--device", a.device, "--child", names[prec]]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             runs[prec].append(json.loads(out.strip().splitlines()[-1]))
-    med = {p: {k: statistics.median(r["median_s"][k] for r in rs) for k in rs[0]["median_s"]} for p, rs in runs.items()}
-    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, {runs[precisions[0]][0]['device']}, torch {torch.__version__}; "
-          f"median of {a.rounds} processes per precision (each the median of {a.repeats} steps), interleaved")
-    print("| step | " + " | ".join(f"{p} s" for p in precisions) + " | " +
-          " | ".join(f"{precisions[0]} / {p}" for p in precisions[1:]) + " |")
-    print("|---|" + "---|" * (2 * len(precisions) - 1))
-    for k in med[precisions[0]]:
-        print(f"| {k} | " + " | ".join(f"{med[p][k]:.3f}" for p in precisions) + " | " +
-              " | ".join(f"{med[precisions[0]][k] / med[p][k]:.2f}x" for p in precisions[1:]) + " |")
-    for p in precisions:
-        ratio = statistics.median(r["nested_over_flop_proportional"] for r in runs[p])
-        prop = statistics.median(r["flop_proportional_s"] for r in runs[p])
-        floor = runs[p][0].get("kd_loss_floor_s")
-        print(f"{p}: nested step {med[p]['nested']:.3f} s = {ratio:.2f}x its FLOP-proportional time ({prop:.3f} s); "
-              f"one width's loss {med[p]['kd_loss_one_width']:.3f} s for {runs[p][0]['kd_loss_bytes_mb']:.0f} MB moved"
-              + (f" = {med[p]['kd_loss_one_width'] / floor:.1f}x its memory floor ({floor:.3f} s)" if floor else ""))
-    toy = {p: toy_losses(names[p], device=a.device) for p in precisions}
-    print("\n50 toy steps (2L/64d, same seed and data), final loss per width: " + "; ".join(
-        f"{p}: " + ", ".join(f"{w} {v:.4f}" for w, v in toy[p].items()) for p in precisions))
-    for p in precisions[1:]:
-        worst = max(abs(toy[p][w] / toy[precisions[0]][w] - 1) for w in toy[p])
-        print(f"{p} vs {precisions[0]}: largest relative difference {worst:.2%} "
-              f"({'within' if worst <= 0.01 else 'outside'} 1%)")
+    result = {p: {"median_s": {k: statistics.median(r["median_s"][k] for r in rs) for k in rs[0]["median_s"]},
+                  "nested_over_flop_proportional": statistics.median(r["nested_over_flop_proportional"] for r in rs),
+                  "flop_proportional_s": statistics.median(r["flop_proportional_s"] for r in rs),
+                  **{k: rs[0][k] for k in ("kd_loss_bytes_mb", "kd_loss_floor_s") if k in rs[0]}}
+              for p, rs in runs.items()}
+    first = precisions[0]
+    return {"shape": a.shape, "batch": a.batch, "ctx": a.ctx, "device": runs[first][0]["device"],
+            "cpu": cpu_name() if a.device == "cpu" else runs[first][0]["device"], "torch": torch.__version__,
+            "rounds": a.rounds, "repeats": a.repeats, "precisions": result,
+            "toy": {p: toy_losses(names[p], device=a.device) for p in precisions},
+            "toy_eager": {first: toy_losses(names[first], device=a.device, fused=False)},
+            "command": "python -m bench.nested_step " + " ".join(sys.argv[1:])}
 
 
 def main() -> None:
@@ -221,11 +225,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default=None, help="comma list of fp32, bf16 (fp16 on CUDA): compare them")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None, help="--precision: write the results here (BENCHMARKS renders "
+                    "bench/results/nested_step-<cpu>.json)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one measurement as JSON (--precision)
     a = ap.parse_args()
     set_threads(None)
     if a.precision:
-        return compare_precisions(a)
+        res = compare_precisions(a)
+        print(nested_step_report(res))
+        if a.json:
+            atomic_write_json(a.json, res)
+        return
     if a.child:
         import json
         print(json.dumps(measure(SHAPES[a.shape], a.batch, a.ctx, a.device, a.repeats, with_topk=False,
@@ -249,6 +259,8 @@ def main() -> None:
         print(f"one width's loss moves {r['kd_loss_bytes_mb']:.0f} MB: {r['kd_loss_floor_s']:.3f} s at this machine's "
               f"measured bandwidth (device profile) -> the loss runs at {med['kd_loss_one_width'] / r['kd_loss_floor_s']:.1f}x "
               "its memory floor")
+    print(f"compiled loss vs eager chunks: one width {med['kd_loss_one_width_eager']:.3f} -> "
+          f"{med['kd_loss_one_width']:.3f} s, nested step {med['nested_eager_loss']:.3f} -> {med['nested']:.3f} s")
     print(f"top-k cache (k=64): nested step {med['nested_topk_cache']:.3f} s vs {med['nested']:.3f} s with the teacher "
           f"forward -> {med['nested'] / med['nested_topk_cache']:.2f}x faster")
 

@@ -422,10 +422,18 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
               repeats: int = 10, write: bool = True, precision: str = "fp32") -> dict:
     """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json
     (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
-    run = load_run(run_path)
-    model, _ = load_run_model(run)
+    run = load_run(run_path, require_model=False)
+    if run.info.get("weights_shipped") is False:
+        # a run that ships its figures only: a student's latency depends on its shape alone, not on the values of
+        # its weights, so its shapes are timed with seeded random weights (the report says so)
+        torch.manual_seed(0)
+        model, weights = GPT2LMHeadModel(run_config(run)).eval(), "seeded random weights at the run's shapes " \
+            "(the run ships no weights; latency depends on the shape alone)"
+    else:
+        model, weights = load_run_model(load_run(run_path))[0], "the run's weights"
     report = bench_widths(model, run.axes, widths or subnets(run.widths, run.depths), device, threads, repeats,
                           precision=precision, layer_rank=run.layer_rank)
+    report["weights"] = weights
     if write:
         atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
     return report

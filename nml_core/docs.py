@@ -256,6 +256,51 @@ def app_timings(repo: Path) -> str:
     return "\n".join(lines)
 
 
+def nested_step_report(res: dict) -> str:
+    """bench.nested_step --precision's results (one dict; bench/results/nested_step-*.json) as the table and lines
+    BENCHMARKS shows: each step per precision, the nested step against its FLOP-proportional time, what the
+    compiled loss buys over the eager chunks, and the toy runs' losses."""
+    precs, med = list(res["precisions"]), {p: r["median_s"] for p, r in res["precisions"].items()}
+    first = precs[0]
+    lines = [f"{res['shape']} shape, batch {res['batch']}x{res['ctx']}, {res['cpu']}, {res['device']}, torch "
+             f"{res['torch']}; median of {res['rounds']} processes per precision (each the median of {res['repeats']} "
+             f"steps), interleaved (`{res['command']}`)", "",
+             "| step | " + " | ".join(f"{p} s" for p in precs) + " | " + " | ".join(f"{first} / {p}" for p in precs[1:])
+             + " |", "|---|" + "---|" * (2 * len(precs) - 1)]
+    for k in med[first]:
+        lines.append(f"| {k} | " + " | ".join(f"{med[p][k]:.3f}" for p in precs) + " | " +
+                     " | ".join(f"{med[first][k] / med[p][k]:.2f}x" for p in precs[1:]) + " |")
+    lines.append("")
+    for p, r in res["precisions"].items():
+        m, floor = med[p], r.get("kd_loss_floor_s")
+        lines.append(f"- {p}: nested step {m['nested']:.3f} s = **{r['nested_over_flop_proportional']:.2f}x** its "
+                     f"FLOP-proportional time ({r['flop_proportional_s']:.3f} s; target <= 1.3x: "
+                     f"{'met' if r['nested_over_flop_proportional'] <= 1.3 else 'missed'}); compiled loss vs eager "
+                     f"chunks: one width {m['kd_loss_one_width_eager']:.3f} -> {m['kd_loss_one_width']:.3f} s "
+                     f"({m['kd_loss_one_width_eager'] / m['kd_loss_one_width']:.2f}x), nested step "
+                     f"{m['nested_eager_loss']:.3f} -> {m['nested']:.3f} s ({m['nested_eager_loss'] / m['nested']:.2f}x); "
+                     f"one width's loss moves {r['kd_loss_bytes_mb']:.0f} MB" +
+                     (f", {m['kd_loss_one_width'] / floor:.1f}x its memory floor ({floor:.3f} s)" if floor else ""))
+    toy = {**{f"{p}, compiled loss": v for p, v in res["toy"].items()},
+           **{f"{p}, eager loss": v for p, v in res["toy_eager"].items()}}
+    lines.append("- 50 toy steps (2L/64d, same seed and data), final loss per width: " + "; ".join(
+        f"{name}: " + ", ".join(f"{w} {v:.4f}" for w, v in losses.items()) for name, losses in toy.items()))
+    base = toy[f"{first}, compiled loss"]
+    for name, losses in toy.items():
+        if name != f"{first}, compiled loss":
+            worst = max(abs(losses[w] / base[w] - 1) for w in losses)
+            lines.append(f"- {name} vs {first}, compiled loss: largest relative difference {worst:.2%} "
+                         f"({'within' if worst <= 0.01 else 'outside'} 1%)")
+    return "\n".join(lines)
+
+
+def nested_step_results(repo: Path) -> str:
+    """Every CPU's bench.nested_step --precision results kept in bench/results/nested_step-*.json."""
+    paths = sorted((repo / "bench" / "results").glob("nested_step-*.json"))
+    return "\n\n".join(nested_step_report(json.loads(p.read_text())) for p in paths) or \
+        "No bench/results/nested_step-*.json yet."
+
+
 def reliability(repo: Path) -> str:
     """The bad-input table's size, counted in tests/test_bad_inputs.py (each row is checked: exit 2, one line,
     nothing written)."""
@@ -276,7 +321,8 @@ def blocks(repo: Path) -> dict[str, str]:
            "whatif-error": lambda: whatif_error(root), "reliability": lambda: reliability(repo),
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
-           "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo)}
+           "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
+           "nested-step": lambda: nested_step_results(repo)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

@@ -69,12 +69,18 @@ def test_shipped_ffn_only_run_has_its_figures():
         assert p["prefill_b1_ms"] is not None
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
+def build_toy(out, profile: str, *stages: str) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_cached_runs.py"), "--toy", "--profile", profile,
-                          "--out", str(tmp_path / "cached_runs")], capture_output=True, text=True, timeout=900)
+                          "--out", str(out)] + (["--stages", ",".join(stages)] if stages else []),
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+@pytest.mark.slow
+def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path):
+    profile = "cpu"
+    res = build_toy(tmp_path / "cached_runs", profile)
     for name in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
         run = load_run(tmp_path / "cached_runs" / name, require_model=name != "shakespeare-nml-ffn")
         assert run.status == "done" and (run.path / "README.md").exists() and run.eval()
@@ -95,19 +101,26 @@ def test_build_script_runs_end_to_end_on_a_toy_config(tmp_path, profile):
     teacher = load_run(tmp_path / "cached_runs" / "shakespeare-teacher")
     assert teacher.info["build"]["profile"] == profile and teacher.info["build"]["stage_s"] > 0
     assert f"{profile} profile" in (teacher.path / "README.md").read_text()
-    shards = sorted((teacher.model_dir).glob("model-*.safetensors"))
-    if profile == "gpu":  # weights come home in shards that plain transformers loads
-        from transformers import GPT2LMHeadModel
-        assert len(shards) > 1 and (teacher.model_dir / "model.safetensors.index.json").exists()
-        GPT2LMHeadModel.from_pretrained(str(teacher.model_dir))
-    else:
-        assert not shards and (teacher.model_dir / "model.safetensors").exists()
+    assert not list(teacher.model_dir.glob("model-*.safetensors")) and (teacher.model_dir / "model.safetensors").exists()
     data = json.loads((teacher.path / "data" / "data.json").read_text())
     assert "endoftext" in data["convention"] and data["documents"]["train"] > 0
     depth = load_run(tmp_path / "cached_runs" / "shakespeare-nml-depth")
     assert depth.depths == [1.0, 0.5] and depth.grid() and depth.latency()
     assert {(r["width"], r["depth"]) for r in depth.eval()["baselines"]["independent"]} == {(1.0, 0.5), (0.5, 0.5)}
     assert all(b.info.get("weights_shipped") is False for b in depth.baselines() if b.kind == "independent")
+
+
+@pytest.mark.slow
+def test_the_gpu_profile_ships_weights_in_shards_plain_transformers_loads(tmp_path):
+    """What the gpu profile changes beyond step counts: shards of <= shard_mb and the profile in the records (the
+    stages after the teacher save through the same save_model_dir, run end to end by the test above)."""
+    from transformers import GPT2LMHeadModel
+    build_toy(tmp_path / "cached_runs", "gpu", "texts", "teacher", "measure")
+    teacher = load_run(tmp_path / "cached_runs" / "shakespeare-teacher")
+    assert teacher.info["build"]["profile"] == "gpu" and "gpu profile" in (teacher.path / "README.md").read_text()
+    assert len(list(teacher.model_dir.glob("model-*.safetensors"))) > 1
+    assert (teacher.model_dir / "model.safetensors.index.json").exists()
+    GPT2LMHeadModel.from_pretrained(str(teacher.model_dir))
 
 
 def test_shipped_depth_run_gives_its_stored_numbers_and_caches_its_grid():

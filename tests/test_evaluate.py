@@ -1,8 +1,10 @@
 import math
 
+import pytest
 import torch
 
 from nml_core import api
+from nml_core.errors import NMLError
 from nml_core.report import format_eval, format_latency
 from nml_core.analysis.evaluate import evaluate_models
 from nml_core.arch.gpt2 import cost
@@ -55,6 +57,21 @@ def test_bench_writes_latency_for_each_width(nested_copy):
         assert {"ttft_b1_ms", "ttft_b8_ms", "prefill_b1_ms", "prefill_b8_ms", "decode_tok_s"} <= set(row)
     text = format_latency(report)
     assert "TTFT 1x" in text and "score 8x" in text
+
+
+def test_a_run_that_ships_figures_only_is_timed_at_its_shapes(nested_copy):
+    """Latency depends on the shape alone: a run without weights (weights_shipped false) is timed with seeded
+    random weights of its config, and the report says so; a run that should have weights but lacks them is
+    still refused in one line."""
+    from nml_core.store.runs import load_run
+    for f in (nested_copy / "model").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(NMLError, match="missing"):
+        api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1, write=False)
+    load_run(nested_copy, require_model=False).update(weights_shipped=False)
+    report = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1)
+    assert "random weights" in report["weights"] and [r["n_embd"] for r in report["widths"]] == [64, 32]
+    assert {"ttft_b1_ms", "ttft_b8_ms", "decode_tok_s"} <= set(report["widths"][1])
 
 
 def test_a_bf16_bench_is_a_device_of_its_own(nested_copy):

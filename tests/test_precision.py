@@ -36,6 +36,20 @@ def test_the_probe_is_read_from_this_cpus_device_profile_without_measuring(tmp_p
     assert precision.cpu_bf16_speedup(threads=2) == 1.31
 
 
+def test_a_probe_kept_on_a_cpu_with_other_bf16_instructions_is_measured_again(tmp_path, monkeypatch):
+    """Two CPUs a VM names alike: the kept probe of the one without native bf16 must not decide for the other."""
+    key = devices.device_info("cpu", 2)["device_key"]
+    (tmp_path / "device_profiles").mkdir()
+    (tmp_path / "device_profiles" / f"{key}.json").write_text(json.dumps(
+        {"device_key": key, "bf16_probe": {"speedup": 0.05, "torch": torch.__version__, "bf16_isa": []}}))
+    monkeypatch.setattr(precision, "PROFILE_ROOTS", (str(tmp_path),))
+    monkeypatch.setattr(precision, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(precision, "bf16_isa", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(precision, "bf16_probe", lambda: {"speedup": 1.9, "torch": torch.__version__,
+                                                          "bf16_isa": ["avx512_bf16"]})
+    assert precision.cpu_bf16_speedup(threads=2) == 1.9
+
+
 def test_without_a_profile_the_probe_runs_once_and_is_kept(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(precision, "PROFILE_ROOTS", ())

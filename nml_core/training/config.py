@@ -55,6 +55,8 @@ class TrainConfig:
                                   choices=PRECISION_CHOICES)
     compile: bool = option(False, "torch.compile each width's forward once (static shapes, no graph breaks); "
                            "pays on CUDA, <= 1.1x on a CPU")
+    fused_loss: bool = option(True, "on a CPU, the compiled one-pass KD loss for big batches (losses.py); False: "
+                              "the eager chunks", group=None)
     teacher_cache: str | None = option(None, "top-k teacher cache dir (cache-teacher): KD with no teacher forward",
                                        group="kd")
 

@@ -32,7 +32,7 @@ from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from ..store.checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
-from .losses import DenseTarget, WidthLoss, mix_targets, nested_kd_loss, soft_targets
+from .losses import DenseTarget, WidthLoss, mix_targets, nested_kd_loss
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
 
@@ -257,8 +257,8 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list, cfg: TrainC
     if target is None and teacher is not None:
         with torch.no_grad(), accelerator.autocast():
             logits = teacher(input_ids=x).logits
-        # once per step, shared by every width: probabilities and negative entropy, in the logits' own memory
-        target = DenseTarget.from_logprobs(soft_targets(logits.float(), cfg.temperature, inplace=True), inplace=True)
+        # once per step, shared by every width: probabilities and negative entropy
+        target = DenseTarget.from_logits(logits, cfg.temperature, cfg.fused_loss)
     losses, ta_target = {}, None
     for i, (w, d) in enumerate(map(as_subnet, widths)):
         last = sync and i == len(widths) - 1
@@ -267,13 +267,13 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list, cfg: TrainC
             with accelerator.autocast():  # the forward in the mixed precision; the fused loss does its math in fp32
                 logits = compiled_logits(elastic, w, d, x) if cfg.compile else \
                     elastic(x, width=w, depth=d, use_cache=False).logits
-            loss, parts = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature)
+            loss, parts = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature, cfg.fused_loss)
             accelerator.backward(loss / cfg.grad_accum)
         losses[subnet_key(w, d)] = WidthLoss(loss.detach(), parts["ce"], parts.get("kl"))
         if cfg.kd_source == "cascade" and target is not None:
-            target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
+            target = DenseTarget.from_logits(logits.detach(), cfg.temperature, cfg.fused_loss)  # (backward is done)
         if cfg.kd_source == "ta" and (w, d) == (1.0, 1.0) and target is not None:
-            ta_target = DenseTarget.from_logprobs(soft_targets(logits.detach(), cfg.temperature), inplace=True)
+            ta_target = DenseTarget.from_logits(logits.detach(), cfg.temperature, cfg.fused_loss)
         del logits, loss
     return losses
 

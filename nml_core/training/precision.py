@@ -4,7 +4,9 @@ bf16 autocast is 1.3x faster than fp32 on a training step on an Intel Xeon with 
 without native bf16, so `--mixed-precision auto` on a CPU takes bf16 only where a short probe measured it
 >= device.AUTO_BF16 x faster. The probe (a few seconds: one width's distillation step of a small GPT-2, fp32 and bf16
 autocast interleaved) runs once per device key (CPU model + threads) and is kept: in the device profile when
-`profile-device` measured it, else in ~/.cache/nml_core/precision/<key>.json.
+`profile-device` measured it, else in ~/.cache/nml_core/precision/<key>.json. A VM may name two CPUs alike ("AMD
+EPYC" was both a CPU without native bf16 and one with AVX512-BF16 on this project's machines), so a kept probe
+also records the CPU's bf16 instructions and is used only on a CPU that has the same ones.
 """
 from __future__ import annotations
 
@@ -53,20 +55,35 @@ def bf16_probe(repeats: int = 5) -> dict:
                 times[bf16].append((time.perf_counter() - t) * 1e3)
     fp32, bf16 = statistics.median(times[False]), statistics.median(times[True])
     return {"fp32_ms": round(fp32, 2), "bf16_ms": round(bf16, 2), "speedup": round(fp32 / bf16, 3),
+            "bf16_isa": bf16_isa(),
             "workload": f"one width's KD step of a {PROBE_SHAPE['n_layer']}L/{PROBE_SHAPE['n_embd']}d GPT-2 "
                         f"(vocab 50257), batch {PROBE_BATCH[0]}x{PROBE_BATCH[1]}", "torch": torch.__version__}
+
+
+def bf16_isa() -> list[str]:
+    """The CPU's native bf16 instructions, as /proc/cpuinfo flags (AVX512-BF16, AMX-BF16); [] where none or unknown."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in set(flags) if f in ("avx512_bf16", "amx_bf16"))
+
+
+def _usable(probe: dict | None) -> bool:
+    """A kept probe speaks for this CPU: same torch and, where it recorded them (probes kept before did not), the
+    same bf16 instructions."""
+    return bool(probe) and probe.get("torch") == torch.__version__ and probe.get("bf16_isa", bf16_isa()) == bf16_isa()
 
 
 def cpu_bf16_speedup(threads: int | None = None) -> float:
     """This CPU's measured bf16-autocast speed-up over fp32: from a stored probe, else measured now and kept."""
     key = devices.device_info("cpu", threads or torch.get_num_threads())["device_key"]
     for root in PROFILE_ROOTS:
-        path = Path(root) / "device_profiles" / f"{key}.json"
-        probe = _read(path).get("bf16_probe")
-        if probe and probe.get("torch") == torch.__version__:
+        probe = _read(Path(root) / "device_profiles" / f"{key}.json").get("bf16_probe")
+        if _usable(probe):
             return probe["speedup"]
     probe = _read(CACHE / f"{key}.json")
-    if probe.get("torch") != torch.__version__:
+    if not _usable(probe):
         probe = bf16_probe()
         atomic_write_json(CACHE / f"{key}.json", probe)
     return probe["speedup"]
