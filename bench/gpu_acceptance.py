@@ -121,7 +121,7 @@ def section_profile_bench(a, out: Path) -> dict:
 
 def section_whatif(a, out: Path) -> dict:
     from bench.whatif_accuracy import check_memory, compare, summary
-    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile
+    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.store.models import run_config
     from nml_core.store.runs import load_run
     if getattr(a, "latency", None) is None:
@@ -130,8 +130,7 @@ def section_whatif(a, out: Path) -> dict:
     cfg, key = run_config(run), a.latency["device_key"]
     rows = compare(run.name, cfg, run.axes, a.latency, a.profile, "measured profile")
     res = {"measured_profile": _by_measure(rows, summary)}
-    base = next((p for _, p in sorted(load_profiles(REPO / "cached_runs").items())
-                 if p.get("device") == "cpu" and p.get("kind") == "measured"), None)
+    base = preset_base(load_profiles(REPO / "cached_runs"))
     if key in PRESET_FOR_KEY and base:
         name = PRESET_FOR_KEY[key]
         res[f"preset {name}"] = _by_measure(compare(run.name, cfg, run.axes, a.latency, preset_profile(name, base),
@@ -154,7 +153,7 @@ def section_depth(a, out: Path) -> dict:
     (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
     on an H100)."""
     from nml_core.analysis.latency import bench_widths
-    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_profile
+    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
     from nml_core.store.models import load_run_model, run_config
@@ -168,8 +167,7 @@ def section_depth(a, out: Path) -> dict:
           for s in DEPTH_SHAPES}
     res = {f"measured {m} speedup": {"width 1/2": ms[(1.0, 1.0)][m] / ms[(0.5, 1.0)][m],
                                      "depth 1/2": ms[(1.0, 1.0)][m] / ms[(1.0, 0.5)][m]} for m in ("ttft_b1", "decode")}
-    base = next((p for _, p in sorted(load_profiles(REPO / "cached_runs").items())
-                 if p.get("device") == "cpu" and p.get("kind") == "measured"), None)
+    base = preset_base(load_profiles(REPO / "cached_runs"))
     if report["device_key"] in PRESET_FOR_KEY and base:
         prof, cfg = preset_profile(PRESET_FOR_KEY[report["device_key"]], base), run_config(run)
         proj = {s: project(prof, cfg, subnet_dims(cfg, run.axes, *s), batches=(1,))["ttft_b1_ms"] for s in DEPTH_SHAPES}

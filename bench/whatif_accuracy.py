@@ -23,7 +23,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_profile, profiles_dir
+from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile, profiles_dir
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
@@ -37,8 +37,7 @@ MEASURES = ("ttft_b1_ms", "ttft_b8_ms", "ttft_b32_ms", "prefill_b1_ms", "prefill
 def profile_for(key: str, profiles: dict) -> tuple[dict | None, str]:
     if key in profiles:
         return profiles[key], "measured profile"
-    base = next((p for k, p in sorted(profiles.items()) if p.get("device") == "cpu" and p.get("kind") == "measured"),
-                None)
+    base = preset_base(profiles)
     if key in PRESET_FOR_KEY and base:
         return preset_profile(PRESET_FOR_KEY[key], base), f"preset {PRESET_FOR_KEY[key]} (host from {base['device_key']})"
     return None, "no profile"
@@ -153,7 +152,7 @@ def large_batch_table(roots: list[str]) -> None:
     from nml_core.analysis.whatif import forward_us
     from nml_core.arch.gpt2 import cost
     profiles = load_profiles(*map(Path, roots))
-    base = next(p for _, p in sorted(profiles.items()) if p.get("device") == "cpu" and p.get("kind") == "measured")
+    base = preset_base(profiles)
     run = first_run_with_weights(roots)
     shapes = {run.name: (run_config(run), run.axes), "GPT-2 small": (GPT2Config(), ("ffn", "heads", "hidden"))}
     print("\n| preset | model | batch x 128 | projected ms | FLOP time at the sustained rate, ms | ratio |\n|---|---|---|---|---|---|")

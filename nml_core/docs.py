@@ -207,7 +207,7 @@ def depth_grid(root: Path) -> str:
 def depth_speed(root: Path) -> str:
     """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
     files), beside the H100 preset's projection at batch 1."""
-    from .analysis.profile import PRESETS, load_profiles, preset_profile
+    from .analysis.profile import PRESETS, load_profiles, preset_base, preset_profile
     from .analysis.whatif import project
     from .nesting.depth import subnet_dims
     from .store.models import run_config
@@ -224,7 +224,7 @@ def depth_speed(root: Path) -> str:
                 f, a, b = (x[m]["median_ms"] for x in (full, w, d))
             lines.append(f"| {key} (measured) | {m.replace('_ms', '') if m != 'decode' else 'decode ms/token'} | "
                          f"{f:.2f} | {a:.2f} | {b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
-    base = next(p for _, p in sorted(load_profiles(root).items()) if p.get("device") == "cpu")
+    base = preset_base(load_profiles(root))
     cfg = run_config(run)
     for name in [n for n in PRESETS if "H100" in n]:
         prof = preset_profile(name, base)

@@ -229,8 +229,9 @@ def write_run_card(run_path) -> Path:
              f"- steps {hp.get('steps')} x batch {hp.get('batch_size')} x ctx {hp.get('ctx')}; lr {hp.get('lr')}; "
              f"alpha {hp.get('alpha')}; T {hp.get('temperature')}; strategy {hp.get('strategy')}; "
              f"KD source {hp.get('kd_source')}; seed {hp.get('seed')}",
-             f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')} "
-             f"({lat['device_name'] if lat else 'cpu'}); versions {info.get('versions')}"]
+             f"- wall time {info.get('train_time_s', '?')} s on {info.get('device', '?')}"
+             + (f" ({trained_on})" if (trained_on := info.get("device_name") or info.get("build", {}).get("device_name"))
+                else "") + f"; versions {info.get('versions')}"]  # where it trained, not where it was benched
     if info.get("build"):
         b = info["build"]
         lines.append(f"- built with `scripts/build_cached_runs.py`, {b['profile']} profile, on {b['device_name']} "

@@ -80,6 +80,19 @@ def test_view_student_follows_weight_updates(tiny_model):
     torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-5)
 
 
+def test_a_cached_view_student_follows_the_shared_models_mode(tiny_model):
+    """The mode is set only when it changes (a .train() walk per call cost more than the small widths' forward):
+    a cached student must still switch with the shared model, dropout included."""
+    elastic = ElasticGPT2(tiny_model).eval()
+    dims = elastic.spec(0.5).dims(tiny_model.config)
+    student = elastic.view_student(dims)
+    assert not any(m.training for m in student.modules())
+    tiny_model.train()
+    assert elastic.view_student(dims) is student and all(m.training for m in student.modules())
+    tiny_model.eval()
+    assert not any(m.training for m in elastic.view_student(dims).modules())
+
+
 def _nested_grads(model, prefix_grads: bool, widths=(1.0, 0.5, 0.25, 0.125)) -> dict:
     """Gradients of one nested step (every width's CE backward into the shared weights)."""
     elastic = ElasticGPT2(model.train())

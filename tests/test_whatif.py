@@ -8,7 +8,7 @@ from transformers import GPT2LMHeadModel
 
 from nml_core.analysis import whatif
 from nml_core.analysis.memory import peak_allocated_mb
-from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_profile, profile_device,
+from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_base, preset_profile, profile_device,
                                        save_profile)
 from nml_core.arch.gpt2 import cost
 from nml_core.errors import NMLError
@@ -101,6 +101,24 @@ def test_decode_is_never_faster_than_reading_the_weights():
             cost(CFG, dims(w))["params"] * 4 / (h100["read_gbs"] * 1e3)
 
 
+def test_a_slow_matrix_vector_read_slows_decode_and_not_the_prefill():
+    """gemv_gbs (the BLAS's weight-read rate at M = 1) prices the decode's products; a profile without it keeps
+    read_gbs; a scored 8x128 prefill (M = 1024) does not read through it."""
+    base, slow = cpu_profile(), cpu_profile(gemv_gbs=3.0)
+    assert whatif.project(cpu_profile(gemv_gbs=15.0), CFG, dims(1.0)) == whatif.project(base, CFG, dims(1.0))
+    fast_p, slow_p = whatif.project(base, CFG, dims(1.0)), whatif.project(slow, CFG, dims(1.0))
+    assert slow_p["decode_ms"] > 1.5 * fast_p["decode_ms"] and slow_p["prefill_b8_ms"] == fast_p["prefill_b8_ms"]
+
+
+def test_presets_take_their_host_from_the_fastest_measured_cpu_whatever_the_names():
+    fast = cpu_profile(device_key="cpu-zzz-1t", prefill={"fixed_us": 100.0, "per_layer_us": 50.0})
+    slow = cpu_profile(device_key="cpu-aaa-1t")
+    assert preset_base({"cpu-aaa-1t": slow, "cpu-zzz-1t": fast}) is fast
+    assert preset_base({"cpu-zzz-1t": fast}) is fast and preset_base({}) is None
+    gpu = cpu_profile(device_key="cuda-x", device="cuda", prefill={"fixed_us": 1.0, "per_layer_us": 1.0})
+    assert preset_base({"cuda-x": gpu, "cpu-aaa-1t": slow}) is slow  # a GPU's host is not a CPU preset's base
+
+
 def test_a_faster_device_is_projected_faster():
     base = cpu_profile()
     a100, pi = preset_profile("NVIDIA A100 40GB", base), preset_profile("Raspberry Pi 5", base)
@@ -187,7 +205,7 @@ def test_profile_device_measures_this_cpu(tmp_path):
     prof = profile_device("cpu", threads=1, repeats=3)
     check_profile(prof)
     assert prof["threads"] == 1 and prof["device_key"].endswith("-1t") and prof["ops_per_layer"] > 10
-    assert prof["prefill"]["per_layer_us"] > 0 and prof["bandwidth_gbs"] > 0
+    assert prof["prefill"]["per_layer_us"] > 0 and prof["bandwidth_gbs"] > 0 and prof["gemv_gbs"] > 0
     assert all(r > 0 for _, r in prof["matmul_fp32"]) and set(prof["fields"].values()) == {"measured"}
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof["device_key"]]["measured"] == prof["measured"] and path.exists()

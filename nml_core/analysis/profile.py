@@ -13,6 +13,9 @@ A profile (JSON, named by the device key of nml_core.device):
   matmul_fp32 (and matmul_half on CUDA)  achieved GFLOP/s against FLOPs per matmul, across the shapes the runs use
   bandwidth_gbs                    a large copy's read + write bytes per second (elementwise ops)
   read_gbs / write_gbs             reading a large tensor; writing into memory already in use
+  gemv_gbs                         the weight read of a matrix-vector product (the batch-1 decode LM head, its
+                                   weight cold): a BLAS may read far slower there than a plain sum does (an AMD
+                                   EPYC of this project: 12 against 40 GB/s); profiles without it use read_gbs
   fresh_write_gbs                  writing a new large tensor (on a CPU its pages fault in first)
   fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
   asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
@@ -68,7 +71,7 @@ def _tiny(n_layer: int, device: torch.device, vocab: int = 64) -> GPT2LMHeadMode
     return GPT2LMHeadModel(cfg).to(device).eval()
 
 
-def _host_costs(device: torch.device, repeats: int, read_gbs: float) -> dict:
+def _host_costs(device: torch.device, repeats: int, gemv_gbs: float) -> dict:
     """fixed + per-layer host time of a prefill forward and of a generated token, from 1- and 4-layer tiny
     models timed in turn (their arithmetic is negligible: what is left is the framework). The decoding models
     have GPT-2's 50257-token vocabulary, because `generate` does vocabulary-sized work per token (logits
@@ -83,7 +86,7 @@ def _host_costs(device: torch.device, repeats: int, read_gbs: float) -> dict:
     for name, (per, call) in calls.items():
         vocab = GPT2_VOCAB if name == "decode" else 64
         fns = {n: (lambda m=_tiny(n, device, vocab): call(m)) for n in (1, HOST_LAYERS)}
-        head_us = 32 * vocab * 4 / (read_gbs * 1e3) if name == "decode" else 0.0
+        head_us = 32 * vocab * 4 / (gemv_gbs * 1e3) if name == "decode" else 0.0
         times = interleaved_timings(fns, device.type, repeats=3 * repeats)  # drift hits both alike
         t1, tn = (times[n]["median_ms"] * 1e3 / per for n in fns)
         per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
@@ -134,7 +137,18 @@ def _bandwidths(device: torch.device, repeats: int) -> dict:
             "read_gbs": gbs(4 * n, _median_us(lambda: x.sum(), device, repeats)),
             "write_gbs": gbs(4 * n, _median_us(lambda: x.fill_(1.0), device, repeats)),
             "fresh_write_gbs": gbs(4 * n, _median_us(lambda: torch.empty(n, device=device).fill_(1.0), device, repeats)),
-            "fresh_output_gbs": _fresh_output_gbs(device, repeats)}
+            "fresh_output_gbs": _fresh_output_gbs(device, repeats), "gemv_gbs": _gemv_gbs(device, repeats)}
+
+
+def _gemv_gbs(device: torch.device, repeats: int) -> float:
+    """Weight bytes per second of a (1 x 256) @ (256 x 50257) product, the LM head of a generated token, each call
+    on the next of several copies of the weight (a decode step reads it from memory, not from cache)."""
+    copies = 1 + COLD_BYTES // (50257 * 256 * 4)
+    x, ws = torch.randn(1, 256, device=device), [torch.randn(50257, 256, device=device) for _ in range(copies)]
+    turn = iter(range(10 ** 9))
+    with torch.inference_mode():
+        us = _median_us(lambda: torch.nn.functional.linear(x, ws[next(turn) % copies]), device, repeats)
+    return round(50257 * 256 * 4 / us / 1e3, 2)
 
 
 def _fresh_output_gbs(device: torch.device, repeats: int) -> float:
@@ -154,7 +168,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     t0 = time.time()
     bandwidths = _bandwidths(dev, repeats)
     prof = {"version": PROFILE_VERSION, **info, "measured": now(), "kind": "measured",
-            **_host_costs(dev, repeats, bandwidths["read_gbs"]), **_op_counts(dev), **bandwidths,
+            **_host_costs(dev, repeats, bandwidths["gemv_gbs"]), **_op_counts(dev), **bandwidths,
             "matmul_fp32": _matmul_rates(dev, torch.float32, repeats), "asynchronous": dev.type == "cuda"}
     if dev.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -286,7 +300,15 @@ def _preset_bandwidths(spec: dict, base: dict) -> dict:
     """A GPU reads and writes at the vendor bandwidth (reached share); a CPU preset keeps the measured CPU's
     ratios of read / write / fresh-write to copy bandwidth."""
     bw = spec["bandwidth_gbs"] * BANDWIDTH_REACHED
-    keys = ("bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs", "fresh_output_gbs")
+    keys = ("bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs", "fresh_output_gbs", "gemv_gbs")
     if not spec["cpu"]:
         return {k: bw for k in keys}
-    return {k: bw * base[k] / base["bandwidth_gbs"] for k in keys}
+    return {k: bw * base.get(k, base["read_gbs"]) / base["bandwidth_gbs"] for k in keys}
+
+
+def preset_base(profiles: dict[str, dict]) -> dict | None:
+    """The measured profile a preset takes its host costs from: the CPU profile with the fastest host (fewest
+    microseconds of a 6-layer prefill's Python and dispatch), since a GPU or a faster CPU is driven by a fast core;
+    one rule wherever presets are made, so adding a profile of a slower CPU changes no projection."""
+    cpus = [p for _, p in sorted(profiles.items()) if p.get("kind") == "measured" and p.get("device") == "cpu"]
+    return min(cpus, key=lambda p: p["prefill"]["fixed_us"] + 6 * p["prefill"]["per_layer_us"], default=None)

@@ -100,7 +100,8 @@ def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: i
     out = dtype_bytes * m * n * count
     if out > FRESH_BYTES and not profile.get("asynchronous"):
         return compute + out / (profile["fresh_output_gbs"] * 1e3)
-    memory = count * dtype_bytes * (m * k + k * n) / (profile["read_gbs"] * 1e3) + out / (profile["write_gbs"] * 1e3)
+    read = profile.get("gemv_gbs", profile["read_gbs"]) if m == 1 else profile["read_gbs"]  # a matrix-vector product
+    memory = count * dtype_bytes * (m * k + k * n) / (read * 1e3) + out / (profile["write_gbs"] * 1e3)
     return max(compute, memory)
 
 
@@ -192,7 +193,7 @@ def best_within_budget(rows: list[dict], latency_key: str, latency_budget: float
 def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = None) -> list[dict]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
-    from .profile import PRESETS, preset_profile
+    from .profile import PRESETS, preset_base, preset_profile
     errors = errors or {}
     out, seen = [], set()
     for run in runs:
@@ -203,7 +204,7 @@ def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = 
                             "label": f"{lat['device_name']} ({_threads(lat)}) — measured",
                             "provenance": lat.get("provenance"),
                             "error": errors.get("by_device", {}).get(key)})  # for the shapes it projects
-    base = next((p for _, p in sorted(profiles.items()) if p.get("kind") == "measured" and p.get("device") == "cpu"), None)
+    base = preset_base(profiles)
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
     for prof in candidates:

@@ -67,6 +67,7 @@ class ElasticGPT2(nn.Module):
         self._views: dict[StudentDims, tuple[tuple, GPT2LMHeadModel]] = {}
         self._plans: dict[StudentDims, tuple[int, list]] = {}
         self._compiled: dict[float, object] = {}
+        self._param_list: list | None = None  # the shared model's parameters, listed at the first view_student
         self.prefix_grads = world_size() == 1  # see _PrefixGrad
         self.train(model.training)
 
@@ -100,7 +101,11 @@ class ElasticGPT2(nn.Module):
         width 1/8, measured against views in one run: BENCHMARKS.md, goal 3). The copies cost the student's
         own size (at most the sum of the cached shapes'); the last VIEW_CACHE shapes are kept.
         """
-        params = list(self.model.parameters())  # a move/cast (.to, .half) gives new storage: key on it too
+        # the weights change in place (optimizer steps, load_state_dict bump versions; a move/cast gives new
+        # storage: key on it too); the parameter list itself is walked once, not per call (~90 us per walk)
+        if self._param_list is None:
+            self._param_list = list(self.model.parameters())
+        params = self._param_list
         version = (sum(p._version for p in params), params[0].data_ptr(), params[0].dtype)
         hit = self._views.pop(dims, None)
         if hit is None or hit[0] != version:
@@ -114,7 +119,10 @@ class ElasticGPT2(nn.Module):
         self._views[dims] = hit  # most recently used last
         while len(self._views) > VIEW_CACHE:
             self._views.pop(next(iter(self._views)))
-        return hit[1].train(self.model.training)
+        student = hit[1]
+        if student.training != self.model.training:  # .train() walks every submodule: ~150 us, paid only on a change
+            student.train(self.model.training)
+        return student
 
     def forward(self, input_ids: torch.Tensor, width: float = 1.0, depth: float = 1.0, **kwargs):
         if width == 1.0 and depth == 1.0:

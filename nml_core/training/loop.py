@@ -128,6 +128,7 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     bar.close()
     _checkpoint(s)
     run.update(train_time_s=round(time.time() - s.t0, 1), steps_done=cfg.steps, device=str(s.accelerator.device),
+               device_name=devices.device_info(s.accelerator.device, torch.get_num_threads())["device_name"],
                precision=s.accelerator.mixed_precision, tokens_seen=cfg.steps * s.tokens_per_step)
     return s.accelerator.unwrap_model(s.elastic).model.cpu().float().eval()
 

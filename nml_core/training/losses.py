@@ -15,8 +15,8 @@ product per chunk, and no width takes exp of the teacher's log-probabilities aga
 On a CPU, for batches big enough to pay for compiling (FUSED_MIN_ELEMENTS), both the teacher's target and a
 width's loss + gradient are written once more as whole-tensor functions for torch.compile, which fuses each into
 one parallel loop over rows that reads a row (in cache) a few times and writes the result once: measured 2x
-faster than the eager chunks (bench/nested_step.py: nested vs nested_eager_loss). Where compiling fails (no C++ compiler) the
-eager chunks run, said once.
+faster than the eager chunks (bench/nested_step.py: nested vs nested_eager_loss). Where compiling fails (no C++
+compiler) the eager chunks run, said once.
 """
 from __future__ import annotations
 
