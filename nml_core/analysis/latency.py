@@ -1,8 +1,9 @@
 """Latency of stock (extracted) students and of the elastic forward, as a device measures it.
 
 Protocol: fixed thread count, torch.inference_mode, warm-up calls, then `repeats` timed calls per variant,
-round-robin across variants so slow drift of a shared machine hits all of them alike; min / median / max
-reported; CUDA synchronised around each call. Three workloads:
+round-robin across variants so slow drift of a shared machine hits all of them alike, the turn reversed every
+other round so each variant runs after both of its neighbours (files measured before 2026-12-03 did not reverse
+it); min / median / max reported; CUDA synchronised around each call. Three workloads:
   ttft_b1 / ttft_b8         time to first token: the prefill `generate` runs, over a (1 or 8) x prefill_len batch
                             (prefill_len = min(128, n_positions)) with the KV cache, keeping only the last
                             position's logits (logits_to_keep=1) (and ttft_b32 on CUDA)
@@ -34,15 +35,18 @@ DECODE_PROMPT, DECODE_NEW = 16, 32
 
 
 def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
-    """name -> {min_ms, median_ms, max_ms, repeats}; each round calls every fn once, in turn."""
+    """name -> {min_ms, median_ms, max_ms, repeats}; each round calls every fn once, in turn, and every other round
+    in the reverse turn: a call's time depends on what ran just before it (the memory a large output left freed,
+    the caches), so each fn is measured after both of its neighbours, not always after the same one."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
     with torch.inference_mode():
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
         synchronize(device)
-        for _ in range(repeats):
-            for name, fn in fns.items():
+        for i in range(repeats):
+            for name, fn in (order if i % 2 == 0 else order[::-1]):
                 t = time.perf_counter()
                 fn()
                 synchronize(device)
@@ -108,9 +112,9 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list, device: str = "auto
     for w, d in subnets:
         key = subnet_key(w, d)
         s = extract_student(model, WidthSpec(w, axes), elastic.dims(w, d).layers).to(PRECISIONS[precision]).eval()
-        # the elastic forward right after the extracted one of the same batch: both find the allocator in the
-        # same state (after a large scoring batch the next call's logits may land in fresh pages, a cost of
-        # its own that would be billed to whichever call came next)
+        # the elastic forward next to the extracted one of the same batch (after it, and before it in the reversed
+        # rounds): both find the allocator in the same states (after a large scoring batch the next call's logits
+        # may land in fresh pages, a cost of its own that would be billed to whichever call came next)
         fns[f"{key}/prefill_b1"] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=False), 1, cfg, device)
         fns[f"{key}/elastic_prefill_b1"] = prefill_fn(lambda x, w=w, d=d: elastic(x, width=w, depth=d, use_cache=False),
                                                       1, cfg, device)
