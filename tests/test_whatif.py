@@ -119,6 +119,15 @@ def test_presets_take_their_host_from_the_fastest_measured_cpu_whatever_the_name
     assert preset_base({"cuda-x": gpu, "cpu-aaa-1t": slow}) is slow  # a GPU's host is not a CPU preset's base
 
 
+def test_host_costs_are_the_median_of_the_profile_passes():
+    """One disturbed pass (a neighbour on a shared VM) moves no host cost: each field is the passes' median."""
+    from nml_core.analysis.profile import _median_pass
+    passes = [{"prefill": {"fixed_us": 200.0, "per_layer_us": 110.0}},
+              {"prefill": {"fixed_us": 430.0, "per_layer_us": 260.0}},
+              {"prefill": {"fixed_us": 180.0, "per_layer_us": 120.0}}]
+    assert _median_pass(passes) == {"prefill": {"fixed_us": 200.0, "per_layer_us": 120.0}}
+
+
 def test_a_faster_device_is_projected_faster():
     base = cpu_profile()
     a100, pi = preset_profile("NVIDIA A100 40GB", base), preset_profile("Raspberry Pi 5", base)
