@@ -4,7 +4,10 @@ import json
 from bench import gpu_acceptance
 
 
-def test_quick_mode_runs_every_section_and_writes_the_table(nested_copy, tmp_path, capsys):
+def test_quick_mode_runs_every_section_and_writes_the_table(nested_copy, tmp_path, capsys, monkeypatch):
+    from nml_core.training import precision  # the profile's bf16 probe at a small size (tests/test_precision has it whole)
+    monkeypatch.setattr(precision, "PROBE_SHAPE", dict(n_layer=1, n_embd=32, n_head=2, n_positions=16))
+    monkeypatch.setattr(precision, "PROBE_BATCH", (2, 16))
     out = tmp_path / "acc"
     assert gpu_acceptance.main(["--device", "cpu", "--quick", "--run", str(nested_copy), "--out", str(out)]) == 0
     result = json.loads((out / "acceptance.json").read_text())

@@ -210,7 +210,10 @@ def test_a_bad_profile_is_one_line_and_never_used(tmp_path, edit, words):
     assert load_profiles(tmp_path) == {}, "the page falls back to no projection rather than a wrong number"
 
 
-def test_profile_device_measures_this_cpu(tmp_path):
+def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
+    from nml_core.training import precision  # the bf16 probe at a small size (tests/test_precision has it whole)
+    monkeypatch.setattr(precision, "PROBE_SHAPE", dict(n_layer=1, n_embd=32, n_head=2, n_positions=16))
+    monkeypatch.setattr(precision, "PROBE_BATCH", (2, 16))
     prof = profile_device("cpu", threads=1, repeats=3)
     check_profile(prof)
     assert prof["threads"] == 1 and prof["device_key"].endswith("-1t") and prof["ops_per_layer"] > 10
