@@ -152,7 +152,7 @@ def section_depth(a, out: Path) -> dict:
     """Which axis pays on this device: the width x depth run's full, half-width and half-depth students timed
     (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
     on an H100)."""
-    from nml_core.analysis.latency import bench_widths
+    from nml_core.analysis.latency import bench_widths, measured_ms
     from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
@@ -163,7 +163,7 @@ def section_depth(a, out: Path) -> dict:
                           layer_rank=run.layer_rank)
     atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
     at = {(r["width"], r["depth"]): r for r in report["widths"]}
-    ms = {s: {"ttft_b1": at[s]["ttft_b1_ms"]["median_ms"], "decode": 1e3 / at[s]["decode_tok_s"]["median"]}
+    ms = {s: {"ttft_b1": measured_ms(at[s], "ttft_b1_ms"), "decode": measured_ms(at[s], "decode_ms")}
           for s in DEPTH_SHAPES}
     res = {f"measured {m} speedup": {"width 1/2": ms[(1.0, 1.0)][m] / ms[(0.5, 1.0)][m],
                                      "depth 1/2": ms[(1.0, 1.0)][m] / ms[(1.0, 0.5)][m]} for m in ("ttft_b1", "decode")}

@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 
 from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile, profiles_dir
+from nml_core.analysis.latency import measured_ms
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
@@ -41,12 +42,6 @@ def profile_for(key: str, profiles: dict) -> tuple[dict | None, str]:
     if key in PRESET_FOR_KEY and base:
         return preset_profile(PRESET_FOR_KEY[key], base), f"preset {PRESET_FOR_KEY[key]} (host from {base['device_key']})"
     return None, "no profile"
-
-
-def measured(row: dict, measure: str) -> float | None:
-    if measure == "decode_ms":
-        return 1e3 / row["decode_tok_s"]["median"] if row.get("decode_tok_s") else None
-    return row[measure]["median_ms"] if row.get(measure) else None
 
 
 def check(roots: list[str]) -> list[dict]:
@@ -71,7 +66,7 @@ def compare(run_name: str, cfg, axes, lat: dict, profile: dict, source: str) -> 
         dims = subnet_dims(cfg, axes, r["width"], r.get("depth", 1.0))
         proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
         for m in MEASURES:
-            got = measured(r, m)
+            got = measured_ms(r, m)
             if got:
                 rows.append({"run": run_name, "device": lat["device_key"], "class": lat["device"], "source": source,
                              "width": r["width"], "depth": r.get("depth", 1.0), "measure": m, "measured": got,

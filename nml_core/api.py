@@ -32,7 +32,7 @@ from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
 from .store.models import load_gpt2, load_run_model, load_teacher_of, run_config, run_tokens
-from .store.runs import Run, create_run, find_runs, load_run, now
+from .store.runs import Run, check_model_dir, create_run, find_runs, load_run, now
 from .training.config import TrainConfig
 from .training.finetune import STARTS
 from .training.inits import load_init, reordered_teacher
@@ -430,7 +430,8 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
         model, weights = GPT2LMHeadModel(run_config(run)).eval(), "seeded random weights at the run's shapes " \
             "(the run ships no weights; latency depends on the shape alone)"
     else:
-        model, weights = load_run_model(load_run(run_path))[0], "the run's weights"
+        check_model_dir(run.model_dir, status=run.status)  # missing or corrupt weights: one line
+        model, weights = load_run_model(run)[0], "the run's weights"
     report = bench_widths(model, run.axes, widths or subnets(run.widths, run.depths), device, threads, repeats,
                           precision=precision, layer_rank=run.layer_rank)
     report["weights"] = weights

@@ -65,14 +65,21 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first value of a /proc/cpuinfo field (None where there is no such file or field)."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith(field)), None)
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (/proc/cpuinfo), empty where unknown."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 def device_info(device: str | torch.device, threads: int) -> dict:

@@ -208,6 +208,7 @@ def depth_speed(root: Path) -> str:
     """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
     files), beside the H100 preset's projection at batch 1."""
     from .analysis.profile import PRESETS, load_profiles, preset_base, preset_profile
+    from .analysis.latency import measured_ms
     from .analysis.whatif import project
     from .nesting.depth import subnet_dims
     from .store.models import run_config
@@ -217,12 +218,9 @@ def depth_speed(root: Path) -> str:
     for key, lat in sorted(run.latency().items()):
         at = {(r["width"], r.get("depth", 1.0)): r for r in lat["widths"]}
         full, w, d = at.get((1.0, 1.0)), at.get((0.5, 1.0)), at.get((1.0, 0.5))
-        for m in ("ttft_b1_ms", "ttft_b8_ms", "decode"):
-            if m == "decode":
-                f, a, b = (1e3 / x["decode_tok_s"]["median"] for x in (full, w, d))
-            else:
-                f, a, b = (x[m]["median_ms"] for x in (full, w, d))
-            lines.append(f"| {key} (measured) | {m.replace('_ms', '') if m != 'decode' else 'decode ms/token'} | "
+        for m in ("ttft_b1_ms", "ttft_b8_ms", "decode_ms"):
+            f, a, b = (measured_ms(x, m) for x in (full, w, d))
+            lines.append(f"| {key} (measured) | {m.replace('_ms', '') if m != 'decode_ms' else 'decode ms/token'} | "
                          f"{f:.2f} | {a:.2f} | {b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
     base = preset_base(load_profiles(root))
     cfg = run_config(run)

@@ -55,6 +55,14 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
                 "repeats": len(v)} for k, v in times.items()}
 
 
+def measured_ms(row: dict, measure: str) -> float | None:
+    """A latency row's median for one measure, in ms (decode_ms: per generated token, from decode_tok_s); None
+    where the row lacks it (files written before a workload existed)."""
+    if measure == "decode_ms":
+        return 1e3 / row["decode_tok_s"]["median"] if row.get("decode_tok_s") else None
+    return row[measure]["median_ms"] if row.get(measure) else None
+
+
 def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
     """Achievable fp32 GFLOP/s here: the median of timed n x n matmuls (each latency file records it)."""
     a = torch.randn(n, n, device=device)

@@ -62,11 +62,7 @@ def bf16_probe(repeats: int = 5) -> dict:
 
 def bf16_isa() -> list[str]:
     """The CPU's native bf16 instructions, as /proc/cpuinfo flags (AVX512-BF16, AMX-BF16); [] where none or unknown."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(f for f in set(flags) if f in ("avx512_bf16", "amx_bf16"))
+    return sorted(devices.cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _usable(probe: dict | None) -> bool:
