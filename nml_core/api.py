@@ -31,7 +31,7 @@ from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
-from .store.models import load_gpt2, load_run_model, load_teacher_of, run_config, run_tokens
+from .store.models import load_gpt2, load_run_model, load_teacher_of, run_config, run_teacher_spec, run_tokens
 from .store.runs import Run, check_model_dir, create_run, find_runs, load_run, now
 from .training.config import TrainConfig
 from .training.finetune import STARTS
@@ -222,16 +222,23 @@ def _check_ctx(cfg: TrainConfig, config: GPT2Config) -> None:
 
 
 def baseline(run_path, kind: str, width: float | None = None, steps: int | None = None, device: str = "auto",
-             callback=None, depth: float = 1.0) -> list[Path]:
+             callback=None, depth: float = 1.0, into: Path | None = None) -> list[Path]:
     """naive: record the naive-slice (and layer-drop) baseline (evaluated by `eval`); independent: distil one
     standalone student per width (at `depth`: the run's top-ranked layers) from the same teacher, same
     hyper-parameters and per-student steps as the nested run.
-    An interrupted independent student resumes from its checkpoint; a finished one is kept."""
-    run = load_run(run_path)
+    An interrupted independent student resumes from its checkpoint; a finished one is kept.
+    The nested run need not be finished: a baseline needs only its importance order and layer ranking, fixed
+    before its first step (so the baselines can train beside it, on one GPU); `into` then keeps them apart
+    (default: the run's baselines/ folder) until the run is finished."""
+    run = load_run(run_path, require_model=False)
     if run.kind != "nested":
         raise NMLError(f"{run.path} is a {run.kind} run; baselines belong to a nested run (python -m nml_core train)")
+    if not order_fixed(run):
+        raise NMLError(f"{run.path.name} has not fixed its importance order yet (its training has not started); "
+                       "start or resume it first: python -m nml_core train ... --resume")
     widths = [width] if width else [w for w in run.widths if w < 1]
-    config = run_config(run)
+    config = run_config(run) if (run.model_dir / "config.json").exists() else \
+        load_gpt2(run.info["ta"]["id"] if run.info.get("ta") else run_teacher_spec(run))[0].config
     for w in widths:  # a width or depth the model cannot take: one line
         layers = subnet_dims(config, run.axes, w, depth, run.layer_rank).layers
     base = {"teacher": run.info["teacher"], "parent": run.name, "axes": run.axes, "data": run.info.get("data")}
@@ -248,11 +255,11 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         hp["steps"] = steps
     cfg = TrainConfig(**hp)
     for w in widths:
-        path = run.path / "baselines" / f"independent-{w:g}{f'-d{depth:.4g}' if depth != 1 else ''}"
+        path = Path(into or run.path / "baselines") / f"independent-{w:g}{f'-d{depth:.4g}' if depth != 1 else ''}"
         if (path / "run.json").exists() and load_run(path, require_model=False).status == "done":
             paths.append(path)
             continue
-        teacher = load_teacher_of(run)
+        teacher, tokenizer, _ = load_gpt2(run_teacher_spec(run))
         student = extract_student(reordered_teacher(run), WidthSpec(w, run.axes), layers)
         shape = f"width {w:g}" + (f", depth {depth:.3g} (layers {list(layers)} of the teacher)" if layers else "")
         b = create_run(path, {**base, "kind": "independent", "width": w, "depth": depth, "widths": [1.0],
@@ -262,9 +269,16 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         with marks_failure(b):
             model = train(b, student, run_tokens(run), cfg, [1.0], teacher=teacher, resume=b.path.joinpath(
                 "checkpoints", "latest.json").exists(), callback=callback)
-            _finish(b, model, load_tokenizer(run.model_dir), run.info.get("save_dtype", "fp32"))
+            _finish(b, model, tokenizer, run.info.get("save_dtype", "fp32"))
         paths.append(path)
     return paths
+
+
+def order_fixed(run: Run) -> bool:
+    """Whether a nested run has stored what its baselines start from: its importance order (when it reorders)
+    and its layer ranking (when it nests depth)."""
+    return (not run.info.get("reorder", True) or (run.path / "reorder.safetensors").exists()) and \
+        (run.depths == [1.0] or run.layer_rank is not None)
 
 
 def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = None, batch_size: int = 8,

