@@ -5,12 +5,17 @@
 
 Sections, in order of value; each runs only if its estimated cost fits what is left of --budget-s (otherwise
 it is recorded as skipped), and a section that fails is recorded with its one-line error, not fatal:
-  tests         `pytest -m cuda` (CUDA-marked tests; they skip on a CPU)
+  tests         `pytest -m cuda` (CUDA-marked tests; they skip on a CPU, and so do the app's and the browser's
+                where streamlit, plotly or playwright is missing); anything but a clean exit is `failed`
   nested_step   bench.nested_step.measure: embedded and GPT-2-small shapes at 8 and 32 x 128 (quick: a tiny
-                shape at 2 x 32): ms per step, kernel launches per step (profiler; on a CPU the work-op count)
-                and the ratio to the FLOP-proportional time
+                shape at 2 x 32), widths 1, 1/2, 1/4, 1/8 in whole heads of the shape (12 heads: 1/8 -> 1/6):
+                ms per step, kernel launches per step (profiler; on a CPU the work-op count) and the ratio to the
+                FLOP-proportional time; a row that fails keeps the rows measured before it
+  compile       the nested step with --compile at the embedded shape, 8 x 128: seconds to the first step
+                (compilation included) and ms per step after
   eval          `eval` of the run on the device (seconds, and the largest ppl difference to its eval.json);
-                nothing is written into the run
+                nothing is written into the run; skipped, with the reason, where the run or its teacher ships
+                no weights
   decode        batch-1 greedy decode of the width-1 student: HF's default cache against static cache + compile
                 (CUDA only; tok/s)
   profile_bench `profile-device`, then `bench` of the run: DIR/device_profiles/<key>.json and
@@ -21,6 +26,8 @@ it is recorded as skipped), and a section that fails is recorded with its one-li
                 batch 1, decode) beside the matching preset's projection
   whatif        the what-if against what was just measured: the new profile and the preset of this device class
                 (latency, each measure and batch apart), and the memory model against the bytes allocated
+The timing sections (nested_step, compile, profile_bench, depth, decode, whatif) need no shipped weights: a run
+that has none is timed with seeded random weights at its shapes (latency depends on the shape alone).
 Writes DIR/acceptance.json after every section (a killed call keeps what was done) and DIR/acceptance.md last,
 and prints the markdown table last. Files: at most 6 (json, md, profile, two latency files, pytest log).
 """
@@ -40,24 +47,49 @@ from nml_core.store.files import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_FULL = [("embedded", 8), ("embedded", 32), ("gpt2-small", 8), ("gpt2-small", 32)]
-TINY = dict(n_layer=2, n_embd=64, n_head=8, n_inner=256, n_positions=64)
+TINY = dict(n_layer=2, n_embd=96, n_head=12, n_inner=384, n_positions=64)  # 12 heads, as GPT-2's: 1/8 -> 1/6
 # seconds each section is expected to take (full on a GPU, quick on a CPU): a section starts only if it fits
-ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "eval": (40, 15), "decode": (60, 10),
-              "profile_bench": (90, 40), "depth": (40, 40), "whatif": (60, 30)}
+# (the H200's measured seconds: tests 14 s with no test collected, nested_step 27 s before its failure, profile_bench
+# 59 s, depth 12 s, whatif 168 s, decode 3 s; compile: ~190 s for GPT-2-small, so the embedded shape at batch 8)
+ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "compile": (240, 60), "eval": (40, 15), "decode": (60, 10),
+              "profile_bench": (90, 40), "depth": (40, 40), "whatif": (200, 30)}
 
 
-def section_tests(a, out: Path) -> dict:
+class Skipped(Exception):
+    """A section that cannot run here says why (recorded as `skipped: <why>`, not `failed`)."""
+
+
+def timing_model(run):
+    """The run's weights, or seeded random weights at its shapes where it ships none (timing depends on the
+    shape alone)."""
+    from transformers import GPT2LMHeadModel
+
+    from nml_core.store.models import load_run_model, run_config
+    from nml_core.store.runs import has_weights
+    if has_weights(run.model_dir):
+        return load_run_model(run)[0]
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(run_config(run)).eval()
+
+
+def section_tests(a, out: Path, partial: dict) -> dict:
+    """pytest -m cuda; anything but a clean run (a failure, an error, nothing collected) fails the section."""
+    import re
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(REPO / "tests")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, a.left - 5), cwd=REPO)
     atomic_write_bytes(out / "pytest_cuda.log", (done.stdout[-200_000:] + done.stderr[-20_000:]).encode())
     last = next((ln for ln in reversed(done.stdout.strip().splitlines()) if " in " in ln), "no summary line")
-    return {"exit_code": done.returncode, "summary": last.strip("= "), "ok": done.returncode in (0, 5)}
+    count = lambda word: int(m.group(1)) if (m := re.search(rf"(\d+) {word}", last)) else 0  # noqa: E731
+    partial.update(exit_code=done.returncode, summary=last.strip("= "), passed=count("passed"))
+    if done.returncode != 0:
+        raise RuntimeError(f"pytest exit code {done.returncode} ({last.strip('= ')})")
+    return dict(partial)
 
 
-def section_nested_step(a, out: Path) -> dict:
+def section_nested_step(a, out: Path, partial: dict) -> dict:
     from bench.nested_step import SHAPES, measure
     plan = [("tiny", 2)] if a.quick else SHAPES_FULL
-    rows = []
+    rows = partial.setdefault("rows", [])  # a row that fails keeps the rows measured before it
     for shape, batch in plan:
         r = measure(TINY if shape == "tiny" else SHAPES[shape], batch, 32 if a.quick else 128, a.device,
                     repeats=2 if a.quick else 5, with_topk=False, launches=True)
@@ -65,13 +97,31 @@ def section_nested_step(a, out: Path) -> dict:
                      "plain_ms": r["median_s"]["plain"] * 1e3, "teacher_ms": r["median_s"]["teacher"] * 1e3,
                      "flop_proportional_ms": r["flop_proportional_s"] * 1e3,
                      "over_flop_proportional": r["nested_over_flop_proportional"],
-                     "launches_per_step": r["launches_per_step"], "precision": r["precision"]})
+                     "launches_per_step": r["launches_per_step"], "precision": r["precision"], "widths": r["widths"]})
     return {"rows": rows}
 
 
-def section_eval(a, out: Path) -> dict:
+def section_compile(a, out: Path, partial: dict) -> dict:
+    from bench.nested_step import SHAPES, compiled_row
+    if a.quick and a.device == "cpu":
+        raise Skipped("compiling for a CPU generates C++ for minutes, longer than a quick check lasts; "
+                      "tests/test_cuda.py checks the compiled step's numerics")
+    shape, batch = ("tiny", 2) if a.quick else ("embedded", 8)
+    return {"shape": shape, "batch": batch, **compiled_row(TINY if a.quick else SHAPES[shape], batch,
+                                                           32 if a.quick else 128, a.device, steps=3 if a.quick else 10)}
+
+
+def section_eval(a, out: Path, partial: dict) -> dict:
     from nml_core.api import evaluate_run
     from nml_core.store.files import read_json
+    from nml_core.store.models import run_teacher_spec
+    from nml_core.store.runs import RUN_FILE, has_weights, load_run
+    run = load_run(a.run, require_model=False)
+    teacher = Path(run_teacher_spec(run))
+    if not has_weights(run.model_dir):
+        raise Skipped(f"{run.name} ships no weights (figures only); eval needs them")
+    if (teacher / RUN_FILE).exists() and not has_weights(teacher / "model"):
+        raise Skipped(f"its teacher {teacher.name} has no weights here; eval scores against the teacher")
     t = time.perf_counter()
     report = evaluate_run(a.run, max_tokens=4096 if a.quick else None, device=a.device, write=False)
     seconds = time.perf_counter() - t
@@ -84,15 +134,13 @@ def section_eval(a, out: Path) -> dict:
     return res
 
 
-def section_decode(a, out: Path) -> dict:
+def section_decode(a, out: Path, partial: dict) -> dict:
     from nml_core.analysis.latency import decode_fn, decode_new_tokens, interleaved_timings, tokens_per_s
     from nml_core.nesting.elastic import extract_student
     from nml_core.nesting.width import WidthSpec
-    from nml_core.store.models import load_run_model
     from nml_core.store.runs import load_run
-    run = load_run(a.run)
-    model = load_run_model(run)[0]
-    student = extract_student(model, WidthSpec(1.0, run.axes)).eval().to(a.device)
+    run = load_run(a.run, require_model=False)
+    student = extract_student(timing_model(run), WidthSpec(1.0, run.axes)).eval().to(a.device)
     fns = {"default": decode_fn(student, a.device)}
     if a.device == "cuda":
         fns["static_compiled"] = decode_fn(student, a.device, static_cache=True)
@@ -104,14 +152,14 @@ def section_decode(a, out: Path) -> dict:
     return {"tok_s": res}
 
 
-def section_profile_bench(a, out: Path) -> dict:
+def section_profile_bench(a, out: Path, partial: dict) -> dict:
     from nml_core.analysis.profile import profile_device, save_profile
     from nml_core.api import bench_run
     from nml_core.store.runs import load_run
     prof = profile_device(a.device, repeats=3 if a.quick else 7)
     save_profile(prof, out)
     report = bench_run(a.run, device=a.device, repeats=3 if a.quick else 10, write=False)
-    name = load_run(a.run).name
+    name = load_run(a.run, require_model=False).name
     atomic_write_json(out / f"{name}.latency.{report['device_key']}.json", report)
     a.profile, a.latency = prof, report
     return {"device_key": report["device_key"], "profile_s": prof["profile_s"],
@@ -119,14 +167,14 @@ def section_profile_bench(a, out: Path) -> dict:
                                            for k, v in r.items() if isinstance(v, dict)} for r in report["widths"]}}
 
 
-def section_whatif(a, out: Path) -> dict:
+def section_whatif(a, out: Path, partial: dict) -> dict:
     from bench.whatif_accuracy import check_memory, compare, summary
     from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.store.models import run_config
     from nml_core.store.runs import load_run
     if getattr(a, "latency", None) is None:
         raise RuntimeError("needs the profile_bench section's measurements (it was skipped or failed)")
-    run = load_run(a.run)
+    run = load_run(a.run, require_model=False)
     cfg, key = run_config(run), a.latency["device_key"]
     rows = compare(run.name, cfg, run.axes, a.latency, a.profile, "measured profile")
     res = {"measured_profile": _by_measure(rows, summary)}
@@ -148,7 +196,7 @@ def _by_measure(rows: list[dict], summary) -> dict:
 DEPTH_SHAPES = [(1.0, 1.0), (0.5, 1.0), (1.0, 0.5)]  # the full model, half width, half depth
 
 
-def section_depth(a, out: Path) -> dict:
+def section_depth(a, out: Path, partial: dict) -> dict:
     """Which axis pays on this device: the width x depth run's full, half-width and half-depth students timed
     (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
     on an H100)."""
@@ -156,10 +204,10 @@ def section_depth(a, out: Path) -> dict:
     from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
-    from nml_core.store.models import load_run_model, run_config
+    from nml_core.store.models import run_config
     from nml_core.store.runs import load_run
-    run = load_run(a.depth_run)
-    report = bench_widths(load_run_model(run)[0], run.axes, DEPTH_SHAPES, a.device, repeats=3 if a.quick else 10,
+    run = load_run(a.depth_run, require_model=False)
+    report = bench_widths(timing_model(run), run.axes, DEPTH_SHAPES, a.device, repeats=3 if a.quick else 10,
                           layer_rank=run.layer_rank)
     atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
     at = {(r["width"], r["depth"]): r for r in report["widths"]}
@@ -176,7 +224,7 @@ def section_depth(a, out: Path) -> dict:
     return res
 
 
-SECTIONS = {"tests": section_tests, "nested_step": section_nested_step, "eval": section_eval,
+SECTIONS = {"tests": section_tests, "nested_step": section_nested_step, "compile": section_compile, "eval": section_eval,
             "decode": section_decode, "profile_bench": section_profile_bench, "depth": section_depth,
             "whatif": section_whatif}
 
@@ -192,11 +240,14 @@ def run_sections(a, out: Path) -> dict:
         if estimate > a.left:
             result["sections"][name] = {"status": f"skipped: {a.left:.0f} s left, needs ~{estimate} s"}
         else:
-            t = time.perf_counter()
+            t, partial = time.perf_counter(), {}
             try:
-                result["sections"][name] = {"status": "done", **SECTIONS[name](a, out)}
-            except Exception as e:  # one broken section must not lose the others' figures
-                result["sections"][name] = {"status": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+                result["sections"][name] = {"status": "done", **SECTIONS[name](a, out, partial)}
+            except Skipped as e:
+                result["sections"][name] = {"status": f"skipped: {e}"}
+            except Exception as e:  # one broken section must not lose the others' figures, nor its own so far
+                result["sections"][name] = {"status": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+                                            **partial}
             result["sections"][name]["seconds"] = round(time.perf_counter() - t, 1)
         atomic_write_json(out / "acceptance.json", result)
     result["total_s"] = round(time.perf_counter() - started, 1)
@@ -215,12 +266,14 @@ def markdown(result: dict) -> str:
 
 
 def _figures(name: str, s: dict) -> str:
-    if s["status"] != "done":
-        return s["status"]
+    if s["status"] != "done" and not s.get("rows"):
+        return s["status"] + (f" ({s['passed']} passed)" if "passed" in s else "")
     if name == "tests":
         return s["summary"]
+    if name == "compile":
+        return f"{s['shape']} {s['batch']}x: first step {s['first_step_s']:.1f} s, then {s['step_ms']:.0f} ms"
     if name == "nested_step":
-        return "; ".join(f"{r['shape']} {r['batch']}x: {r['nested_ms']:.0f} ms ({r['over_flop_proportional']:.2f}x "
+        return ("" if s["status"] == "done" else s["status"] + "; before it: ") + "; ".join(f"{r['shape']} {r['batch']}x: {r['nested_ms']:.0f} ms ({r['over_flop_proportional']:.2f}x "
                          f"FLOP-prop., {r['launches_per_step']} launches, {r['precision']})" for r in s["rows"])
     if name == "eval":
         diff = f", max diff to eval.json {s['max_rel_diff_to_eval_json']:.2%}" if "max_rel_diff_to_eval_json" in s else ""
@@ -246,7 +299,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--run", default="cached_runs/shakespeare-nml", help="a nested run with weights")
+    ap.add_argument("--run", default="cached_runs/shakespeare-nml-depth", help="a nested run (with weights for eval)")
     ap.add_argument("--depth-run", default="cached_runs/shakespeare-nml-depth",
                     help="a width x depth run with weights (the depth section)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a CPU check of the script itself")
@@ -260,9 +313,9 @@ def main(argv=None) -> int:
     try:
         resolve(a.device)
         from nml_core.store.runs import load_run
-        load_run(a.run)
+        load_run(a.run, require_model=False)
         if "depth" in a.sections:
-            load_run(a.depth_run)
+            load_run(a.depth_run, require_model=False)
     except Exception as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from nml_core.docs import nested_step_report
 from nml_core.store.files import atomic_write_json
 from nml_core.training import losses
 from nml_core.nesting.elastic import ElasticGPT2
-from nml_core.nesting.width import ALL_AXES, WidthSpec
+from nml_core.nesting.width import ALL_AXES, WidthSpec, whole_head_widths
 from nml_core.training.config import TrainConfig
 from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
 from nml_core.training.losses import DenseTarget, nested_kd_loss
@@ -44,7 +44,12 @@ from nml_core.training.teacher_cache import topk_soft_targets
 
 SHAPES = {"embedded": dict(n_layer=6, n_embd=256, n_head=8, n_positions=128),
           "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
-WIDTHS = [1.0, 0.5, 0.25, 0.125]
+WIDTHS = [1.0, 0.5, 0.25, 0.125]  # the nested widths, each taken as the nearest whole number of heads (widths_of)
+
+
+def widths_of(config: GPT2Config) -> list[float]:
+    """WIDTHS in whole heads of this shape (GPT-2-small's 12 heads: 1, 1/2, 1/4, 1/6)."""
+    return whole_head_widths(config.n_head, WIDTHS)
 
 
 def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", repeats: int = 5,
@@ -54,6 +59,7 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
     "nested_over_flop_proportional", "device", "precision"} and, with launches, "launches_per_step"."""
     torch.manual_seed(0)
     config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    widths = widths_of(config)
     cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, mixed_precision=precision)
     accelerator = make_accelerator(cfg)
     dev = accelerator.device
@@ -76,7 +82,7 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
             teacher(input_ids=data[:, :-1])
 
     def step_nested(recipe=cfg):
-        nested_step(nested, teacher, data, WIDTHS, recipe, accelerator)
+        nested_step(nested, teacher, data, widths, recipe, accelerator)
         opt_nested.step()
         opt_nested.zero_grad(set_to_none=True)
 
@@ -99,19 +105,43 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
             if i:
                 times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    flops = [cost(config, WidthSpec(w, ALL_AXES).dims(config), ctx)["flops_per_token"] for w in WIDTHS]
+    flops = [cost(config, WidthSpec(w, ALL_AXES).dims(config), ctx)["flops_per_token"] for w in widths]
     ratio = sum(flops) / flops[0]
     ideal = ratio * med["plain"] + med["teacher"]
     out = {"median_s": med, "min_s": {k: min(v) for k, v in times.items()},
            "max_s": {k: max(v) for k, v in times.items()}, "flop_ratio": ratio, "flop_proportional_s": ideal,
            "target_s": 1.15 * ratio * med["plain"] + med["teacher"], "nested_over_flop_proportional": med["nested"] / ideal,
            "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
-           "precision": accelerator.mixed_precision, "batch": batch, "ctx": ctx, "repeats": repeats}
+           "precision": accelerator.mixed_precision, "batch": batch, "ctx": ctx, "repeats": repeats, "widths": widths}
     out.update(loss_floor(data.shape[0] * ctx * config.vocab_size, half, out["device"]))
     if launches:
         from bench.nested_step_ops import launches_per_step
         out["launches_per_step"] = launches_per_step(step_nested, dev)
     return out
+
+
+def compiled_row(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", steps: int = 5) -> dict:
+    """The nested step with --compile (TrainConfig.compile): seconds from the first call to the end of the first
+    step (compilation included), then the median ms of the next steps."""
+    torch.manual_seed(0)
+    config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, compile=True)
+    accelerator = make_accelerator(cfg)
+    dev = accelerator.device
+    nested = ElasticGPT2(GPT2LMHeadModel(config).to(dev).train())
+    teacher = GPT2LMHeadModel(config).to(dev).eval().requires_grad_(False)
+    opt = make_optimizer(nested, cfg, fused=dev.type == "cuda")
+    data = torch.randint(0, config.vocab_size, (batch, ctx + 1), device=dev)
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        nested_step(nested, teacher, data, widths_of(config), cfg, accelerator)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        synchronize(dev)
+        times.append(time.perf_counter() - t)
+    return {"first_step_s": times[0], "step_ms": statistics.median(times[1:]) * 1e3, "widths": widths_of(config),
+            "precision": accelerator.mixed_precision}
 
 
 def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
@@ -157,7 +187,7 @@ def _cached_step(teacher, nested, opt, data, cfg, accelerator, k: int = 64):
 
     def step():
         target = topk_soft_targets(idx.to(dev), val.float().to(dev), lse.to(dev), cfg.temperature)
-        nested_step(nested, None, data, WIDTHS, cfg, accelerator, target=target)
+        nested_step(nested, None, data, widths_of(nested.config), cfg, accelerator, target=target)
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
@@ -253,8 +283,8 @@ def main() -> None:
           f"{r['flop_proportional_s']:.3f} s; target (x1.15 + teacher) = {r['target_s']:.3f} s; measured "
           f"{med['nested']:.3f} s -> {r['nested_over_flop_proportional']:.2f}x the FLOP-proportional time, "
           f"{'meets' if med['nested'] <= r['target_s'] else 'misses'} target")
-    print(f"vocab-sized loss work: {len(WIDTHS)} widths x {med['kd_loss_one_width']:.3f} s = "
-          f"{len(WIDTHS) * med['kd_loss_one_width']:.3f} s of the nested step (not in the FLOP count, which counts matmuls)")
+    print(f"vocab-sized loss work: {len(r['widths'])} widths x {med['kd_loss_one_width']:.3f} s = "
+          f"{len(r['widths']) * med['kd_loss_one_width']:.3f} s of the nested step (not in the FLOP count, which counts matmuls)")
     if "kd_loss_floor_s" in r:
         print(f"one width's loss moves {r['kd_loss_bytes_mb']:.0f} MB: {r['kd_loss_floor_s']:.3f} s at this machine's "
               f"measured bandwidth (device profile) -> the loss runs at {med['kd_loss_one_width'] / r['kd_loss_floor_s']:.1f}x "

@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from bench.nested_step import SHAPES, WIDTHS
+from bench.nested_step import SHAPES, widths_of
 from nml_core.device import set_threads
 from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.training.config import TrainConfig
@@ -45,7 +45,7 @@ def setup(shape: dict, batch: int, ctx: int):
     data = torch.randint(0, config.vocab_size, (batch, ctx + 1))
 
     def step():
-        nested_step(model, teacher, data, WIDTHS, cfg, accelerator)
+        nested_step(model, teacher, data, widths_of(config), cfg, accelerator)
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step, model, data, cfg
@@ -106,7 +106,8 @@ def main() -> None:
     ops = ops_per_step(step)
     for p in model.parameters():  # gradients allocated once, as in training after the first step
         p.grad = torch.zeros_like(p)
-    mb = {w: backward_mb(model, data, cfg, w) for w in WIDTHS}
+    widths = widths_of(model.config)
+    mb = {w: backward_mb(model, data, cfg, w) for w in widths}
     tiny_step = setup(TINY, 2, 16)[0]
     for _ in range(3):
         tiny_step()
@@ -115,11 +116,11 @@ def main() -> None:
         t = time.perf_counter()
         tiny_step()
         times.append((time.perf_counter() - t) * 1e3)
-    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, widths {WIDTHS}, CPU {threads} threads, torch {torch.__version__}")
+    print(f"{a.shape} shape, batch {a.batch}x{a.ctx}, widths {widths}, CPU {threads} threads, torch {torch.__version__}")
     print("| ops per nested step | host ms per step (2L/64d, 2x16) | " +
-          " | ".join(f"backward MB, width {w:g}" for w in WIDTHS) + " |")
-    print("|---|---|" + "---|" * len(WIDTHS))
-    print(f"| {ops} | {statistics.median(times):.1f} | " + " | ".join(f"{mb[w]:.0f}" for w in WIDTHS) + " |")
+          " | ".join(f"backward MB, width {w:g}" for w in widths) + " |")
+    print("|---|---|" + "---|" * len(widths))
+    print(f"| {ops} | {statistics.median(times):.1f} | " + " | ".join(f"{mb[w]:.0f}" for w in widths) + " |")
     if a.compare_prefix:
         compare_prefix(step, model, a.repeats)
 

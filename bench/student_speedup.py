@@ -17,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from nml_core import api
 from nml_core.analysis.latency import bench_widths
-from nml_core.nesting.width import ALL_AXES, parse_widths
+from nml_core.nesting.width import ALL_AXES, parse_widths, whole_head_widths
 from nml_core.report import latency_markdown
 
 SHAPES = {"gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)}
@@ -98,7 +98,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", nargs="?")
     ap.add_argument("--shape", choices=sorted(SHAPES))
-    ap.add_argument("--widths", default="1,0.5,0.25,0.125")
+    ap.add_argument("--widths", default=None, help="default: 1, 1/2, 1/4, 1/8 in whole heads of the shape (12 heads: "
+                    "1/8 -> 1/6)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
@@ -108,7 +109,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="batch of the --breakdown prefill")
     ap.add_argument("--views", action="store_true", help="elastic students from strided views vs contiguous copies")
     a = ap.parse_args()
-    widths = parse_widths(a.widths)
+    heads = (api.run_config(api.load_run(a.run)) if a.run else GPT2Config(**SHAPES[a.shape])).n_head
+    widths = parse_widths(a.widths) if a.widths else whole_head_widths(heads)
     if a.views:
         print(views_vs_copies(a.run, a.repeats))
         return

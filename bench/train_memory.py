@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.nested_step import SHAPES, WIDTHS
+from bench.nested_step import SHAPES, widths_of
 
 
 def child(variant: str, shape: str, batch: int, ctx: int, steps: int, device: str) -> dict:
@@ -42,7 +42,7 @@ def child(variant: str, shape: str, batch: int, ctx: int, steps: int, device: st
     batch_ids = torch.randint(0, config.vocab_size, (batch, ctx + 1), device=dev)
     for _ in range(steps):
         if variant.startswith("nested"):
-            nested_step(elastic, teacher, batch_ids, WIDTHS, cfg, accelerator)
+            nested_step(elastic, teacher, batch_ids, widths_of(config), cfg, accelerator)
         else:
             accelerator.backward(model(input_ids=batch_ids[:, :-1], labels=batch_ids[:, :-1]).loss)
         opt.step()

@@ -31,8 +31,9 @@ from .nesting.width import WidthSpec, axes_label, check_distinct
 from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
-from .store.models import load_gpt2, load_run_model, load_teacher_of, run_config, run_teacher_spec, run_tokens
-from .store.runs import Run, check_model_dir, create_run, find_runs, load_run, now
+from .store.models import (load_gpt2, load_run_model, load_teacher_of, run_config, run_teacher_spec, run_tokenizer,
+                           run_tokens)
+from .store.runs import Run, check_model_dir, create_run, find_runs, has_weights, load_run, now
 from .training.config import TrainConfig
 from .training.finetune import STARTS
 from .training.inits import load_init, reordered_teacher
@@ -437,7 +438,7 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
     """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json
     (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
     run = load_run(run_path, require_model=False)
-    if run.info.get("weights_shipped") is False:
+    if run.info.get("weights_shipped") is False or (run.status == "done" and not has_weights(run.model_dir)):
         # a run that ships its figures only: a student's latency depends on its shape alone, not on the values of
         # its weights, so its shapes are timed with seeded random weights (the report says so)
         torch.manual_seed(0)
@@ -508,7 +509,7 @@ def finetune(run_path, width: float, task: str, starts=STARTS, cfg=None, device:
         raise NMLError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     cfg = cfg or FinetuneConfig()
     run, device = load_run(run_path), devices.resolve(device)
-    tokenizer = load_tokenizer(run.model_dir)
+    tokenizer = run_tokenizer(run)
     data = genre_task(tokenizer, cfg.ctx, test_works=_unread_works(run)) if task == "genre" else domain_task(tokenizer)
     if task == "domain" and min(len(data["train"]), len(data["val"])) < 4 * (cfg.ctx + 1):
         raise NMLError(f"the domain task has too little text for --ctx {cfg.ctx}; use a smaller --ctx")

@@ -19,6 +19,7 @@ from .analysis.finetune_results import finetune_table, load_results, summarize
 from .analysis.pareto import student_shape
 from .errors import NMLError
 from .store.files import atomic_write_bytes
+from .nesting.depth import subnet_key
 from .store.runs import load_run
 
 BLOCK = re.compile(r"(<!-- nml:begin (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- nml:end (?P=name) -->)", re.S)
@@ -29,28 +30,37 @@ def _run(root: Path, name: str):
     return load_run(root / name, require_model=False)
 
 
+DEFAULT_RUN = "shakespeare-nml-depth"  # the weight-bearing NML run: every width at depths 1 and 1/2
+WIDTH_ONLY_RUN = "shakespeare-nml"  # the same widths nested without depth: figures only, for comparison
+
+
+def _depth1(rows: list[dict]) -> dict[float, dict]:
+    return {r["width"]: r for r in rows if r.get("depth", 1.0) == 1.0}
+
+
 def headline(root: Path) -> str:
-    """README's headline: every width of the NML run against its baselines and the FFN-only run (eval.json)."""
-    ev, ffn = _run(root, "shakespeare-nml").eval(), _run(root, "shakespeare-nml-ffn").eval()
+    """README's headline: every width at depth 1 of the default NML run against its baselines, the same widths
+    nested without depth, and the FFN-only run (eval.json)."""
+    ev = _run(root, DEFAULT_RUN).eval()
+    width_only, ffn = _depth1(_run(root, WIDTH_ONLY_RUN).eval()["widths"]), _depth1(_run(root, "shakespeare-nml-ffn").eval()["widths"])
     unigram = _run(root, "shakespeare-teacher").eval()["unigram_ppl"]
-    base = {g: {r["width"]: r for r in rows} for g, rows in ev.get("baselines", {}).items()}
-    ffn_w = {r["width"]: r for r in ffn["widths"]}
+    base = {g: _depth1(rows) for g, rows in ev.get("baselines", {}).items()}
     t = ev["teacher"]
     lines = [f"Headline ({t['tokens']:,} held-out tokens scored; teacher ppl {t['ppl']:.2f}, a unigram model "
-             f"{unigram:.1f}; *doc 1–16* is the NLL of the first 16 tokens of each validation document scored right "
-             "after its `<|endoftext|>`, *rest* every other token, both in nats):", "",
-             "| width | params | NML (one run, all axes) | naive slice | independent KD (one run per width) | NML / indep. "
-             "| FFN-only NML (MatFormer) | NML doc 1–16 / rest |", "|---|---|---|---|---|---|---|---|",
-             f"| teacher | {t['params'] / 1e6:.2f}M | {t['ppl']:.2f} | — | — | — | — | "
+             f"{unigram:.1f}; every student at full depth; *doc 1–16* is the NLL of the first 16 tokens of each "
+             "validation document scored right after its `<|endoftext|>`, *rest* every other token, both in nats):", "",
+             "| width | params | NML (one run, width x depth) | naive slice | independent KD (one run per width) | "
+             "NML / indep. | NML without depth nesting | FFN-only NML (MatFormer) | NML doc 1–16 / rest |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| teacher | {t['params'] / 1e6:.2f}M | {t['ppl']:.2f} | — | — | — | — | — | "
              f"{t['doc_start_nll']:.2f} / {t['rest_nll']:.2f} |"]
-    for r in ev["widths"]:
-        w = r["width"]
-        ind, f = base.get("independent", {}).get(w), ffn_w.get(w)
+    for w, r in _depth1(ev["widths"]).items():
+        ind, f = base.get("independent", {}).get(w), ffn.get(w)
         ratio = f"{r['ppl'] / ind['ppl']:.3f}" if ind else "—"
         ffn_cell = f"{f['ppl']:.2f} ({f['params'] / 1e6:.2f}M)" if f else "—"
         lines.append(f"| {FRACTIONS.get(w, f'{w:g}')} | {r['params'] / 1e6:.2f}M | {r['ppl']:.2f} | "
-                     f"{_ppl(base.get('naive', {}).get(w))} | {_ppl(ind)} | {ratio} | {ffn_cell} | "
-                     f"{r['doc_start_nll']:.2f} / {r['rest_nll']:.2f} |")
+                     f"{_ppl(base.get('naive', {}).get(w))} | {_ppl(ind)} | {ratio} | {_ppl(width_only.get(w))} | "
+                     f"{ffn_cell} | {r['doc_start_nll']:.2f} / {r['rest_nll']:.2f} |")
     one = ev["widths"][0]
     lines += ["", f"The width-1 student is not sacrificed: {one['ppl']:.2f} against the teacher's {t['ppl']:.2f} "
                   f"({one['ppl'] / t['ppl'] - 1:+.1%}). The teacher pays {t['doc_start_nll']:.2f} nats on the first "
@@ -62,15 +72,16 @@ def headline(root: Path) -> str:
 def train_vs_val(root: Path) -> str:
     """Train CE against val CE per width on one scale (eval.json: the same protocol on both splits), and what
     metrics.jsonl's last row logged (older runs logged only the optimised KD + CE loss, not CE)."""
-    run = _run(root, "shakespeare-nml")
+    run = _run(root, DEFAULT_RUN)
     ev, last = run.eval(), (run.metrics() or [{}])[-1]
-    rows = [("teacher", ev["teacher"])] + [(f"NML {r['width']:g}", r) for r in ev["widths"]]
+    rows = [("teacher", ev["teacher"])] + [(f"NML {subnet_key(r['width'], r.get('depth', 1.0))}", r) for r in ev["widths"]]
     if not all("train_nll" in r for _, r in rows):
         return "The evaluation of this run has no train CE yet (`python -m nml_core eval` adds it)."
     lines = ["| model | train CE | val CE | val - train | last logged train loss (KD + CE, what was optimised) |",
              "|---|---|---|---|---|"]
     for name, r in rows:
-        logged = last.get("loss", {}).get(f"{r.get('width', 1.0):g}") if name != "teacher" else None
+        logged = last.get("loss", {}).get(subnet_key(r.get("width", 1.0), r.get("depth", 1.0))) \
+            if name != "teacher" else None
         lines.append(f"| {name} | {r['train_nll']:.3f} | {r['nll']:.3f} | {r['nll'] - r['train_nll']:+.3f} | "
                      f"{'—' if logged is None else f'{logged:.3f}'} |")
     return "\n".join(lines) + (f"\n\nnats per token; train CE on {rows[0][1]['train_tokens']:,} train tokens, val CE on "
@@ -78,12 +89,24 @@ def train_vs_val(root: Path) -> str:
 
 
 def data_and_weights(root: Path) -> str:
-    """The embedded data's documents and tokens (data/data.json) and the shipped weights' bytes on disk."""
-    d = json.loads((root / "shakespeare-nml" / "data" / "data.json").read_text())
-    weights = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.parent.name == "model")
+    """The embedded data's documents and tokens (the teacher's data/data.json: the family shares its token
+    files) and the shipped weights' bytes on disk."""
+    d = json.loads((root / "shakespeare-teacher" / "data" / "data.json").read_text())
     return (f"{d['documents']['train']} train / {d['documents']['val']} validation documents in "
             f"{d['train_tokens']:,} / {d['val_tokens']:,} tokens (`data/data.json`); the shipped weights (fp16 "
-            f"safetensors, loaded and computed in fp32) total {weights / 1e6:.1f} MB.")
+            f"safetensors, loaded and computed in fp32) total {shipped_weights_mb(root):.1f} MB of a "
+            f"{WEIGHTS_BUDGET_MB} MB budget, every shipped file {shipped_mb(root):.1f} MB.")
+
+
+WEIGHTS_BUDGET_MB = 75  # the shipped weights (two 6L/256d models in fp16), so that the tree stays under 80 MB
+
+
+def shipped_weights_mb(root: Path) -> float:
+    return sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.parent.name == "model") / 1e6
+
+
+def shipped_mb(root: Path) -> float:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
 
 
 def _ppl(row: dict | None) -> str:
@@ -91,42 +114,65 @@ def _ppl(row: dict | None) -> str:
 
 
 def build_cost(root: Path) -> str:
-    """The build's stage times, as each run's run.json `build` recorded them."""
-    nml = _run(root, "shakespeare-nml")
-    parts = {"teacher": _run(root, "shakespeare-teacher"), "NML": nml, "FFN-only": _run(root, "shakespeare-nml-ffn")}
-    times = {k: r.info.get("build", {}).get("stage_s") for k, r in parts.items()}
-    indep = [b.info.get("build", {}).get("stage_s") or b.info.get("train_time_s") for b in nml.baselines()
-             if b.kind == "independent"]
-    b = nml.info.get("build", {})
+    """The build's stage times, as each run's run.json `build` recorded them (the training loop's own time for
+    the baselines)."""
+    runs = {"teacher": "shakespeare-teacher", "NML width x depth": DEFAULT_RUN, "NML width only": WIDTH_ONLY_RUN,
+            "FFN-only": "shakespeare-nml-ffn", "MatTA": "shakespeare-matta", "plain NML in the TA": "shakespeare-matta-plain"}
+    parts = {k: _run(root, n) for k, n in runs.items() if (root / n / "run.json").exists()}
+    times = {k: r.info.get("train_time_s") or r.info.get("build", {}).get("stage_s") for k, r in parts.items()}
+    indep = [b.info.get("train_time_s") for b in parts["NML width x depth"].baselines() if b.kind == "independent"]
+    b = parts["NML width x depth"].info.get("build", {})
     total = sum(t for t in times.values() if t) + sum(t for t in indep if t)
-    return (f"Build cost (`run.json` `build` of each run; {b.get('profile')} profile on {b.get('device_name')}, "
-            f"{b.get('threads')} threads): " + ", ".join(f"{k} {t:.0f} s" for k, t in times.items() if t) +
-            f", the {len(indep)} independent students {sum(t for t in indep if t):.0f} s together: "
-            f"{total / 60:.0f} min of training in all (evaluation and latency are not timed in the files).")
+    return (f"Build cost (each run's training time, `run.json`; {b.get('profile')} profile on {b.get('device_name')}"
+            f"{', the runs after the teacher trained at once on it (--parallel)' if b.get('device') == 'cuda' else ''}"
+            "): " + ", ".join(f"{k} {t:.0f} s" for k, t in times.items() if t) +
+            f", the {len(indep)} independent students {sum(t for t in indep if t):.0f} s: {total / 60:.0f} min of "
+            "training in all (evaluation and latency are not timed in the files).")
 
 
 def matta(root: Path) -> str:
-    """MatTA against plain NML at equal steps, by student shape (the runs' eval.json)."""
-    m, plain, nml = (_run(root, n).eval() for n in ("shakespeare-matta", "shakespeare-matta-plain", "shakespeare-nml"))
+    """MatTA against plain NML at equal steps (when built) and the default NML run, by student shape (eval.json)."""
+    m, nml = _run(root, "shakespeare-matta").eval(), _run(root, DEFAULT_RUN).eval()
+    plain = _run(root, "shakespeare-matta-plain").eval() if (root / "shakespeare-matta-plain" / "run.json").exists() else None
     by_shape = lambda rows: {student_shape(r): r for r in rows}  # noqa: E731
-    plain_rows, nml_rows, indep = by_shape(plain["widths"]), by_shape(nml["widths"]), by_shape(nml["baselines"]["independent"])
-    lines = [f"teacher (frozen, MatTA's KD source): ppl {m['teacher']['ppl']:.2f}; TA init (plain NML's frozen "
-             f"teacher): ppl {plain['teacher']['ppl']:.2f}; {m['teacher']['tokens']:,} held-out tokens scored", "",
+    plain_rows = by_shape(plain["widths"]) if plain else {}
+    nml_rows, indep = by_shape(nml["widths"]), by_shape(nml["baselines"]["independent"])
+    lines = [f"teacher (frozen, MatTA's KD source): ppl {m['teacher']['ppl']:.2f}; "
+             + (f"TA init (plain NML's frozen teacher): ppl {plain['teacher']['ppl']:.2f}; " if plain else
+                "plain NML in a copy of the TA: not built for this teacher (`--stages matta` builds it); ")
+             + f"{m['teacher']['tokens']:,} held-out tokens scored", "",
              "| TA width | shape | params | MatTA | plain NML in a copy of the TA init | MatTA / plain | "
              "NML nested in the teacher (shipped) | independent KD |", "|---|---|---|---|---|---|---|---|"]
     for r in m["widths"]:
         s = student_shape(r)
-        p, n, i = plain_rows[s], nml_rows.get(s), indep.get(s)
+        p, n, i = plain_rows.get(s), nml_rows.get(s), indep.get(s)
+        ratio = f"{r['ppl'] / p['ppl']:.3f}" if p else "—"
         lines.append(f"| {r['width']:g} | {r['n_embd']}d/{r['n_head']}h/{r['n_inner']}f | {r['params'] / 1e6:.2f}M | "
-                     f"{r['ppl']:.2f} | {p['ppl']:.2f} | {r['ppl'] / p['ppl']:.3f} | {_ppl(n)} | {_ppl(i)} |")
+                     f"{r['ppl']:.2f} | {_ppl(p)} | {ratio} | {_ppl(n)} | {_ppl(i)} |")
+    lines += ["", _verdict("MatTA", "the students nested in the teacher", m["widths"], nml_rows),
+              _verdict("MatTA", "independent KD", m["widths"], indep)]
+    if plain:
+        lines.append(_verdict("MatTA", "plain NML in a copy of the TA at equal steps", m["widths"], plain_rows))
     return "\n".join(lines)
+
+
+def _verdict(name: str, other: str, rows: list[dict], by_shape: dict) -> str:
+    """One sentence from a table's own figures: how `rows` compare with `other` at each shape both have."""
+    pairs = [(r, by_shape[student_shape(r)]) for r in rows if student_shape(r) in by_shape]
+    if not pairs:
+        return f"- {name} against {other}: no shape in common."
+    change = [r["ppl"] / o["ppl"] - 1 for r, o in pairs]
+    word = "better" if all(c < 0 for c in change) else "worse" if all(c > 0 for c in change) else "mixed"
+    return (f"- {name} against {other}: {word} at the {len(pairs)} shared shapes ("
+            + ", ".join(f"{c:+.1%}" for c in change) + " in perplexity).")
 
 
 def finetune(root: Path, task: str) -> str:
     """Mean ± std over seeds per start and width, what each start had read, and NML against independent KD."""
-    results = load_results(root / "shakespeare-nml", task)
+    results = load_results(root / DEFAULT_RUN, task)
     if not results:
-        return f"No {task} results in {root / 'shakespeare-nml' / 'finetune' / task} yet."
+        return (f"No {task} results for {DEFAULT_RUN} yet: `python scripts/build_cached_runs.py --stages finetune "
+                "--keep-weights` runs the comparison (it needs the independent students' weights).")
     rows = summarize(results)
     info = next(iter(results.values()))["info"]
     lines = [finetune_table(results), "", f"Split: {info.get('split')}" +
@@ -165,7 +211,7 @@ def whatif_error(root: Path) -> str:
     return "\n".join(lines)
 
 
-DEPTH_RUN = "shakespeare-nml-depth"
+DEPTH_RUN = DEFAULT_RUN
 
 
 def depth_family(root: Path) -> str:
@@ -299,6 +345,33 @@ def nested_step_results(repo: Path) -> str:
         "No bench/results/nested_step-*.json yet."
 
 
+def gpu_measured(repo: Path, tag: str = "h200") -> str:
+    """What was measured on a GPU (bench/results/<tag>-*.json: the acceptance script's sections and the nested-step
+    rows, as that machine wrote them)."""
+    res = repo / "bench" / "results"
+    acc = json.loads((res / f"{tag}-acceptance.json").read_text())
+    rows = json.loads((res / f"{tag}-nested_step.json").read_text()) + \
+        json.loads((res / f"{tag}-nested_step_compile.json").read_text())
+    sec = acc["sections"]
+    lines = [f"{acc['device_name']}, torch {acc['torch']} (`python -m bench.gpu_acceptance --device cuda`; the "
+             "nested-step rows by `bench.nested_step.measure`, bf16 autocast, 4 widths)", "",
+             "| shape | batch x 128 | plain HF step ms | nested step ms | x FLOP-proportional | launches / step | compiled |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['batch']} | {r['plain_ms']:.1f} | {r['nested_ms']:.1f} | "
+                     f"{r['over_flop_proportional']:.2f}x | {r['launches_per_step']:,} | {'yes' if r.get('compile') else 'no'} |")
+    dec, depth, wi = sec["decode"]["tok_s"], sec["depth"], sec["whatif"]["measured_profile"]["all"]
+    lines += ["", f"- decode, width 1, batch 1: {dec['default']:.0f} tokens/s with HF's default cache, "
+                  f"{dec['static_compiled']:.0f} with a static cache + compile ({dec['static_over_default']:.2f}x)",
+              f"- which axis pays (time to first token, batch 1): width 1/2 "
+              f"{depth['measured ttft_b1 speedup']['width 1/2']:.2f}x, depth 1/2 "
+              f"{depth['measured ttft_b1 speedup']['depth 1/2']:.2f}x; decode: width 1/2 "
+              f"{depth['measured decode speedup']['width 1/2']:.2f}x, depth 1/2 {depth['measured decode speedup']['depth 1/2']:.2f}x",
+              f"- what-if with the profile measured there, against `bench` on the same machine: median "
+              f"{wi['median']:.0%}, worst {wi['worst']:.0%} over {wi['n']} measurements"]
+    return "\n".join(lines)
+
+
 def reliability(repo: Path) -> str:
     """The bad-input table's size, counted in tests/test_bad_inputs.py (each row is checked: exit 2, one line,
     nothing written)."""
@@ -320,7 +393,7 @@ def blocks(repo: Path) -> dict[str, str]:
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
-           "nested-step": lambda: nested_step_results(repo)}
+           "nested-step": lambda: nested_step_results(repo), "gpu-h200": lambda: gpu_measured(repo)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

