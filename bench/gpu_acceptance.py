@@ -11,8 +11,9 @@ it is recorded as skipped), and a section that fails is recorded with its one-li
                 shape at 2 x 32), widths 1, 1/2, 1/4, 1/8 in whole heads of the shape (12 heads: 1/8 -> 1/6):
                 ms per step, kernel launches per step (profiler; on a CPU the work-op count) and the ratio to the
                 FLOP-proportional time; a row that fails keeps the rows measured before it
-  compile       the nested step with --compile at the embedded shape, 8 x 128: seconds to the first step
-                (compilation included) and ms per step after
+  compile       the one-graph nested step (--compile) at the embedded shape 32 x 128 and GPT-2-small 16 x 1024,
+                bf16: seconds to the first step (compilation included), then ms per step, the host's launches per
+                step and the all-student MFU of the eager, compiled and CUDA-graphed (--cuda-graphs) steps
   eval          `eval` of the run on the device (seconds, and the largest ppl difference to its eval.json);
                 nothing is written into the run; skipped, with the reason, where the run or its teacher ships
                 no weights
@@ -50,8 +51,9 @@ SHAPES_FULL = [("embedded", 8), ("embedded", 32), ("gpt2-small", 8), ("gpt2-smal
 TINY = dict(n_layer=2, n_embd=96, n_head=12, n_inner=384, n_positions=64)  # 12 heads, as GPT-2's: 1/8 -> 1/6
 # seconds each section is expected to take (full on a GPU, quick on a CPU): a section starts only if it fits
 # (the H200's measured seconds: tests 14 s with no test collected, nested_step 27 s before its failure, profile_bench
-# 59 s, depth 12 s, whatif 168 s, decode 3 s; compile: ~190 s for GPT-2-small, so the embedded shape at batch 8)
-ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "compile": (240, 60), "eval": (40, 15), "decode": (60, 10),
+# 59 s, depth 12 s, whatif 168 s, decode 3 s; compile: ~190 s for GPT-2-small's per-width graphs, not yet measured
+# for the one-graph step)
+ESTIMATE_S = {"tests": (150, 40), "nested_step": (150, 30), "compile": (420, 60), "eval": (40, 15), "decode": (60, 10),
               "profile_bench": (90, 40), "depth": (40, 40), "whatif": (200, 30)}
 
 
@@ -105,10 +107,14 @@ def section_compile(a, out: Path, partial: dict) -> dict:
     from bench.nested_step import SHAPES, compiled_row
     if a.quick and a.device == "cpu":
         raise Skipped("compiling for a CPU generates C++ for minutes, longer than a quick check lasts; "
-                      "tests/test_cuda.py checks the compiled step's numerics")
-    shape, batch = ("tiny", 2) if a.quick else ("embedded", 8)
-    return {"shape": shape, "batch": batch, **compiled_row(TINY if a.quick else SHAPES[shape], batch,
-                                                           32 if a.quick else 128, a.device, steps=3 if a.quick else 10)}
+                      "tests/test_graph_step.py checks the compiled step")
+    plan = [("tiny", 2, 32)] if a.quick else [("embedded", 32, 128), ("gpt2-small", 16, 1024)]
+    rows = partial.setdefault("rows", [])  # a row that fails keeps the rows measured before it
+    for shape, batch, ctx in plan:
+        rows.append({"shape": shape, "batch": batch, "ctx": ctx, **compiled_row(
+            TINY if shape == "tiny" else SHAPES[shape], batch, ctx, a.device, steps=3 if a.quick else 10,
+            launches=True)})
+    return {"rows": rows}
 
 
 def section_eval(a, out: Path, partial: dict) -> dict:
@@ -271,7 +277,10 @@ def _figures(name: str, s: dict) -> str:
     if name == "tests":
         return s["summary"]
     if name == "compile":
-        return f"{s['shape']} {s['batch']}x: first step {s['first_step_s']:.1f} s, then {s['step_ms']:.0f} ms"
+        return ("" if s["status"] == "done" else s["status"] + "; before it: ") + "; ".join(
+            f"{r['shape']} {r['batch']}x{r['ctx']}: first step {r['first_step_s']:.0f} s; ms / launches / MFU: "
+            + ", ".join(f"{k} {r[f'{k}_ms']:.0f} / {r[f'{k}_launches']} / {r[f'{k}_mfu']:.0%}"
+                        for k in ("eager", "compiled", "graphed") if f"{k}_ms" in r) for r in s["rows"])
     if name == "nested_step":
         return ("" if s["status"] == "done" else s["status"] + "; before it: ") + "; ".join(f"{r['shape']} {r['batch']}x: {r['nested_ms']:.0f} ms ({r['over_flop_proportional']:.2f}x "
                          f"FLOP-prop., {r['launches_per_step']} launches, {r['precision']})" for r in s["rows"])

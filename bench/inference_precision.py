@@ -59,7 +59,7 @@ def measure(run_path: str, tokens: int, repeats: int, device: str) -> list[dict]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", nargs="?", default="cached_runs/shakespeare-nml")
+    ap.add_argument("run", nargs="?", default="cached_runs/shakespeare-nml-depth")
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,12 +33,13 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from nml_core.arch.gpt2 import cost
 from nml_core.device import cpu_name, set_threads, synchronize
-from nml_core.docs import nested_step_report
+from nml_core.docs import graph_step_report, nested_step_report
 from nml_core.store.files import atomic_write_json
 from nml_core.training import losses
 from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.nesting.width import ALL_AXES, WidthSpec, whole_head_widths
 from nml_core.training.config import TrainConfig
+from nml_core.training.graph_step import GraphStep
 from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
 from nml_core.training.losses import DenseTarget, nested_kd_loss
 from nml_core.training.teacher_cache import topk_soft_targets
@@ -52,17 +54,21 @@ def widths_of(config: GPT2Config) -> list[float]:
     return whole_head_widths(config.n_head, WIDTHS)
 
 
+def setup(shape: dict, batch: int, ctx: int, device: str, **recipe):
+    """(config, widths, recipe, accelerator, device) of a benchmark at a shape, seeded, dropout off."""
+    torch.manual_seed(0)
+    config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, **recipe)
+    accelerator = make_accelerator(cfg)
+    return config, widths_of(config), cfg, accelerator, accelerator.device
+
+
 def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", repeats: int = 5,
             with_topk: bool = True, launches: bool = False, precision: str = "auto") -> dict:
     """Time the variants of the module doc, interleaved round-robin (round 0 is the warm-up); returns
     {"median_s", "min_s", "max_s" (variant -> s), "flop_ratio", "flop_proportional_s", "target_s",
     "nested_over_flop_proportional", "device", "precision"} and, with launches, "launches_per_step"."""
-    torch.manual_seed(0)
-    config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    widths = widths_of(config)
-    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, mixed_precision=precision)
-    accelerator = make_accelerator(cfg)
-    dev = accelerator.device
+    config, widths, cfg, accelerator, dev = setup(shape, batch, ctx, device, mixed_precision=precision)
     plain_model, nested_model = GPT2LMHeadModel(config).to(dev), GPT2LMHeadModel(config).to(dev)
     teacher = GPT2LMHeadModel(config).to(dev).eval().requires_grad_(False)
     plain, nested = plain_model.train(), ElasticGPT2(nested_model.train())
@@ -120,28 +126,89 @@ def measure(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", re
     return out
 
 
-def compiled_row(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", steps: int = 5) -> dict:
-    """The nested step with --compile (TrainConfig.compile): seconds from the first call to the end of the first
-    step (compilation included), then the median ms of the next steps."""
-    torch.manual_seed(0)
-    config = GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    cfg = TrainConfig(batch_size=batch, ctx=ctx, device=device, compile=True)
-    accelerator = make_accelerator(cfg)
-    dev = accelerator.device
+def matmul_tflops(device: torch.device, dtype=torch.bfloat16) -> float:
+    """This device's measured dense matmul rate in the training precision (8192^2 on a GPU, 1024^2 on a CPU)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    synchronize(device)
+    return 2 * n ** 3 * 10 / (time.perf_counter() - t) / 1e12
+
+
+def all_student_flops(config: GPT2Config, widths: list[float], tokens: int) -> float:
+    """The work a nested step must do: each student's 6 N tokens (forward + backward) and the teacher's 2 N tokens
+    (forward only), N the parameters of each."""
+    params = [cost(config, WidthSpec(w, ALL_AXES).dims(config))["params"] for w in widths]
+    return (6 * sum(params) + 2 * params[0]) * tokens
+
+
+def compiled_row(shape: dict, batch: int = 8, ctx: int = 128, device: str = "cpu", steps: int = 5,
+                 launches: bool = False) -> dict:
+    """The one-graph nested step (--compile; training.graph_step): seconds from the first call to the end of the
+    first step (compilation included, or the cache's load), then the median ms of the next steps, beside the
+    eager step's median ms on the same model and batch; on CUDA also replayed as CUDA graphs (--cuda-graphs).
+    With launches: the host's launches per step of each, and the all-student MFU (all_student_flops over the
+    step time and the device's measured matmul rate)."""
+    config, widths, cfg, accelerator, dev = setup(shape, batch, ctx, device, compile=True)
     nested = ElasticGPT2(GPT2LMHeadModel(config).to(dev).train())
     teacher = GPT2LMHeadModel(config).to(dev).eval().requires_grad_(False)
     opt = make_optimizer(nested, cfg, fused=dev.type == "cuda")
     data = torch.randint(0, config.vocab_size, (batch, ctx + 1), device=dev)
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        nested_step(nested, teacher, data, widths_of(config), cfg, accelerator)
+    steps_of = {"compiled": GraphStep(nested, teacher, widths, cfg, accelerator)}
+    if dev.type == "cuda":
+        steps_of["graphed"] = GraphStep(nested, teacher, widths, dataclasses.replace(cfg, cuda_graphs=True), accelerator)
+    steps_of["eager"] = lambda batch: nested_step(nested, teacher, batch, widths, cfg, accelerator)
+
+    def step(name: str) -> None:
+        steps_of[name](data)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    def timed(name: str) -> float:
+        t = time.perf_counter()
+        step(name)
         synchronize(dev)
-        times.append(time.perf_counter() - t)
-    return {"first_step_s": times[0], "step_ms": statistics.median(times[1:]) * 1e3, "widths": widths_of(config),
-            "precision": accelerator.mixed_precision}
+        return time.perf_counter() - t
+    out = {"first_step_s": timed("compiled"), "widths": widths, "precision": accelerator.mixed_precision}
+    if "graphed" in steps_of:
+        out["graphed_first_step_s"] = timed("graphed")
+    for name in steps_of:
+        out[f"{name}_ms"] = statistics.median(timed(name) for _ in range(steps + (name == "eager"))) * 1e3
+    out["step_ms"], out["eager_step_ms"] = out["compiled_ms"], out["eager_ms"]
+    if launches:
+        from bench.nested_step_ops import launches_per_step
+        rate = matmul_tflops(dev, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32)
+        work = all_student_flops(config, widths, batch * ctx)
+        out.update(matmul_tflops=rate, all_student_tflop=work / 1e12)
+        for name in steps_of:
+            out[f"{name}_launches"] = launches_per_step(lambda: step(name), dev, host=True)
+            out[f"{name}_mfu"] = work / (out[f"{name}_ms"] / 1e3) / (rate * 1e12)
+    return out
+
+
+def compile_cold_and_warm(a) -> dict:
+    """The one-graph step compiled twice, each in a fresh process on one new cache folder: the first compiles
+    (cold), the second loads what the first cached (a second run of the same shape)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        rows = []
+        for _ in ("cold", "warm"):
+            cmd = [sys.executable, "-m", "bench.nested_step", "--shape", a.shape, "--batch", str(a.batch), "--ctx",
+                   str(a.ctx), "--repeats", str(a.repeats), "--device", a.device, "--child-compile"]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    return {"shape": a.shape, "batch": a.batch, "ctx": a.ctx, "device": a.device, "torch": torch.__version__,
+            "cpu": cpu_name() if a.device == "cpu" else torch.cuda.get_device_name(0), "threads": torch.get_num_threads(),
+            "cold": rows[0], "warm": rows[1], "command": "python -m bench.nested_step " + " ".join(sys.argv[1:])}
 
 
 def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
@@ -258,11 +325,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="--precision: write the results here (BENCHMARKS renders "
                     "bench/results/nested_step-<cpu>.json)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one measurement as JSON (--precision)
+    ap.add_argument("--compile", action="store_true", help="the one-graph step (--compile): seconds to the first "
+                    "step with a cold and a warm compile cache, ms per step against the eager step")
+    ap.add_argument("--child-compile", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     set_threads(None)
-    if a.precision:
-        res = compare_precisions(a)
-        print(nested_step_report(res))
+    if a.child_compile:
+        import json
+        print(json.dumps(compiled_row(SHAPES[a.shape], a.batch, a.ctx, a.device, a.repeats, launches=True)))
+        return
+    if a.compile or a.precision:  # results kept as JSON (--json) and rendered into BENCHMARKS.md
+        res = compile_cold_and_warm(a) if a.compile else compare_precisions(a)
+        print((graph_step_report if a.compile else nested_step_report)(res))
         if a.json:
             atomic_write_json(a.json, res)
         return

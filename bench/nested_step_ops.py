@@ -70,9 +70,14 @@ def ops_per_step(step) -> int:
                and e.name not in NO_KERNEL)
 
 
-def launches_per_step(step, device: torch.device) -> int:
-    """Kernel launches of one step: on CUDA the kernels (and memcpy/memset) the profiler saw run on the GPU; on
-    a CPU the proxy, the leaf aten ops that do work (ops_per_step)."""
+HOST_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
+                 "cudaMemcpyAsync", "cudaMemsetAsync")  # the runtime calls by which the host starts GPU work
+
+
+def launches_per_step(step, device: torch.device, host: bool = False) -> int:
+    """Kernel launches of one step: on CUDA the kernels (and memcpy/memset) the profiler saw run on the GPU, or
+    with host the launch calls the host made (a replayed CUDA graph is one, however many kernels it holds); on a
+    CPU the proxy, the leaf aten ops that do work (ops_per_step)."""
     if device.type != "cuda":
         return ops_per_step(step)
     step()
@@ -80,6 +85,8 @@ def launches_per_step(step, device: torch.device) -> int:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
+    if host:
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU and e.name in HOST_LAUNCHES)
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 

@@ -334,8 +334,11 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
             if (w, d) != (1.0, 1.0):
                 models[f"naive:{subnet_key(w, d)}"] = (lambda w, d: lambda x: naive_elastic(x, width=w, depth=d).logits)(w, d)
                 rows[f"naive:{subnet_key(w, d)}"] = ("naive", (w, d))
+    kept = []  # baselines that ship their figures only: their stored rows stand, they are not scored again
     for b in baselines:
-        if b.kind == "independent" and b.status == "done":
+        if b.kind == "independent" and b.status == "done" and not has_weights(b.model_dir):
+            kept += (b.eval() or {}).get("widths", [])
+        elif b.kind == "independent" and b.status == "done":
             student = load_run_model(b, device)[0]
             shape = (b.info["width"], b.info.get("depth", 1.0))
             models[f"independent:{subnet_key(*shape)}"] = (lambda m: lambda x: m(input_ids=x).logits)(student)
@@ -343,9 +346,13 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     scores = score(models, models["teacher"])
     # the teacher's own shape: under MatTA it is larger than the nested model (the TA)
     report["teacher"] = {"label": run.info["teacher"].get("label"), **cost(teacher.config, ctx=ctx), **scores["teacher"]}
-    groups: dict[str, list] = {"nml": [], "naive": [], "independent": []}
+    groups: dict[str, list] = {"nml": [], "naive": [], "independent": list(kept)}
     for key, (group, (w, d)) in rows.items():
         groups[group].append({"width": w, "depth": d, **cost(cfg, elastic.dims(w, d), ctx), **scores[key]})
+    if kept:
+        report["kept_baselines"] = (f"{len(kept)} independent-KD row(s) from baselines that ship no weights: their "
+                                    "stored eval.json rows, not scored again (their weights: python "
+                                    "scripts/build_cached_runs.py --keep-weights)")
     report["widths"] = groups["nml"]
     report["baselines"] = {g: sorted(r, key=lambda r: (-r["width"], -r["depth"])) for g, r in groups.items()
                            if g != "nml" and r}
@@ -353,9 +360,12 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         return report
     report["written"] = str(_write_eval(run.path, report, force))
     for b in baselines:
+        if b.kind == "independent" and not has_weights(b.model_dir):
+            continue  # its figures were kept, not re-measured: its eval.json stays as it is
         mine = [r for r in report["baselines"].get(b.kind, []) if b.kind == "naive" or
                 (r["width"], r["depth"]) == (b.info.get("width"), b.info.get("depth", 1.0))]
-        _write_eval(b.path, {**{k: v for k, v in report.items() if k not in ("widths", "baselines", "written")},
+        _write_eval(b.path, {**{k: v for k, v in report.items() if k not in ("widths", "baselines", "written",
+                                                                             "kept_baselines")},
                              "widths": mine}, force)
     return report
 

@@ -338,6 +338,36 @@ def nested_step_report(res: dict) -> str:
     return "\n".join(lines)
 
 
+def graph_step_report(res: dict) -> str:
+    """bench.nested_step --compile's results: the one-graph step's time to its first step with a cold and a warm
+    compile cache, and its ms per step against the eager step's."""
+    lines = [f"{res['shape']} shape, batch {res['batch']}x{res['ctx']}, {res['cpu']}, {res['device']}, "
+             f"{res['threads']} threads, torch {res['torch']}, widths {', '.join(f'{w:g}' for w in res['cold']['widths'])} "
+             f"(`{res['command']}`)", "",
+             "| compile cache | first step (compile included) | compiled step | eager step | eager / compiled |",
+             "|---|---|---|---|---|"]
+    for name in ("cold", "warm"):
+        r = res[name]
+        lines.append(f"| {name} | {r['first_step_s']:.1f} s | {r['step_ms']:.0f} ms | {r['eager_step_ms']:.0f} ms | "
+                     f"{r['eager_step_ms'] / r['step_ms']:.2f}x |")
+    r = res["warm"]
+    if "compiled_launches" in r:
+        work = "kernel launches" if res["device"] == "cuda" else "work ops (a CPU's proxy for a GPU's launches)"
+        lines += ["", f"- {work} per step: eager {r['eager_launches']:,}, compiled {r['compiled_launches']:,}"
+                      + (f", CUDA-graphed {r['graphed_launches']:,}" if "graphed_launches" in r else ""),
+                  f"- all-student MFU (each student's 6 N tokens and the teacher's 2 N tokens over the step time and "
+                  f"the measured {r['precision']} matmul rate, {r['matmul_tflops']:.2f} TFLOP/s): eager "
+                  f"{r['eager_mfu']:.1%}, compiled {r['compiled_mfu']:.1%}"
+                  + (f", CUDA-graphed {r['graphed_mfu']:.1%}" if "graphed_mfu" in r else "")]
+    return "\n".join(lines)
+
+
+def graph_step_results(repo: Path) -> str:
+    paths = sorted((repo / "bench" / "results").glob("graph_step-*.json"))
+    return "\n\n".join(graph_step_report(json.loads(p.read_text())) for p in paths) or \
+        "No bench/results/graph_step-*.json yet."
+
+
 def nested_step_results(repo: Path) -> str:
     """Every CPU's bench.nested_step --precision results kept in bench/results/nested_step-*.json."""
     paths = sorted((repo / "bench" / "results").glob("nested_step-*.json"))
@@ -393,7 +423,8 @@ def blocks(repo: Path) -> dict[str, str]:
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
-           "nested-step": lambda: nested_step_results(repo), "gpu-h200": lambda: gpu_measured(repo)}
+           "nested-step": lambda: nested_step_results(repo), "gpu-h200": lambda: gpu_measured(repo),
+           "graph-step": lambda: graph_step_results(repo)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

@@ -10,6 +10,7 @@ from .analysis.grid import subnet_label, subnet_row
 from .analysis.pareto import default_latency_key, run_points
 from .arch.gpt2 import cost
 from .errors import NMLError
+from .nesting.depth import subnet_key
 from .nesting.width import WidthSpec
 from .store.files import atomic_write_bytes
 from .store.liveness import resume_hint, run_state
@@ -139,19 +140,22 @@ def latency_markdown(report: dict, title: str) -> str:
 def format_runs(runs: list[Run]) -> str:
     if not runs:
         return "no runs found (looked in cached_runs/ and runs/)"
-    lines = [f"{'run':<28} {'kind':<10} {'status':<11} {'widths':<22} val ppl per width"]
+    lines = [f"{'run':<28} {'kind':<10} {'status':<11} {'widths x depths':<26} val ppl per (width, depth) "
+             "(width@d<depth> below full depth)"]
     hints = []
     for r in runs:
         try:
             ev = r.eval() if r.status != "corrupt" else None
         except NMLError:
             ev = None
-        ppl = " ".join(f"{x['ppl']:.1f}" for x in ev["widths"]) if ev else "-"
-        widths = ",".join(f"{w:g}" for w in r.widths) if r.status != "corrupt" else "-"
+        ppl = " ".join(f"{subnet_key(x['width'], x.get('depth', 1.0))}:{x['ppl']:.1f}" for x in ev["widths"]) \
+            if ev else "-"
+        shape = (",".join(f"{w:g}" for w in r.widths) + ("" if r.depths == [1.0] else
+                 " x " + ",".join(f"{d:g}" for d in r.depths))) if r.status != "corrupt" else "-"
         state = run_state(r) if r.status != "corrupt" else r.status
         if state == "interrupted":
             hints.append(resume_hint(r))
-        lines.append(f"{r.name:<28} {r.kind:<10} {state:<11} {widths:<22} {ppl}")
+        lines.append(f"{r.name:<28} {r.kind:<10} {state:<11} {shape:<26} {ppl}")
     return "\n".join(lines + hints)
 
 

@@ -22,7 +22,7 @@ RECIPES = {"genre": FinetuneConfig(steps=250, eval_every=50), "domain": Finetune
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", nargs="?", default="cached_runs/shakespeare-nml")
+    ap.add_argument("run", nargs="?", default="cached_runs/shakespeare-nml-depth")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--widths", default="0.5,0.25")
     ap.add_argument("--tasks", default="genre,domain")

@@ -1,5 +1,5 @@
-"""The GPU as a first-class device (skipped without CUDA; they must pass wherever CUDA is present), and the
-compiled nested step, whose CPU check runs here too."""
+"""The GPU as a first-class device (skipped without CUDA; they must pass wherever CUDA is present); the compiled
+one-graph step has its own tests (tests/test_graph_step.py)."""
 import copy
 
 import pytest
@@ -13,8 +13,8 @@ from nml_core.training.loop import make_accelerator, make_optimizer, nested_step
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 
-def one_step(model, teacher, batch, device: str, mixed_precision: str = "no", compile: bool = False) -> dict:
-    cfg = TrainConfig(device=device, mixed_precision=mixed_precision, compile=compile)
+def one_step(model, teacher, batch, device: str, mixed_precision: str = "no") -> dict:
+    cfg = TrainConfig(device=device, mixed_precision=mixed_precision)
     accelerator = make_accelerator(cfg)
     elastic = ElasticGPT2(model.to(device).train())
     losses = nested_step(elastic, teacher.to(device).eval(), batch.to(device), WIDTHS, cfg, accelerator)
@@ -50,45 +50,6 @@ def test_bf16_autocast_trains(tiny_model):
     assert curve[-1] < curve[0] * 0.9
 
 
-def compiled_vs_eager_curve(model, device: str, widths, steps: int = 5) -> tuple[list, list]:
-    torch.manual_seed(0)
-    batches = [torch.randint(0, 97, (4, 17), generator=torch.Generator().manual_seed(i)).to(device)
-               for i in range(steps)]
-    curves = []
-    for compile in (False, True):
-        cfg = TrainConfig(device=device, mixed_precision="no", compile=compile, lr=3e-3)
-        accelerator = make_accelerator(cfg)
-        elastic = ElasticGPT2(copy.deepcopy(model).to(device).train())
-        opt = make_optimizer(elastic, cfg, fused=False)
-        curve = []
-        try:
-            for i, batch in enumerate(batches):
-                losses = nested_step(elastic, None, batch, widths, cfg, accelerator)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                curve.append([float(v.loss) for v in losses.values()])
-                if compile and i == 0:
-                    torch.compiler.set_stance("fail_on_recompile")  # static shapes: no recompile after step 1
-        finally:
-            torch.compiler.set_stance("default")
-        curves.append(curve)
-    return curves[0], curves[1]
-
-
-@pytest.mark.slow
-def test_compiled_nested_step_follows_the_eager_loss_curve_on_cpu(tiny_model):
-    eager, compiled = compiled_vs_eager_curve(tiny_model, "cpu", [1.0, 0.5])
-    for e, c in zip(eager, compiled):
-        assert c == pytest.approx(e, abs=1e-3)
-
-
-@pytest.mark.cuda
-def test_compiled_nested_step_follows_the_eager_loss_curve_on_cuda(tiny_model):
-    eager, compiled = compiled_vs_eager_curve(tiny_model, "cuda", WIDTHS)
-    for e, c in zip(eager, compiled):
-        assert c == pytest.approx(e, abs=1e-3)
-
-
 @pytest.mark.cuda
 def test_eval_on_cuda_equals_eval_on_cpu(nested_copy):
     cpu = api.evaluate_run(nested_copy, max_tokens=512, device="cpu")
@@ -105,18 +66,3 @@ def test_cuda_without_a_gpu_is_one_line(capsys, teacher_run, tmp_path):
     assert main(["eval", str(teacher_run), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA GPU is visible" in err[0] and "--device cpu" in err[0]
-
-
-def test_a_compiler_that_does_not_work_is_one_line(tiny_model, monkeypatch):
-    import torch._dynamo.exc as dynamo_exc
-
-    from nml_core.errors import NMLError
-
-    def broken(fn, **kw):
-        def run(*a):
-            raise dynamo_exc.Unsupported("no C++ compiler found")
-        return run
-    monkeypatch.setattr("nml_core.nesting.elastic.torch.compile", broken)
-    with pytest.raises(NMLError, match="--compile failed here .*drop --compile"):
-        one_step(copy.deepcopy(tiny_model), copy.deepcopy(tiny_model), torch.randint(0, 97, (2, 9)), "cpu",
-                 compile=True)

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -122,3 +123,17 @@ def test_a_partial_evaluation_never_replaces_a_fuller_one(nested_copy):
     forced = api.evaluate_run(nested_copy, max_tokens=128, force=True)
     assert forced["written"].endswith("/eval.json")
     assert json.loads((nested_copy / "eval.json").read_text())["tokens_scored"] == quick["tokens_scored"]
+
+
+def test_eval_keeps_the_figures_of_baselines_that_ship_no_weights(nested_copy):
+    """A run whose independent students ship as figures (the default run does) is evaluated again: their
+    stored rows stand in the report, and their eval.json is left as it was."""
+    (student,) = api.baseline(nested_copy, "independent", width=0.5, steps=2)
+    api.evaluate_run(nested_copy, max_tokens=512)
+    stored = (student / "eval.json").read_bytes()
+    row = json.loads(stored)["widths"][0]
+    for f in (student / "model").glob("*.safetensors"):
+        f.unlink()
+    report = api.evaluate_run(nested_copy, max_tokens=512)
+    assert report["baselines"]["independent"] == [row] and "kept_baselines" in report
+    assert (student / "eval.json").read_bytes() == stored

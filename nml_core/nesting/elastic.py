@@ -68,7 +68,6 @@ class ElasticGPT2(nn.Module):
         self._skeletons: dict[StudentDims, GPT2LMHeadModel] = {}
         self._views: dict[StudentDims, tuple[tuple, GPT2LMHeadModel]] = {}
         self._plans: dict[StudentDims, tuple[int, list]] = {}
-        self._compiled: dict[float, object] = {}
         self._param_list: list | None = None  # the shared model's parameters, listed at the first view_student
         self.prefix_grads = world_size() == 1  # see _PrefixGrad
         self.train(model.training)
@@ -132,31 +131,16 @@ class ElasticGPT2(nn.Module):
         dims = self.dims(width, depth)
         if not torch.is_grad_enabled():
             return self.view_student(dims)(input_ids=input_ids, **kwargs)
-        return self._sliced_forward(self.plan(dims), self.skeleton(dims), input_ids, **kwargs)
+        return self.sliced_forward(self.plan(dims), self.skeleton(dims), input_ids, self.prefix_grads, **kwargs)
 
-    def _sliced_forward(self, plan: list, skeleton: GPT2LMHeadModel, input_ids: torch.Tensor, **kwargs):
-        """HF's GPT-2 forward of a width's skeleton on the plan's slices of the shared parameters."""
-        take = _PrefixGrad.apply if self.prefix_grads else take_prefix
+    def sliced_forward(self, plan: list, skeleton: GPT2LMHeadModel, input_ids: torch.Tensor, prefix_grads: bool,
+                       **kwargs):
+        """HF's GPT-2 forward of a width's skeleton on the plan's slices of the shared parameters; prefix_grads:
+        each slice's backward adds into the prefix of the shared gradient in place (eager training, one process),
+        else plain slices (DDP; a compiled graph, whose compiler fuses their backward itself)."""
+        take = _PrefixGrad.apply if prefix_grads else take_prefix
         views = {name: take(p, prefix) for name, p, prefix in plan}
         return torch.func.functional_call(skeleton, views, args=(), kwargs=dict(input_ids=input_ids, **kwargs))
-
-    def compiled(self, width: float, depth: float = 1.0):
-        """x -> logits of one (width, depth), torch.compile'd once (static shapes, the whole forward one graph).
-        The plan and skeleton are built eagerly, so the graph only slices and runs HF's GPT-2; compiled
-        sub-models take plain slices (the compiler fuses their backward itself)."""
-        if (width, depth) not in self._compiled:
-            self.prefix_grads = False
-            if width == 1.0 and depth == 1.0:
-                def forward(x):
-                    return self.model(input_ids=x, use_cache=False).logits
-            else:
-                dims = self.dims(width, depth)
-                plan, skeleton = self.plan(dims), self.skeleton(dims)
-
-                def forward(x):
-                    return self._sliced_forward(plan, skeleton, x, use_cache=False).logits
-            self._compiled[(width, depth)] = torch.compile(forward, fullgraph=True, dynamic=False)
-        return self._compiled[(width, depth)]
 
     def plan(self, dims: StudentDims) -> list[tuple[str, torch.nn.Parameter, Prefix]]:
         """(the student's name, shared parameter, its prefix) of one sub-model, built once per shape (and again

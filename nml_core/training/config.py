@@ -15,8 +15,8 @@ from ..errors import NMLError
 
 STRATEGIES = ("all", "sandwich", "random")
 KD_SOURCES = ("teacher", "cascade", "ta")
-# The recipe of the shipped NML run (scripts/build_cached_runs.py) where it differs from the defaults: the
-# Train page starts from it, since it finishes in minutes on a 2-core CPU.
+# The NML recipe of the build's cpu profile (scripts/build_cached_runs.py) where it differs from the defaults: the
+# Train page starts from it, since it finishes in minutes on a 2-core CPU (the shipped runs took the gpu profile).
 SHIPPED_RECIPE = {"steps": 200, "batch_size": 8, "lr": 5e-4}
 
 
@@ -53,8 +53,11 @@ class TrainConfig:
     mixed_precision: str = option("auto", "auto: bf16 on a CUDA GPU that has it; on a CPU bf16 autocast where a "
                                   "probe measured it >= 1.2x faster than fp32 (kept per CPU), else fp32",
                                   choices=PRECISION_CHOICES)
-    compile: bool = option(False, "torch.compile each width's forward once (static shapes, no graph breaks); "
-                           "pays on CUDA, <= 1.1x on a CPU")
+    compile: bool = option(False, "the whole nested step (teacher, every sub-model's forward and loss) as one "
+                           "torch.compile'd graph, compiled once, its backward one graph too; pays on CUDA, where an "
+                           "eager step is launch-bound; every sub-model's activations are alive at once")
+    cuda_graphs: bool = option(False, "with --compile on CUDA: replay the compiled step as captured CUDA graphs "
+                               "(one launch per graph)")
     fused_loss: bool = option(True, "on a CPU, the compiled one-pass KD loss for big batches (losses.py); False: "
                               "the eager chunks", group=None)
     teacher_cache: str | None = option(None, "top-k teacher cache dir (cache-teacher): KD with no teacher forward",

@@ -32,6 +32,7 @@ from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from ..store.checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor, widths_for_step
+from .graph_step import GraphStep, check_graph_step
 from .losses import DenseTarget, WidthLoss, mix_targets, nested_kd_loss
 from .teacher_cache import TopKTeacher, topk_soft_targets
 
@@ -87,6 +88,7 @@ class Session:
     completed: int = 0
     last_checkpoint_step: int = 0
     sampler_state: tuple = ()  # (generator, rng) as of the start of step `completed`: what a checkpoint stores
+    graph: GraphStep | None = None  # --compile: the whole nested step as one compiled graph
     window: list = field(default_factory=lambda: [time.time(), 0])  # tokens/s window: start time, steps
 
 
@@ -152,16 +154,18 @@ def _start(run: Run, model, data: TokenData, cfg: TrainConfig, widths: list[tupl
         _truncate_metrics(run, start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg), last_epoch=start - 1)
     elastic, optimizer = accelerator.prepare(elastic, optimizer)
-    if cfg.compile and accelerator.num_processes > 1:
-        raise NMLError("--compile with several processes is not supported; drop --compile or run one process")
+    if cfg.compile or cfg.cuda_graphs:
+        check_graph_step(cfg, accelerator.num_processes, device)
     cache = TopKTeacher(cfg.teacher_cache, data, cfg.ctx, model.config.vocab_size, cfg.temperature) \
         if cfg.teacher_cache else None
     teacher = None if cache is not None or teacher is None else teacher.to(device).eval().requires_grad_(False)
     val_batch = eval_windows(data.val, cfg.ctx)[:cfg.eval_windows].to(device) if cfg.eval_every else None
+    graph = GraphStep(elastic, teacher, widths, cfg, accelerator) if cfg.compile else None
     return Session(run, cfg, widths, data, accelerator, elastic, optimizer, scheduler, teacher, cache, gen, rng,
                    start, time.time() - elapsed0, val_batch,
                    cfg.batch_size * cfg.ctx * cfg.grad_accum * accelerator.num_processes,
-                   completed=start, last_checkpoint_step=start, sampler_state=(gen.get_state(), rng.getstate()))
+                   completed=start, last_checkpoint_step=start, sampler_state=(gen.get_state(), rng.getstate()),
+                   graph=graph)
 
 
 def _one_step(s: Session, step: int) -> dict[str, WidthLoss]:
@@ -178,9 +182,12 @@ def _one_step(s: Session, step: int) -> dict[str, WidthLoss]:
                                        cfg.temperature)
         else:
             batch = random_batch(s.data.train, cfg.batch_size, cfg.ctx, s.gen)
-        micro_losses = nested_step(s.elastic, s.teacher, devices.to_device(batch, device), step_widths, cfg,
-                                   s.accelerator, sync=micro == cfg.grad_accum - 1, target=target,
-                                   ta_weight=min(1.0, (step + 1) / max(1.0, cfg.ta_ramp * cfg.steps)))
+        if s.graph is not None:
+            micro_losses = s.graph(devices.to_device(batch, device))
+        else:
+            micro_losses = nested_step(s.elastic, s.teacher, devices.to_device(batch, device), step_widths, cfg,
+                                       s.accelerator, sync=micro == cfg.grad_accum - 1, target=target,
+                                       ta_weight=min(1.0, (step + 1) / max(1.0, cfg.ta_ramp * cfg.steps)))
         for k, v in micro_losses.items():
             losses[k] = v.scaled(1 / cfg.grad_accum) if k not in losses else losses[k].plus(v.scaled(1 / cfg.grad_accum))
     if cfg.grad_clip:
@@ -266,8 +273,7 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list, cfg: TrainC
         width_target = target if ta_target is None else mix_targets(target, ta_target, ta_weight)
         with (contextlib.nullcontext() if last else accelerator.no_sync(elastic)):
             with accelerator.autocast():  # the forward in the mixed precision; the fused loss does its math in fp32
-                logits = compiled_logits(elastic, w, d, x) if cfg.compile else \
-                    elastic(x, width=w, depth=d, use_cache=False).logits
+                logits = elastic(x, width=w, depth=d, use_cache=False).logits
             loss, parts = nested_kd_loss(logits, y, width_target, cfg.alpha, cfg.temperature, cfg.fused_loss)
             accelerator.backward(loss / cfg.grad_accum)
         losses[subnet_key(w, d)] = WidthLoss(loss.detach(), parts["ce"], parts.get("kl"))
@@ -277,18 +283,6 @@ def nested_step(elastic, teacher, batch: torch.Tensor, widths: list, cfg: TrainC
             ta_target = DenseTarget.from_logits(logits.detach(), cfg.temperature, cfg.fused_loss)
         del logits, loss
     return losses
-
-
-def compiled_logits(elastic: ElasticGPT2, width: float, depth: float, x: torch.Tensor) -> torch.Tensor:
-    """The compiled forward of one (width, depth); a compiler that does not work here becomes one line."""
-    try:
-        return elastic.compiled(width, depth)(x)
-    except Exception as e:
-        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            raise
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-        raise NMLError(f"--compile failed here ({type(e).__name__}: {first}); drop --compile (eager is the "
-                       "default), or install what torch.compile needs (a C++ compiler on CPU, Triton on CUDA)") from None
 
 
 @torch.no_grad()

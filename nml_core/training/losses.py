@@ -245,6 +245,20 @@ def _sparse_kd_chunk(z, logp, target, start: int, stop: int, vocab: int, a_ce: f
     return g, kl
 
 
+def kd_loss_terms(z: torch.Tensor, labels: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor] | None,
+                  alpha: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, CE, KL) of one sub-model as stock differentiable ops over whole tensors: the same loss as
+    nested_kd_loss, written for a compiler to fuse with its backward (graph_step) instead of by hand.
+    z (N, V) logits, labels (N,), target (probs (N, V), neg_entropy (N,)) of _teacher_rows, or None (plain CE)."""
+    z = z.float()
+    ce = F.cross_entropy(z, labels)
+    if target is None:
+        return ce, ce, torch.zeros_like(ce)
+    probs, neg_entropy = target
+    kl = (neg_entropy - (probs * F.log_softmax(z / temperature, dim=-1)).sum(-1)).mean()
+    return alpha * kl * temperature ** 2 + (1 - alpha) * ce, ce, kl
+
+
 def nested_kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, target_logprobs: torch.Tensor | None,
                    alpha: float, temperature: float, fused: bool = True) -> tuple[torch.Tensor, dict]:
     """Loss of one width.
