@@ -566,7 +566,7 @@ def profile_device(device: str = "auto", threads: int | None = None, out: str | 
     return save_profile(prof, Path(out)), prof
 
 
-def budget_search(run_path, device: str, batch: int = 1, workload: str = "ttft", latency_ms: float | None = None,
+def budget_search(run_path, target: str, batch: int = 1, workload: str = "ttft", latency_ms: float | None = None,
                   memory_mb: float | None = None, profiles: list[str | Path] = ()):
     """`nml whatif`: the run's width x depth family on one device (measured, profiled or a preset: key or
     name, any case), its frontier, and the best sub-model within the budgets. Returns (BudgetAnswer, choice)."""
@@ -590,11 +590,11 @@ def budget_search(run_path, device: str, batch: int = 1, workload: str = "ttft",
     if not choices:
         raise NMLError(f"no device is measured or profiled for {run.path.name}: run python -m nml_core profile-device "
                        f"--out {run.path.parent} (or bench the run), or name a folder holding one with --profiles")
-    wanted = device.lower()
+    wanted = target.lower()
     choice = next((c for c in choices if wanted in (c["key"].lower(), c["name"].lower())), None) or \
         next((c for c in choices if wanted in c["label"].lower()), None)
     if choice is None:
-        raise NMLError(f"--device {device!r} is not a measured, profiled or preset device here; choose one of: "
+        raise NMLError(f"--target {target!r} is not a measured, profiled or preset device here; choose one of: "
                        + "; ".join(c["key"] for c in choices))
     answer = budget.search(run, run_config(run), choice, batch, workload, latency_ms, memory_mb)
     return answer, choice

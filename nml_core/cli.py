@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("whatif", help="what fits my budget: the width x depth frontier of a run on a device, and "
                                       "the best student within a latency / memory budget")
     p.add_argument("run")
-    p.add_argument("--device", required=True, help="a measured device key, a profiled one, or a preset name "
-                                                   "(e.g. 'NVIDIA H100', 'Raspberry Pi 5')")
+    p.add_argument("--target", required=True, help="the hardware to project for: a measured device key, a "
+                                                   "profiled one, or a preset name (e.g. 'NVIDIA H100', "
+                                                   "'Raspberry Pi 5'); the search itself computes nothing")
     p.add_argument("--batch", type=int, default=1, help="sequences of 128 tokens")
     p.add_argument("--workload", default="ttft", choices=["ttft", "prefill", "decode"],
                    help="ttft: time to first token; prefill: scoring (all logits); decode: ms per generated token")
@@ -250,7 +251,7 @@ def dispatch(a: argparse.Namespace) -> int | None:
         print(report.format_latency(api.bench_run(a.run, widths=widths, device=a.device, threads=a.threads,
                                                   repeats=a.repeats, precision=a.precision)))
     elif a.command == "whatif":
-        answer, choice = api.budget_search(a.run, a.device, a.batch, a.workload, a.latency_ms, a.memory_mb,
+        answer, choice = api.budget_search(a.run, a.target, a.batch, a.workload, a.latency_ms, a.memory_mb,
                                            a.profiles)
         print(report.format_budget(answer, choice, a.batch, a.workload))
     elif a.command == "export":

@@ -215,15 +215,15 @@ def test_whatif_cli_prints_the_frontier_and_why(depth_run, tmp_path):
     run_dir = tmp_path / "runs" / "run"
     shutil.copytree(depth_run, run_dir)
     save_profile(_shipped_cpu_profile(), run_dir.parent)
-    unscored = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--device", "preset-nvidia-h100-sxm"],
+    unscored = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--target", "preset-nvidia-h100-sxm"],
                               capture_output=True, text=True)
     assert unscored.returncode == 2 and "no quality scored yet" in unscored.stderr
     api.evaluate_grid(run_dir, max_tokens=256)
-    res = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--device", "preset-nvidia-h100-sxm",
+    res = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--target", "preset-nvidia-h100-sxm",
                           "--latency-ms", "1000"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "best within budget: width" in res.stdout and "pays here" in res.stdout
-    bad = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--device", "x", "--batch", "0"],
+    bad = subprocess.run([sys.executable, "-m", "nml_core", "whatif", str(run_dir), "--target", "x", "--batch", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--batch 0" in bad.stderr
 
