@@ -20,7 +20,7 @@ from .analysis.grid import grid_subnets
 from .analysis.latency import bench_widths
 from .arch.gpt2 import cost, describe_shape, permute_units
 from .data.batches import DOC_START_TOKENS, document_starts, eval_windows, random_batch
-from .data.sources import load_token_dir, prepare_data
+from .data.sources import has_tokens, load_token_dir, prepare_data
 from .data.tokenizer import load_tokenizer
 from .errors import NMLError
 from .nesting.elastic import ElasticGPT2, extract_student
@@ -132,7 +132,7 @@ def resolve_data(data: str | None, teacher: str) -> str:
     """Default data: the token files of the teacher's own run (so a cached run retrains on its data)."""
     if data:
         return data
-    if (Path(teacher) / "data" / "train.bin").exists():
+    if has_tokens(Path(teacher) / "data"):  # its own token files, or the family's shared ones
         return str(teacher)
     raise NMLError("--data is required (a .txt file/folder, a .bin file, a run dir or hf:<dataset>)")
 

@@ -7,7 +7,7 @@ import torch
 
 from nml_core.app import ui
 from nml_core.app.figures import loss_curves_figure
-from nml_core.data.sources import save_text_upload
+from nml_core.data.sources import has_tokens, save_text_upload
 from nml_core.errors import NMLError
 from nml_core.nesting.depth import parse_depths
 from nml_core.nesting.width import parse_axes, parse_widths
@@ -126,7 +126,7 @@ def resolve_choices():
         if not data_text:
             raise NMLError("type a dataset id, e.g. hf:wikitext:wikitext-2-raw-v1")
         data = data_text if data_text.startswith("hf:") else f"hf:{data_text}"
-    elif not (Path(teacher) / "data" / "train.bin").exists():
+    elif not has_tokens(Path(teacher) / "data"):
         raise NMLError("this teacher has no token files of its own; choose another data source")
     return teacher, data, widths, depths, axes, cfg
 

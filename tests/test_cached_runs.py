@@ -48,6 +48,7 @@ def test_the_family_shares_one_copy_of_its_tokens_checked_by_sha256(tmp_path):
         assert not (CACHED / name / "data" / "train.bin").exists()
         shared = load_token_dir(CACHED / name)
         assert len(shared.train) == len(teacher.train) and (shared.val[:64] == teacher.val[:64]).all()
+        assert api.resolve_data(None, str(CACHED / name)) == str(CACHED / name)  # a run retrains on its tokens
     copy = tmp_path / "cached_runs"
     shutil.copytree(CACHED / "shakespeare-teacher" / "data", copy / "shakespeare-teacher" / "data")
     shutil.copytree(CACHED / DEFAULT / "data", copy / DEFAULT / "data")

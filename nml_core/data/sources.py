@@ -56,7 +56,7 @@ def load_token_dir(path: Path) -> TokenData:
     """A run's (or a folder's) tokens. A run whose data.json names another folder's token files (`tokens_in`:
     runs of one family share one copy) reads them there, once their sha256 is the one recorded here."""
     path = Path(path)
-    if (path / "data" / "train.bin").exists() or (path / "data" / "data.json").exists():
+    if has_tokens(path / "data"):
         path = path / "data"
     info = json.loads((path / "data.json").read_text()) if (path / "data.json").exists() else {"source": str(path)}
     files = path
@@ -70,6 +70,12 @@ def load_token_dir(path: Path) -> TokenData:
                 raise NMLError(f"{files / name} is not the token file {path / 'data.json'} recorded (sha256 "
                                "differs); restore it (git checkout cached_runs) or rebuild the run")
     return TokenData(read_bin(files / "train.bin"), read_bin(files / "val.bin"), info)
+
+
+def has_tokens(path: Path) -> bool:
+    """Whether a run dir (or folder) holds token files: its own, or a data.json naming shared ones."""
+    path = Path(path)
+    return any((d / f).is_file() for d in (path, path / "data") for f in ("train.bin", "data.json"))
 
 
 def share_tokens(data_dir: Path, source: Path) -> bool:
@@ -104,7 +110,7 @@ def prepare_data(spec: str, tokenizer, out_dir: Path, min_tokens: int) -> TokenD
         path = Path(spec).expanduser()
         if not path.exists():
             raise NMLError(f"--data {spec}: no such file or folder; give a .txt file/folder, a .bin file, a run dir or hf:<dataset>")
-        if path.is_dir() and any((d / f).exists() for d in (path, path / "data") for f in ("train.bin", "data.json")):
+        if path.is_dir() and has_tokens(path):
             data = load_token_dir(path)
             _check_lengths(data.train, data.val, min_tokens, spec)
             out_dir.mkdir(parents=True, exist_ok=True)
