@@ -351,8 +351,8 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         groups[group].append({"width": w, "depth": d, **cost(cfg, elastic.dims(w, d), ctx), **scores[key]})
     if kept:
         report["kept_baselines"] = (f"{len(kept)} independent-KD row(s) from baselines that ship no weights: their "
-                                    "stored eval.json rows, not scored again (their weights: python "
-                                    "scripts/build_cached_runs.py --keep-weights)")
+                                    "stored eval.json rows, not scored again (a build with --keep-weights keeps "
+                                    "their weights)")
     report["widths"] = groups["nml"]
     report["baselines"] = {g: sorted(r, key=lambda r: (-r["width"], -r["depth"])) for g, r in groups.items()
                            if g != "nml" and r}

@@ -98,6 +98,7 @@ def data_and_weights(root: Path) -> str:
             f"{WEIGHTS_BUDGET_MB} MB budget, every shipped file {shipped_mb(root):.1f} MB.")
 
 
+KEEP_WEIGHTS = "python scripts/build_cached_runs.py --profile gpu --parallel --keep-weights --out <a new folder>"
 WEIGHTS_BUDGET_MB = 75  # the shipped weights (two 6L/256d models in fp16), so that the tree stays under 80 MB
 
 
@@ -171,8 +172,8 @@ def finetune(root: Path, task: str) -> str:
     """Mean ± std over seeds per start and width, what each start had read, and NML against independent KD."""
     results = load_results(root / DEFAULT_RUN, task)
     if not results:
-        return (f"No {task} results for {DEFAULT_RUN} yet: `python scripts/build_cached_runs.py --stages finetune "
-                "--keep-weights` runs the comparison (it needs the independent students' weights).")
+        return (f"No {task} results for {DEFAULT_RUN} yet: the comparison needs the independent students' weights, "
+                f"which do not ship; a full build into a new folder runs it (`{KEEP_WEIGHTS}`, its finetune stage).")
     rows = summarize(results)
     info = next(iter(results.values()))["info"]
     lines = [finetune_table(results), "", f"Split: {info.get('split')}" +

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from nml_core import api, report
+from nml_core.docs import KEEP_WEIGHTS
 from nml_core.device import device_info, resolve, set_threads
 from nml_core.errors import NMLError
 from nml_core.data.sources import share_tokens
@@ -182,8 +183,8 @@ def drop_weights(run_path: Path, stage: str) -> None:
         if f.name != "config.json":
             f.unlink()
     run.update(weights_shipped=False,
-               weights_note="weights not shipped (the tree's weights budget); rebuild: python "
-                            f"scripts/build_cached_runs.py --stages {stage} --keep-weights")
+               weights_note="weights not shipped (the tree's weights budget); a build into a new folder keeps "
+                            f"them: {KEEP_WEIGHTS} (stage {stage})")
 
 
 def stage_done(final: Path) -> bool:
@@ -334,11 +335,11 @@ def cards_stage(a, out: Path) -> None:
         run = load_run(out / name, require_model=False)
         for path in [run.path, *(b.path for b in run.baselines())]:
             portable_labels(path)
-        if not a.keep_weights:
-            if name not in WEIGHTS_SHIPPED and run.info.get("weights_shipped") is not False:
+        if not a.keep_weights:  # (again on a run already dropped: its note follows the current command)
+            if name not in WEIGHTS_SHIPPED:
                 drop_weights(out / name, next(s for s, names in STAGE_RUNS.items() if name in names))
             for b in run.baselines():
-                if b.kind == "independent" and b.info.get("weights_shipped") is not False:
+                if b.kind == "independent":
                     drop_weights(b.path, "indep")
         report.write_run_card(out / name)  # after: the card says whether the weights ship
 
