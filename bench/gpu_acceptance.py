@@ -160,17 +160,21 @@ def section_decode(a, out: Path, partial: dict) -> dict:
 
 def section_profile_bench(a, out: Path, partial: dict) -> dict:
     from nml_core.analysis.profile import profile_device, save_profile
-    from nml_core.api import bench_run
-    from nml_core.store.runs import load_run
+    from nml_core.analysis.latency import bench_widths
+    from nml_core.nesting.depth import subnet_key, subnets
+    from nml_core.store.runs import has_weights, load_run
     prof = profile_device(a.device, repeats=3 if a.quick else 7)
     save_profile(prof, out)
-    report = bench_run(a.run, device=a.device, repeats=3 if a.quick else 10, write=False)
-    name = load_run(a.run, require_model=False).name
-    atomic_write_json(out / f"{name}.latency.{report['device_key']}.json", report)
+    run = load_run(a.run, require_model=False)
+    report = bench_widths(timing_model(run), run.axes, subnets(run.widths, run.depths), a.device,
+                          repeats=3 if a.quick else 10, layer_rank=run.layer_rank)
+    report["weights"] = "the run's weights" if has_weights(run.model_dir) else "seeded random weights at its shapes"
+    atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
     a.profile, a.latency = prof, report
-    return {"device_key": report["device_key"], "profile_s": prof["profile_s"],
-            "widths": {f"{r['width']:g}": {k: (v["median_ms"] if "median_ms" in v else v["median"])
-                                           for k, v in r.items() if isinstance(v, dict)} for r in report["widths"]}}
+    return {"device_key": report["device_key"], "profile_s": prof["profile_s"], "weights": report["weights"],
+            "widths": {subnet_key(r["width"], r.get("depth", 1.0)): {
+                k: (v["median_ms"] if "median_ms" in v else v["median"]) for k, v in r.items() if isinstance(v, dict)}
+                for r in report["widths"]}}
 
 
 def section_whatif(a, out: Path, partial: dict) -> dict:

@@ -448,7 +448,7 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
     """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json
     (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
     run = load_run(run_path, require_model=False)
-    if run.info.get("weights_shipped") is False or (run.status == "done" and not has_weights(run.model_dir)):
+    if run.info.get("weights_shipped") is False:
         # a run that ships its figures only: a student's latency depends on its shape alone, not on the values of
         # its weights, so its shapes are timed with seeded random weights (the report says so)
         torch.manual_seed(0)

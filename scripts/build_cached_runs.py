@@ -134,7 +134,7 @@ def promote(built: Path, final: Path, build: dict) -> None:
 def with_resumed_time(build: dict, run) -> dict:
     """A stage resumed over several calls ran longer than this call: its training time (run.json train_time_s,
     carried across resumes by the checkpoints) is then the truer stage time."""
-    return {**build, "stage_s": max(build["stage_s"], run.info.get("train_time_s") or 0)}
+    return {**build, "stage_s": max(build.get("stage_s") or 0, run.info.get("train_time_s") or 0)}
 
 
 def clean_run_dir(path: Path) -> None:
@@ -191,12 +191,13 @@ def stage_done(final: Path) -> bool:
     return (final / RUN_FILE).exists() and load_run(final, require_model=False).status == "done"
 
 
-def wait_for(ready, what: str, timeout_s: float = WAIT_S) -> None:
-    """Wait until another stage's process has written what this one starts from (--parallel)."""
+def wait_for(ready, what: str, beside: bool) -> None:
+    """Wait until another stage's process has written what this one starts from (--parallel); run on its own,
+    a stage whose input is missing says so at once."""
     t = time.time()
     while not ready():
-        if time.time() - t > timeout_s:
-            raise NMLError(f"waited {timeout_s:.0f} s for {what}; run its stage first")
+        if not beside or time.time() - t > WAIT_S:
+            raise NMLError(f"{what} is not built{f' after {WAIT_S} s' if beside else ''}; run its stage first")
         time.sleep(2)
 
 
@@ -240,22 +241,22 @@ def depth_run_path(out: Path, work: Path) -> Path:
 
 
 def indep_stage(p: dict, a, out: Path, work: Path) -> None:
-    """The depth run's baselines, trained as soon as its order is fixed, in the build area (the run itself may
-    still be training and then move); copied into the finished run at the end."""
+    """The depth run's baselines, trained as soon as its order is fixed, from a snapshot of that order (the run
+    itself may still be training, then move into --out); copied into the finished run at the end."""
     def ready() -> bool:
         path = depth_run_path(out, work)
         return (path / RUN_FILE).exists() and api.order_fixed(load_run(path, require_model=False))
-    wait_for(ready, f"the order of {DEPTH} (stage depth)")
+    wait_for(ready, f"the order of {DEPTH} (stage depth)", a.beside)
+    order = snapshot_order(out, work)
     for w, d in BASELINES:
         t = time.time()
-        for b in api.baseline(depth_run_path(out, work), "independent", width=w, depth=d, device=p["device"],
-                              into=work / BASELINES_AREA):
+        for b in api.baseline(order, "independent", width=w, depth=d, device=p["device"], into=work / BASELINES_AREA):
             clean_run_dir(b)
             b_run = load_run(b, require_model=False)
             if "build" not in b_run.info:
                 b_run.update(build=build_record(p, a.profile, time.time() - t))
         log(f"indep: independent KD ({w:g}, {d:g}) in {time.time() - t:.0f} s")
-    wait_for(lambda: stage_done(out / DEPTH), f"{DEPTH} to finish (stage depth)")
+    wait_for(lambda: stage_done(out / DEPTH), f"{DEPTH} (stage depth)", a.beside)
     for b in sorted((work / BASELINES_AREA).iterdir()):
         final = out / DEPTH / "baselines" / b.name
         if not final.exists():
@@ -264,9 +265,33 @@ def indep_stage(p: dict, a, out: Path, work: Path) -> None:
     api.baseline(out / DEPTH, "naive")
 
 
+def snapshot_order(out: Path, work: Path) -> Path:
+    """What the baselines start from, copied out of the depth run (run.json, its importance order, its tokens):
+    the run moves from the build area into --out when it finishes, maybe while the baselines read it."""
+    snap = work / "order-snapshot" / DEPTH
+    for _ in range(3):
+        if (snap / RUN_FILE).exists():
+            return snap
+        tmp = snap.with_name(f".tmp-{DEPTH}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            src = depth_run_path(out, work)
+            tmp.mkdir(parents=True)
+            shutil.copytree(src / "data", tmp / "data")
+            if (src / "reorder.safetensors").exists():
+                shutil.copy(src / "reorder.safetensors", tmp)
+            shutil.copy(src / RUN_FILE, tmp)  # last: a snapshot with its run.json is whole
+        except FileNotFoundError:  # it moved while being copied: copy it from where it is now
+            continue
+        tmp.rename(snap)
+    if not (snap / RUN_FILE).exists():
+        raise NMLError(f"could not copy the order of {DEPTH} (it kept moving); rerun the build")
+    return snap
+
+
 def matta_stage(p: dict, a, out: Path, work: Path, teacher: str) -> None:
     ta = work / BASELINES_AREA / "independent-0.5"  # stays where it is: the copy in the depth run is for shipping
-    wait_for(lambda: stage_done(ta), "the teacher assistant (stage indep: independent-0.5)")
+    wait_for(lambda: stage_done(ta), "the teacher assistant (stage indep: independent-0.5)", a.beside)
     for name, teacher_of, init, kd in ((MATTA, teacher, str(ta), "ta"), (MATTA_PLAIN, str(ta), None, "teacher")):
         nested_stage(p, a, out, work, name, teacher_of, TA_WIDTHS, "ffn,heads,hidden", cfg=dict(kd_source=kd),
                      init=init)
@@ -400,7 +425,7 @@ def wait(procs: list, names: list[str], deadline: float | None) -> None:
 
 def stage_argv(argv: list[str]) -> list[str]:
     """The build's own flags for a stage process: all but --stages, --parallel, --pack and --deadline-s (the
-    parent packs, and stops its children at the deadline)."""
+    parent packs, and stops its children at the deadline), and --beside (it waits for its inputs)."""
     out, skip = [], False
     for x in argv:
         if skip:
@@ -409,7 +434,7 @@ def stage_argv(argv: list[str]) -> list[str]:
             skip = True
         elif x != "--parallel" and not x.startswith(("--stages=", "--pack=", "--deadline-s=")):
             out.append(x)
-    return out
+    return out + ["--beside"]
 
 
 def main(argv=None) -> int:
@@ -426,6 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=float, default=None, help="stop the training stages still running after "
                     "this many seconds (they checkpoint; a rerun resumes them) and skip the later ones; what finished "
                     "is still measured and packed")
+    ap.add_argument("--beside", action="store_true", help=argparse.SUPPRESS)  # a stage process of --parallel
     ap.add_argument("--remeasure", action="store_true", help="measure runs that already have eval.json too")
     ap.add_argument("--keep-weights", action="store_true", help="ship the weights of every run and baseline")
     a = ap.parse_args(argv)

@@ -74,7 +74,9 @@ def test_quick_mode_on_a_12_head_run_whose_weights_are_not_shipped(corpus, tmp_p
     assert {n: s["status"].split(":")[0] for n, s in sections.items()} == \
         {**{n: "done" for n in gpu_acceptance.SECTIONS}, "eval": "skipped", "compile": "skipped"}
     assert "ships no weights" in sections["eval"]["status"]
-    assert sections["profile_bench"]["widths"].keys() == {"1", "0.5", "0.25", "0.166667"}
+    bench = sections["profile_bench"]
+    assert "random weights" in bench["weights"]
+    assert bench["widths"].keys() == {f"{w}{d}" for w in ("1", "0.5", "0.25", "0.166667") for d in ("", "@d0.5")}
 
 
 def test_a_failing_row_keeps_the_rows_before_it(nested_copy, tmp_path, monkeypatch):
