@@ -11,7 +11,7 @@ What makes it one graph, with no recompiles across steps:
 - static shapes (the batch is always batch x ctx), and the sub-models' plans and skeletons built before tracing;
 - plain slices of the shared weights (the compiler fuses their backward into the parameters' gradients; the
   eager step's in-place prefix gradients are an eager-only optimisation);
-- the loss as whole-tensor stock ops (losses.kd_loss_terms; the teacher's target: losses._teacher_rows);
+- the loss as whole-tensor stock ops (losses.kd_loss_terms; the teacher's target: losses.teacher_rows);
 - no host synchronisation and no Python branch on a tensor: the per-width losses come back as one (n, 3)
   tensor on the device, read only at a logging step.
 Supported: KD source teacher or cascade, strategy all (one fixed set of sub-models), one process.
@@ -27,7 +27,7 @@ from ..errors import NMLError
 from ..nesting.depth import as_subnet, subnet_key
 from ..nesting.elastic import ElasticGPT2
 from .config import TrainConfig
-from .losses import WidthLoss, _teacher_rows, kd_loss_terms
+from .losses import WidthLoss, teacher_rows, kd_loss_terms
 
 # the compiled graphs are cached on disk and reused by the next run of the same shapes (inductor's FX graph and
 # AOTAutograd caches); a stable folder instead of /tmp, so the cache outlives a reboot
@@ -70,13 +70,13 @@ class GraphStep:
         cfg, target = self.cfg, None
         if self.teacher is not None:
             with torch.no_grad():
-                target = _teacher_rows(self.teacher(input_ids=x).logits.flatten(0, 1), cfg.temperature)
+                target = teacher_rows(self.teacher(input_ids=x).logits.flatten(0, 1), cfg.temperature)
         rows = []
         for subnet, part in zip(self.subnets, self.parts):
             logits = self.model_logits(x, part).flatten(0, 1)
             rows.append(torch.stack(kd_loss_terms(logits, y.flatten(), target, cfg.alpha, cfg.temperature)))
             if cfg.kd_source == "cascade" and target is not None:
-                target = _teacher_rows(logits.detach(), cfg.temperature)
+                target = teacher_rows(logits.detach(), cfg.temperature)
         per = torch.stack(rows)
         return per[:, 0].sum(), per
 

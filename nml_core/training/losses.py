@@ -46,7 +46,7 @@ class DenseTarget:
         """From a frozen model's (..., V) logits at temperature T: the fused kernel where it runs, else
         soft_targets + from_logprobs in the logits' own memory (overwritten: callers pass logits they are done with)."""
         logits = logits.reshape(-1, logits.size(-1))
-        if fused and (out := _run_fused(_teacher_rows, logits, float(temperature))) is not None:
+        if fused and (out := _run_fused(teacher_rows, logits, float(temperature))) is not None:
             return cls(*out)
         return cls.from_logprobs(soft_targets(logits.float(), temperature, inplace=True), inplace=True)
 
@@ -122,7 +122,7 @@ def mix_targets(teacher: torch.Tensor, ta: torch.Tensor, ta_weight: float) -> to
     return torch.logaddexp(teacher + math.log1p(-ta_weight), ta + math.log(ta_weight))
 
 
-def _teacher_rows(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_rows(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """p = softmax(z / T) (N, V) fp32 and sum_v p log p (N,): DenseTarget's two fields in one pass per row."""
     zt = logits.float() * (1 / temperature)
     zt = zt - zt.amax(-1, keepdim=True)
@@ -249,7 +249,7 @@ def kd_loss_terms(z: torch.Tensor, labels: torch.Tensor, target: tuple[torch.Ten
                   alpha: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, CE, KL) of one sub-model as stock differentiable ops over whole tensors: the same loss as
     nested_kd_loss, written for a compiler to fuse with its backward (graph_step) instead of by hand.
-    z (N, V) logits, labels (N,), target (probs (N, V), neg_entropy (N,)) of _teacher_rows, or None (plain CE)."""
+    z (N, V) logits, labels (N,), target (probs (N, V), neg_entropy (N,)) of teacher_rows, or None (plain CE)."""
     z = z.float()
     ce = F.cross_entropy(z, labels)
     if target is None:
