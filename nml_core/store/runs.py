@@ -182,7 +182,8 @@ def release_lock(path: Path) -> None:
 
 
 # What a resume may change: where and how often it runs and reports, not what it trains.
-RESUMABLE = {"device", "mixed_precision", "log_every", "checkpoint_every", "eval_every", "eval_windows"}
+RESUMABLE = {"device", "mixed_precision", "log_every", "checkpoint_every", "eval_every", "eval_windows", "compile",
+             "cuda_graphs"}
 
 
 def check_same_recipe(run: Run, info: dict) -> None:
