@@ -64,14 +64,9 @@ class Skipped(Exception):
 def timing_model(run):
     """The run's weights, or seeded random weights at its shapes where it ships none (timing depends on the
     shape alone)."""
-    from transformers import GPT2LMHeadModel
-
-    from nml_core.store.models import load_run_model, run_config
+    from nml_core.store.models import load_run_model, shape_model
     from nml_core.store.runs import has_weights
-    if has_weights(run.model_dir):
-        return load_run_model(run)[0]
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(run_config(run)).eval()
+    return load_run_model(run)[0] if has_weights(run.model_dir) else shape_model(run)
 
 
 def section_tests(a, out: Path, partial: dict) -> dict:

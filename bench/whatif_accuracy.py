@@ -80,12 +80,11 @@ from nml_core.analysis.memory import peak_allocated_mb, peak_rss_growth_mb
 from nml_core.device import resolve
 from nml_core.nesting.elastic import extract_student
 from nml_core.nesting.width import WidthSpec
-from nml_core.store.models import load_run_model, run_config
+from nml_core.store.models import load_run_model, shape_model
 from nml_core.store.runs import has_weights, load_run
-from transformers import GPT2LMHeadModel
 run = load_run(sys.argv[1], require_model=False); width, batch, device = float(sys.argv[2]), int(sys.argv[3]), resolve(sys.argv[4])
 # memory depends on the shape alone: a run that ships no weights is measured with random ones at its shape
-model = load_run_model(run)[0] if has_weights(run.model_dir) else GPT2LMHeadModel(run_config(run)).eval()
+model = load_run_model(run)[0] if has_weights(run.model_dir) else shape_model(run)
 student = extract_student(model, WidthSpec(width, run.axes)).eval().to(device)
 n = min(128, student.config.n_positions)
 x = torch.randint(0, student.config.vocab_size, (batch, n), device=device)

@@ -21,7 +21,7 @@ from .analysis.latency import bench_widths
 from .arch.gpt2 import cost, describe_shape, permute_units
 from .data.batches import DOC_START_TOKENS, document_starts, eval_windows, random_batch
 from .data.sources import has_tokens, load_token_dir, prepare_data
-from .data.tokenizer import load_tokenizer
+from .data.tokenizer import encodes_alike, load_tokenizer
 from .errors import NMLError
 from .nesting.elastic import ElasticGPT2, extract_student
 from .nesting.importance import reorder_by_importance
@@ -32,7 +32,7 @@ from .report import student_card
 from .store.export import check_export_target, save_model_dir
 from .store.files import atomic_write_bytes, atomic_write_json
 from .store.models import (load_gpt2, load_run_model, load_teacher_of, run_config, run_teacher_spec, run_tokenizer,
-                           run_tokens)
+                           run_tokens, shape_model)
 from .store.runs import Run, check_model_dir, create_run, find_runs, has_weights, load_run, now
 from .training.config import TrainConfig
 from .training.finetune import STARTS
@@ -195,8 +195,7 @@ def train_nested(out: str | Path, teacher: str, data: str | None, widths: list[f
 
 def _check_same_vocab(teacher: str, t_tok, t_model, init: str, i_tok, i_model) -> None:
     """A teacher and a TA must share a tokenizer: KD compares their next-token distributions id by id."""
-    probe = "O Romeo, Romeo! wherefore art thou Romeo?\n<|endoftext|>"
-    if t_model.config.vocab_size != i_model.config.vocab_size or t_tok(probe)["input_ids"] != i_tok(probe)["input_ids"]:
+    if t_model.config.vocab_size != i_model.config.vocab_size or not encodes_alike(t_tok, i_tok):
         raise NMLError(f"--init {init} has another vocabulary or tokenizer than --teacher {teacher} "
                        f"({i_model.config.vocab_size} vs {t_model.config.vocab_size} tokens); KD needs the same one")
 
@@ -238,8 +237,10 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
         raise NMLError(f"{run.path.name} has not fixed its importance order yet (its training has not started); "
                        "start or resume it first: python -m nml_core train ... --resume")
     widths = [width] if width else [w for w in run.widths if w < 1]
-    config = run_config(run) if (run.model_dir / "config.json").exists() else \
-        load_gpt2(run.info["ta"]["id"] if run.info.get("ta") else run_teacher_spec(run))[0].config
+    # what each student is cut from: the starting model with the run's order (loaded once; a running run has no
+    # model/config.json yet, so its config comes from it too)
+    start = reordered_teacher(run) if kind != "naive" or not (run.model_dir / "config.json").exists() else None
+    config = run_config(run) if start is None else start.config
     for w in widths:  # a width or depth the model cannot take: one line
         layers = subnet_dims(config, run.axes, w, depth, run.layer_rank).layers
     base = {"teacher": run.info["teacher"], "parent": run.name, "axes": run.axes, "data": run.info.get("data")}
@@ -255,13 +256,15 @@ def baseline(run_path, kind: str, width: float | None = None, steps: int | None 
     if steps:
         hp["steps"] = steps
     cfg = TrainConfig(**hp)
+    teacher = tokenizer = None
     for w in widths:
         path = Path(into or run.path / "baselines") / f"independent-{w:g}{f'-d{depth:.4g}' if depth != 1 else ''}"
         if (path / "run.json").exists() and load_run(path, require_model=False).status == "done":
             paths.append(path)
             continue
-        teacher, tokenizer, _ = load_gpt2(run_teacher_spec(run))
-        student = extract_student(reordered_teacher(run), WidthSpec(w, run.axes), layers)
+        if teacher is None:  # the frozen teacher, once for every student
+            teacher, tokenizer, _ = load_gpt2(run_teacher_spec(run))
+        student = extract_student(start, WidthSpec(w, run.axes), layers)
         shape = f"width {w:g}" + (f", depth {depth:.3g} (layers {list(layers)} of the teacher)" if layers else "")
         b = create_run(path, {**base, "kind": "independent", "width": w, "depth": depth, "widths": [1.0],
                               "hparams": asdict(cfg), "label": f"independent KD student, {shape}, same steps as "
@@ -451,8 +454,7 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
     if run.info.get("weights_shipped") is False:
         # a run that ships its figures only: a student's latency depends on its shape alone, not on the values of
         # its weights, so its shapes are timed with seeded random weights (the report says so)
-        torch.manual_seed(0)
-        model, weights = GPT2LMHeadModel(run_config(run)).eval(), "seeded random weights at the run's shapes " \
+        model, weights = shape_model(run), "seeded random weights at the run's shapes " \
             "(the run ships no weights; latency depends on the shape alone)"
     else:
         check_model_dir(run.model_dir, status=run.status)  # missing or corrupt weights: one line

@@ -212,12 +212,9 @@ def whatif_error(root: Path) -> str:
     return "\n".join(lines)
 
 
-DEPTH_RUN = DEFAULT_RUN
-
-
 def depth_family(root: Path) -> str:
     """The width x depth run against its baselines at equal steps (eval.json): the targets of depth nesting."""
-    run = _run(root, DEPTH_RUN)
+    run = _run(root, DEFAULT_RUN)
     ev = run.eval()
     t = ev["teacher"]
     base = {g: {(r["width"], r.get("depth", 1.0)): r for r in rows} for g, rows in ev.get("baselines", {}).items()}
@@ -248,7 +245,7 @@ def depth_family(root: Path) -> str:
 def depth_grid(root: Path) -> str:
     """Val perplexity of every head count x every depth of the width x depth run (grid.json), * = trained."""
     from .report import grid_markdown
-    return grid_markdown(_run(root, DEPTH_RUN).grid())
+    return grid_markdown(_run(root, DEFAULT_RUN).grid())
 
 
 def depth_speed(root: Path) -> str:
@@ -259,7 +256,7 @@ def depth_speed(root: Path) -> str:
     from .analysis.whatif import project
     from .nesting.depth import subnet_dims
     from .store.models import run_config
-    run = _run(root, DEPTH_RUN)
+    run = _run(root, DEFAULT_RUN)
     lines = ["| device | measure | (1, 1) | width 1/2 | depth 1/2 | width 1/2 speed-up | depth 1/2 speed-up |",
              "|---|---|---|---|---|---|---|"]
     for key, lat in sorted(run.latency().items()):
@@ -363,17 +360,10 @@ def graph_step_report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def graph_step_results(repo: Path) -> str:
-    paths = sorted((repo / "bench" / "results").glob("graph_step-*.json"))
-    return "\n\n".join(graph_step_report(json.loads(p.read_text())) for p in paths) or \
-        "No bench/results/graph_step-*.json yet."
-
-
-def nested_step_results(repo: Path) -> str:
-    """Every CPU's bench.nested_step --precision results kept in bench/results/nested_step-*.json."""
-    paths = sorted((repo / "bench" / "results").glob("nested_step-*.json"))
-    return "\n\n".join(nested_step_report(json.loads(p.read_text())) for p in paths) or \
-        "No bench/results/nested_step-*.json yet."
+def bench_results(repo: Path, stem: str, render) -> str:
+    """Every machine's results of one benchmark kept in bench/results/<stem>-*.json, each rendered."""
+    paths = sorted((repo / "bench" / "results").glob(f"{stem}-*.json"))
+    return "\n\n".join(render(json.loads(p.read_text())) for p in paths) or f"No bench/results/{stem}-*.json yet."
 
 
 def gpu_measured(repo: Path, tag: str = "h200") -> str:
@@ -424,8 +414,8 @@ def blocks(repo: Path) -> dict[str, str]:
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
-           "nested-step": lambda: nested_step_results(repo), "gpu-h200": lambda: gpu_measured(repo),
-           "graph-step": lambda: graph_step_results(repo)}
+           "nested-step": lambda: bench_results(repo, "nested_step", nested_step_report), "gpu-h200": lambda: gpu_measured(repo),
+           "graph-step": lambda: bench_results(repo, "graph_step", graph_step_report)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

@@ -53,7 +53,7 @@ from nml_core.docs import KEEP_WEIGHTS
 from nml_core.device import device_info, resolve, set_threads
 from nml_core.errors import NMLError
 from nml_core.data.sources import share_tokens
-from nml_core.data.tokenizer import load_tokenizer
+from nml_core.data.tokenizer import encodes_alike, load_tokenizer
 from nml_core.store.models import BUNDLED_TOKENIZER, TOKENIZER_FILES
 from nml_core.nesting.width import parse_axes
 from nml_core.store.runs import RUN_FILE, load_run
@@ -342,14 +342,11 @@ def lean(out: Path, name: str) -> None:
         share_tokens(run.path / "data", out / TEACHER / "data")
     if name == TEACHER and not str(run.info.get("tokenizer", "")).startswith(BUNDLED_TOKENIZER):
         return
-    if (run.model_dir / "tokenizer.json").exists() and _same_tokenizer(load_tokenizer(run.model_dir), load_tokenizer()):
-        for f in TOKENIZER_FILES:
-            (run.model_dir / f).unlink(missing_ok=True)
-
-
-def _same_tokenizer(a, b) -> bool:
-    probe = "O Romeo, Romeo! wherefore art thou Romeo?\n\n<|endoftext|>  SCENE II.\tThe   Castle."
-    return len(a) == len(b) and a(probe)["input_ids"] == b(probe)["input_ids"] and a.eos_token_id == b.eos_token_id
+    if (run.model_dir / "tokenizer.json").exists():
+        own, bundled = load_tokenizer(run.model_dir), load_tokenizer()
+        if len(own) == len(bundled) and encodes_alike(own, bundled):
+            for f in TOKENIZER_FILES:
+                (run.model_dir / f).unlink(missing_ok=True)
 
 
 def cards_stage(a, out: Path) -> None:

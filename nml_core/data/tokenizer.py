@@ -36,3 +36,13 @@ def load_tokenizer(source: str | Path | None = None):
     if len(tok) == 0:
         raise NMLError(f"tokenizer in {path} is empty; re-save it with save_pretrained")
     return tok
+
+
+PROBE = "O Romeo, Romeo! wherefore art thou Romeo?\n\n<|endoftext|>  SCENE II.\tThe   Castle."
+
+
+def encodes_alike(a, b) -> bool:
+    """Whether two tokenizers give the same ids (words, punctuation, runs of whitespace, the end-of-text token):
+    KD compares next-token distributions id by id, and a shipped model dir may leave out a tokenizer that is the
+    bundled one."""
+    return a(PROBE)["input_ids"] == b(PROBE)["input_ids"] and a.eos_token_id == b.eos_token_id

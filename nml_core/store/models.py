@@ -103,6 +103,13 @@ def run_config(run: Run) -> GPT2Config:
     return GPT2Config.from_json_file(str(run.model_dir / "config.json"))
 
 
+def shape_model(run: Run, seed: int = 0) -> GPT2LMHeadModel:
+    """A GPT2LMHeadModel of the run's config with seeded random weights (eval mode): what is timed or measured
+    for a run that ships no weights, since latency and memory depend on the shape alone."""
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(run_config(run)).eval()
+
+
 def run_tokens(run: Run) -> TokenData:
     return load_token_dir(run.path)
 
