@@ -5,6 +5,7 @@ Start: `streamlit run app.py` (binds to localhost; `--server.address 0.0.0.0` to
 import pandas as pd
 import streamlit as st
 
+from nml_core import api
 from nml_core.app import ui
 
 st.set_page_config(page_title="NML Explorer", page_icon=":material/stacks:", layout="wide")
@@ -28,14 +29,12 @@ with left:
     st.subheader("The nested matrices")
     if nested:
         from nml_core.app.figures import nested_matrix_figure
-        from nml_core.nesting.width import WidthSpec
-        from nml_core.store.models import run_config
         layer = 0
         with ui.friendly_errors():  # one tensor read from the safetensors file: no model load on the Home page
-            cfg = run_config(nested[0])
+            cfg = api.run_config(nested[0])
             weight = ui.weight_tensor(nested[0], f"transformer.h.{layer}.mlp.c_fc.weight")  # (n_embd, n_inner)
         prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
-                    for d in [WidthSpec(w, frozenset(nested[0].axes)).dims(cfg)]]
+                    for d in [api.WidthSpec(w, frozenset(nested[0].axes)).dims(cfg)]]
         st.plotly_chart(nested_matrix_figure(
             weight, prefixes, f"{nested[0].name}: layer {layer} FFN c_fc |W| ({cfg.n_embd} x {cfg.n_inner})"),
             width="stretch")

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from nml_core.device import resolve, set_threads
-from nml_core.store.files import atomic_write_bytes, atomic_write_json
+from nml_core.files import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_FULL = [("embedded", 8), ("embedded", 32), ("gpt2-small", 8), ("gpt2-small", 32)]
@@ -114,7 +114,7 @@ def section_compile(a, out: Path, partial: dict) -> dict:
 
 def section_eval(a, out: Path, partial: dict) -> dict:
     from nml_core.api import evaluate_run
-    from nml_core.store.files import read_json
+    from nml_core.files import read_json
     from nml_core.store.models import run_teacher_spec
     from nml_core.store.runs import RUN_FILE, has_weights, load_run
     run = load_run(a.run, require_model=False)
@@ -124,10 +124,10 @@ def section_eval(a, out: Path, partial: dict) -> dict:
     if (teacher / RUN_FILE).exists() and not has_weights(teacher / "model"):
         raise Skipped(f"its teacher {teacher.name} has no weights here; eval scores against the teacher")
     t = time.perf_counter()
-    report = evaluate_run(a.run, max_tokens=4096 if a.quick else None, device=a.device, write=False)
+    report = evaluate_run(a.run, max_tokens=4096 if a.quick else None, device=a.device, write=False).report
     seconds = time.perf_counter() - t
-    res = {"seconds": seconds, "tokens": report["widths"][0]["tokens"], "ppl": {f"{r['width']:g}": r["ppl"]
-                                                                             for r in report["widths"]}}
+    res = {"seconds": seconds, "tokens": report.tokens_scored, "ppl": {f"{r['width']:g}": r["ppl"]
+                                                                             for r in report.widths}}
     shipped = Path(a.run) / "eval.json"
     if shipped.exists() and not a.quick:  # the same protocol on another device: the same figures
         old = {f"{r['width']:g}": r["ppl"] for r in read_json(shipped)["widths"]}

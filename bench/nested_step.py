@@ -34,7 +34,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from nml_core.arch.gpt2 import cost
 from nml_core.device import cpu_name, set_threads, synchronize
 from nml_core.docs import graph_step_report, nested_step_report
-from nml_core.store.files import atomic_write_json
+from nml_core.files import atomic_write_json
 from nml_core.training import losses
 from nml_core.nesting.elastic import ElasticGPT2
 from nml_core.nesting.width import ALL_AXES, WidthSpec, whole_head_widths

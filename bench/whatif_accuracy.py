@@ -28,7 +28,7 @@ from nml_core.analysis.latency import measured_ms
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
-from nml_core.store.files import atomic_write_json
+from nml_core.files import atomic_write_json
 from nml_core.store.models import run_config
 from nml_core.store.runs import find_runs, has_weights
 
@@ -209,6 +209,9 @@ def main() -> None:
                            "by_device_measure": {d: {m: summary([r for r in rows if r["device"] == d and r["measure"] == m])
                                                      for m in MEASURES if any(r["device"] == d and r["measure"] == m
                                                                               for r in rows)} for d in by_device},
+                           "worst": [{k: r[k] for k in ("run", "device", "width", "depth", "measure", "measured",
+                                                        "projected", "error")}
+                                     for r in sorted(rows, key=lambda r: -abs(r["error"]))[:5]],
                            "command": "python -m bench.whatif_accuracy --write"})
     if overall:
         print(f"\nwhat-if error: median {overall['median']:.0%}, worst {overall['worst']:.0%} over {overall['n']} measurements")

@@ -18,7 +18,7 @@ from pathlib import Path
 from .analysis.finetune_results import finetune_table, load_results, summarize
 from .analysis.pareto import student_shape
 from .errors import NMLError
-from .store.files import atomic_write_bytes
+from .files import atomic_write_bytes
 from .nesting.depth import subnet_key
 from .store.runs import load_run
 
@@ -209,6 +209,11 @@ def whatif_error(root: Path) -> str:
     a = err["all"]
     lines += ["", f"**what-if error: median {a['median']:.0%}, worst {a['worst']:.0%} over {a['n']} measurements** "
                   f"(`{err.get('command', 'python -m bench.whatif_accuracy --write')}`)"]
+    if err.get("worst"):
+        lines += ["", "The worst five:", "", "| run | device | width x depth | measure | measured ms | projected ms | "
+                  "error |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['device']} | {r['width']:g} x {r['depth']:g} | {r['measure']} | "
+                  f"{r['measured']:.2f} | {r['projected']:.2f} | {r['error']:+.0%} |" for r in err["worst"]]
     return "\n".join(lines)
 
 
@@ -400,9 +405,15 @@ def reliability(repo: Path) -> str:
     cases = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
                  and any(getattr(t, "id", None) == "CASES" for t in n.targets))
     n = len(cases.elts)
+    from .commands import COMMANDS
+    numbers = [i for c in COMMANDS.values() for i in c.inputs if i.numeric]
+    g = sum(len(i.bad_values()) for i in numbers)
     return ("| inputs tried | one clear line, exit 2 | nothing written | test |\n|---|---|---|---|\n"
             f"| {n} bad CLI inputs (widths, axes, paths, folders, flags, devices, precisions) | {n} | {n} | "
-            "`tests/test_bad_inputs.py` |")
+            "`tests/test_bad_inputs.py` |\n"
+            f"| {g} out-of-range values, generated from the table of commands: each of the {len(numbers)} numbers "
+            "of every command below its range, zero, negative, nan, ±inf, huge, not a number, empty | "
+            f"{g} | {g} | `tests/test_bad_inputs.py` (generated) |")
 
 
 def blocks(repo: Path) -> dict[str, str]:

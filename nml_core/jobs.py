@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import NMLError
-from .store.files import atomic_write_json, read_json
+from .files import atomic_write_json, read_json
 from .store.runs import JOB_FILE, JOB_LOCK, LOG_FILE, RUN_FILE
 from .training.config import TrainConfig
 

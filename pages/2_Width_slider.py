@@ -3,14 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from nml_core import api
-from nml_core.analysis.generate import generate_ids
-from nml_core.analysis.latency import bench_widths
 from nml_core.app import ui
-from nml_core.analysis.grid import same_subnet, subnet_row
-from nml_core.arch.gpt2 import cost
-from nml_core.nesting.depth import subnets
-from nml_core.device import device_info, set_threads
-from nml_core.nesting.width import available_widths
 
 st.set_page_config(page_title="Width slider · NML Explorer", page_icon=":material/tune:", layout="wide")
 st.title("Width slider")
@@ -19,8 +12,8 @@ run = ui.select_run()
 with ui.friendly_errors():
     elastic, teacher, tokenizer = ui.models(run)
 cfg = elastic.config
-widths = sorted(available_widths(cfg, run.axes))  # smallest on the left
-trained = set(subnets(run.widths, run.depths))
+widths = sorted(api.available_widths(cfg, run.axes))  # smallest on the left
+trained = set(api.subnets(run.widths, run.depths))
 s = st.columns(2)
 width = s[0].select_slider("Width (fraction of the teacher; ● = trained in this run)", options=widths, value=1.0,
                            format_func=lambda w: f"{w:g} {'●' if w in run.widths else '○'}", key="width")
@@ -30,8 +23,8 @@ depth = s[1].select_slider("Depth (layers kept, by the run's ranking; ● = trai
                            key="depth")
 dims = elastic.dims(width, depth)
 ctx = run.info.get("hparams", {}).get("ctx", cfg.n_positions)
-c = cost(cfg, dims, ctx)
-full = cost(cfg, ctx=ctx)
+c = api.cost(cfg, dims, ctx)
+full = api.cost(cfg, ctx=ctx)
 
 kept = f"layers {list(dims.layers)} of {cfg.n_layer}" if dims.layers else f"all {cfg.n_layer} layers"
 st.caption(f"{dims.n_head} heads, n_embd {dims.n_embd}, n_inner {dims.n_inner}, {kept} "
@@ -52,7 +45,7 @@ st.subheader("Quality")
 with ui.friendly_errors():
     ev = run.eval() or {}
     latency_files = run.latency()
-row = subnet_row(run, width, depth)
+row = api.subnet_row(run, width, depth)
 quick = st.session_state.setdefault("quick_eval", {})
 key = (str(run.path), width, depth)
 if row is None and key in quick:
@@ -76,13 +69,13 @@ else:
 
 # ---- speed: the run's latency files for the app's device (and this CPU when the app runs on a GPU)
 st.subheader("Speed on this machine")
-threads = set_threads(None)
+threads = api.set_threads(None)
 measured = st.session_state.setdefault("quick_bench", {})
 devices_here = list(dict.fromkeys([ui.app_device().type, "cpu"]))
 for dev in devices_here:
-    here = device_info(dev, threads)["device_key"]
+    here = api.device_info(dev, threads)["device_key"]
     lat = latency_files.get(here)
-    lrow = next((r for r in (lat or {}).get("widths", []) if same_subnet(r, width, depth)), None)
+    lrow = next((r for r in (lat or {}).get("widths", []) if api.same_subnet(r, width, depth)), None)
     if lrow is None and (key, dev) in measured:
         lrow = measured[(key, dev)]
     if lrow:
@@ -102,7 +95,7 @@ for dev in devices_here:
         st.info(f"No latency measured for width {width:g} x depth {depth:.3g} on this machine ({here}).")
         if st.button("Measure now (~20 s)", key="bench_btn"):
             with st.spinner("Timing the extracted student…"), ui.friendly_errors():
-                rep = bench_widths(elastic.model, run.axes, [(width, depth)], device=dev, repeats=3,
+                rep = api.bench_widths(elastic.model, run.axes, [(width, depth)], device=dev, repeats=3,
                                    layer_rank=run.layer_rank)
                 measured[(key, dev)] = rep["widths"][0]
             st.rerun()
@@ -112,15 +105,18 @@ st.subheader("Generate at this width and depth")
 prompts = ui.example_prompts(run)
 prompt = st.text_input("Prompt", value=prompts[0] if prompts else "", key="width_prompt")
 g = st.columns(4)
-max_new = g[0].slider("New tokens", 8, max(8, min(96, cfg.n_positions - 16)), 40, key="width_new")
-temperature = g[1].slider("Temperature (0 = greedy)", 0.0, 1.5, 0.0, 0.1, key="width_temp")
-seed = g[2].number_input("Seed", 0, 10_000, 0, key="width_seed")
+gen = ui.sampling_inputs()  # the generate command's declarations: one sampling default on every page
+max_new = g[0].slider(gen.max_new.label, 8, max(8, min(96, cfg.n_positions - 16)), 40, key="width_new",
+                        help=gen.max_new.help)
+temperature = g[1].slider(gen.temperature.label, 0.0, 1.5, gen.temperature.default, 0.1, key="width_temp",
+                            help=gen.temperature.help)
+seed = ui.number_field(g[2], gen.seed, "width_seed")
 static = ui.app_device().type == "cuda" and g[3].checkbox(
     "Static KV cache (compiled)", True, key="width_static", help="HF static cache + compiled forward: CUDA only")
 if st.button("Generate", type="primary", key="width_generate"):
     with st.spinner("Generating…"), ui.friendly_errors():
         ids = tokenizer.encode(prompt)
-        new = generate_ids(elastic, ids, width, max_new, temperature, int(seed), static_cache=static, depth=depth)
+        new = api.generate_ids(elastic, ids, width, max_new, temperature, int(seed), static_cache=static, depth=depth)
     st.session_state["width_text"] = (width, depth, prompt, tokenizer.decode(new))
 if "width_text" in st.session_state:
     w, d, p, text = st.session_state["width_text"]

@@ -3,50 +3,48 @@ import pandas as pd
 import streamlit as st
 
 from nml_core import api
-from nml_core.analysis import budget, whatif
-from nml_core.analysis.pareto import COST, QUALITY, pareto_front, run_points
 from nml_core.app import ui
 from nml_core.app.figures import pareto_figure
-from nml_core.store.models import run_config, same_teacher
 
 st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
 st.title("Quality vs cost — and what fits your hardware")
 
 run = ui.select_run()
 runs = ui.evaluated_runs()
-siblings = [r for r in runs if same_teacher(r, run)]
-chosen = st.multiselect("Runs on the chart (same teacher)", [r.name for r in siblings],
-                        default=[r.name for r in siblings], key="pareto_runs")
+siblings = [r for r in runs if api.same_teacher(r, run)]
+chosen = st.multiselect("Runs on the chart (same teacher): the selected run with its baselines; add others to "
+                        "compare", [r.name for r in siblings], default=[run.name] if run.name in [r.name for r in siblings] else None,
+                        key="pareto_runs")
 
 profiles = ui.device_profiles()
 family_runs = [r for r in siblings if r.name in chosen]
-choices = whatif.device_choices(family_runs, profiles, ui.whatif_errors())
+choices = api.whatif.device_choices(family_runs, profiles, ui.whatif_errors())
 if not choices:
     st.info("No device is measured or profiled yet: `python -m nml_core bench <run>` or `profile-device`.")
     st.stop()
-workload = st.radio("Deploy for", list(whatif.WORKLOADS), horizontal=True, key="pareto_workload",
+workload = st.radio("Deploy for", list(api.whatif.WORKLOADS), horizontal=True, key="pareto_workload",
                     format_func={"ttft": "generation: time to first token + decode",
                                  "prefill": "scoring: all logits (perplexity, classification)"}.get)
 c = st.columns(4)
-quality = c[0].selectbox("Quality", list(QUALITY), format_func=lambda k: QUALITY[k][0], key="pareto_quality")
-cost = c[1].selectbox("Cost", list(COST), format_func=lambda k: COST[k][0], key="pareto_cost")
+quality = c[0].selectbox("Quality", list(api.QUALITY), format_func=lambda k: api.QUALITY[k][0], key="pareto_quality")
+cost = c[1].selectbox("Cost", list(api.COST), format_func=lambda k: api.COST[k][0], key="pareto_cost")
 labels = [d["label"] for d in choices]
 choice = choices[labels.index(c[2].selectbox("Device", labels, key="pareto_device"))]
-batch = int(c[3].number_input("Batch (sequences of 128 tokens)", 1, 1024, 1, key="pareto_batch"))
+batch = int(ui.number_field(c[3], ui.command_input("whatif", "--batch"), "pareto_batch"))
 prefill_label = f"{'time to first token' if workload == 'ttft' else 'scoring'} {batch}x128"
 
 points = []
 with ui.friendly_errors():
     for r in family_runs:
-        rows = run_points(r, choice["key"] if choice["kind"] == "measured" else None)
+        rows = api.run_points(r, choice["key"] if choice["kind"] == "measured" else None)
         if r.grid():  # the rest of its width x depth family: cuts never trained as their own target (Mix'n'Match)
-            cuts = budget.family_points(r, choice["key"] if choice["kind"] == "measured" else None)
+            cuts = api.budget.family_points(r, choice["key"] if choice["kind"] == "measured" else None)
             rows += [{**p, "group": "NML untrained cut"} for p in cuts if not p["trained"]]
         if choice["kind"] == "projected":  # no measured latency leaks into a projection
-            rows = [{k: v for k, v in p.items() if k not in (*whatif.MEASURES, "decode_tok_s")} for p in rows]
+            rows = [{k: v for k, v in p.items() if k not in (*api.whatif.MEASURES, "decode_tok_s")} for p in rows]
         if points:  # one teacher point per chart
             rows = [p for p in rows if p["group"] != "teacher"]
-        points += whatif.device_points(rows, run_config(r), r.axes, choice, batch, workload=workload)
+        points += api.whatif.device_points(rows, api.run_config(r), r.axes, choice, batch, workload=workload)
 if not points:
     st.info("The selected runs have no eval.json yet: run `python -m nml_core eval <run>` (the Train page does it "
             "automatically when a run finishes).")
@@ -61,10 +59,18 @@ if choice["kind"] == "projected":
                   "(bench/whatif_accuracy.py)." if choice.get("error") else "."))
 elif choice.get("provenance"):
     st.caption(f"Measured: {choice['provenance']}")
+missing = [p for p in points if choice["kind"] == "measured" and not p["prefill_measured"]]
+if missing and choice.get("profile"):
+    st.caption(f"{choice['name']} was not measured for {api.whatif.WORKLOADS[workload]} at batch {batch}: "
+               f"{len(missing)} of the {len(points)} latencies are **projected** from "
+               f"{choice['profile']['device_name']}'s {choice['profile'].get('kind', '')} profile, and marked so.")
+elif missing:
+    st.caption(f"{choice['name']} was not measured for {api.whatif.WORKLOADS[workload]} at batch {batch}, and no "
+               "profile of it is here to project from: those points have no latency.")
 
-cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else COST[cost][0]) + \
+cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else api.COST[cost][0]) + \
     (f" — projected on {choice['name']}" if choice["kind"] == "projected" and cost.endswith(("_ms", "_s")) else "")
-front = pareto_front(points, quality, cost)
+front = api.pareto_front(points, quality, cost)
 st.plotly_chart(pareto_figure(points, front, quality, cost, cost_title), width="stretch")
 st.caption("Latency depends only on a student's shape, so naive-slice and independent-KD students take the "
            "latency measured for the NML student of the same shape. The shaded line is the Pareto frontier.")
@@ -75,11 +81,13 @@ b = st.columns(3)
 metric = b[0].radio("Latency budget on", ["prefill_ms", "decode_ms"], horizontal=True, key="budget_metric",
                     format_func=lambda k: {"prefill_ms": f"{prefill_label} (ms)",
                                            "decode_ms": "ms per generated token"}[k])
-lat_budget = b[1].number_input("Latency budget (ms, 0 = none)", min_value=0.0, value=0.0, step=1.0, key="budget_ms")
-mem_budget = b[2].number_input(f"Memory budget (MB: weights + KV cache + activations at batch {batch}, 0 = none)",
-                               min_value=0.0, value=0.0, step=5.0, key="budget_mb")
+lat_spec, mem_spec = ui.command_input("whatif", "--latency-ms"), ui.command_input("whatif", "--memory-mb")
+lat_budget = b[1].number_input(f"{lat_spec.label} (0 = none)", min_value=0.0, max_value=lat_spec.high, value=0.0,
+                               step=1.0, key="budget_ms", help=lat_spec.help)
+mem_budget = b[2].number_input(f"{mem_spec.label}, at batch {batch} (0 = none)", min_value=0.0,
+                               max_value=mem_spec.high, value=0.0, step=5.0, key="budget_mb", help=mem_spec.help)
 family = [p for p in points if p["group"].startswith("NML")]
-best = whatif.best_within_budget(family, metric, lat_budget or None, mem_budget or None, quality)
+best = api.whatif.best_within_budget(family, metric, lat_budget or None, mem_budget or None, quality)
 full = next(p for p in points if p["width"] == 1.0 and p.get("depth", 1.0) == 1.0)
 table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"], "depth": p.get("depth", 1.0),
                        "layers": p.get("n_layer"), "params (M)": p["params"] / 1e6,
@@ -88,14 +96,16 @@ table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"]
                        f"{prefill_label} (ms)": p.get("prefill_ms"),
                        "speedup": full["prefill_ms"] / p["prefill_ms"] if p.get("prefill_ms") and full.get("prefill_ms")
                        else None,
-                       "decode (ms/token)": p.get("decode_ms"), QUALITY[quality][0]: p.get(quality)} for p in points])
+                       "decode (ms/token)": p.get("decode_ms"), api.QUALITY[quality][0]: p.get(quality)} for p in points])
 measured_here = bool(best) and (best["prefill_measured"] if metric == "prefill_ms" else choice["kind"] == "measured")
-if best is None:
+if not (lat_budget or mem_budget):
+    st.caption("Set a latency or a memory budget to see the best NML student within it.")
+elif best is None:
     st.error("No NML student fits these budgets on this device. Loosen a budget or pick a faster device.")
 else:
     shape = f"width {best['width']:g}" + (f" x depth {best['depth']:.3g}" if best.get("depth", 1.0) < 1 else "")
     st.success(f"Best within budget: **{best['group']} {shape}** from `{best['run']}` — "
-               f"{QUALITY[quality][0]} {best[quality]:.3g}, {best['memory_mb']:.1f} MB at batch {batch}, "
+               f"{api.QUALITY[quality][0]} {best[quality]:.3g}, {best['memory_mb']:.1f} MB at batch {batch}, "
                f"{best[metric]:.2f} ms ({'measured' if measured_here else 'projected'}).")
     target = next(r for r in siblings if r.name == best["run"])
     if not ui.has_weights(target):
@@ -113,17 +123,19 @@ st.caption(f"FLOP ratio and speedup are against the full width ({prefill_label})
            "would be as fast as its arithmetic says; BENCHMARKS.md explains where small widths fall short.")
 
 # ---- why: what bounds the small widths on this device
-lesson = whatif.lesson(choice.get("profile"), run_config(family_runs[0]), family_runs[0].axes,
-                       [p for p in family if p["run"] == family_runs[0].name], batch, workload=workload) \
-    if family_runs else None
+# built for the selected run's family (the first on the chart otherwise), on the selected device
+explained = next((r for r in family_runs if r.name == run.name), family_runs[0] if family_runs else None)
+lesson = api.whatif.lesson(choice.get("profile"), api.run_config(explained), explained.axes,
+                           [p for p in family if p["run"] == explained.name], batch, workload=workload) \
+    if explained else None
 if lesson:
     st.info(lesson)
 for r in family_runs:  # a width x depth run: which axis pays on this device, at this batch
     if r.depths != [1.0]:
         with ui.friendly_errors():
-            answer = budget.search(r, run_config(r), choice, batch, "prefill" if workload == "prefill" else "ttft",
+            answer = api.budget.search(r, api.run_config(r), choice, batch, "prefill" if workload == "prefill" else "ttft",
                                    lat_budget or None, mem_budget or None)
-        st.info(f"`{r.name}`: " + budget.why(answer, choice["name"], batch))
+        st.info(f"`{r.name}`: " + api.budget.why(answer, choice["name"], batch))
 
 # ---- measure this machine: a profile + the latency of the runs on the chart; it then joins the device list
 with st.expander("Measure this machine"):

@@ -4,11 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from nml_core import report
+from nml_core import api
 from nml_core.app import ui
-from nml_core import jobs
-from nml_core.store.liveness import resume_hint, run_state
-from nml_core.store.runs import load_run
 
 st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
 st.title("Runs")
@@ -18,14 +15,14 @@ if not runs:
     st.info("No runs in " + ", ".join(str(p) for p in ui.run_roots()) +
             ". Rebuild the shipped runs with `python scripts/build_cached_runs.py`, or train one on the Train page.")
     st.stop()
-st.code(report.format_runs(runs), language=None)
+st.code(api.report.format_runs(runs), language=None)
 names = [str(r.path) for r in runs]
 choice = st.selectbox("Run", names, format_func=lambda p: Path(p).name, key="runs_pick")
 run = runs[names.index(choice)]
 if run.status == "corrupt":
     st.error(run.info.get("error", "corrupt run"))
-elif run_state(run) == "interrupted":
-    st.warning(resume_hint(run))
+elif api.run_state(run) == "interrupted":
+    st.warning(api.resume_hint(run))
 card = run.path / "README.md"
 with ui.friendly_errors():
     if card.exists():
@@ -33,11 +30,11 @@ with ui.friendly_errors():
     elif run.status != "corrupt":
         st.caption("No model card yet.")
         if st.button("Write the model card", key="runs_card"):
-            report.write_run_card(run.path)
+            api.report.write_run_card(run.path)
             st.rerun()
 
 shipped = ui.ROOT / "cached_runs" in run.path.parents
-if jobs.job_alive(run.path):
+if api.jobs.job_alive(run.path):
     st.info("A training job is running in this run; cancel it on the Train page before renaming or deleting it.")
 elif shipped:
     st.caption("This is a shipped run (cached_runs/); rebuild it with `python scripts/build_cached_runs.py`.")
@@ -50,7 +47,7 @@ else:
                 st.error(f"{new!r} is taken or not a valid folder name; pick another")
             else:
                 run.path.rename(target)
-                load_run(target, require_model=False).update(name=new)
+                api.load_run(target, require_model=False).update(name=new)
                 st.rerun()
         sure = st.checkbox(f"Yes, delete {run.name} and its weights", key="runs_sure")
         if st.button("Delete", key="runs_delete", disabled=not sure):

@@ -3,11 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from nml_core import api
-from nml_core.analysis.finetune_results import summarize
 from nml_core.app import ui
 from nml_core.app.figures import finetune_figure
-from nml_core.data.tasks import TASKS
-from nml_core.training.finetune import STARTS, FinetuneConfig
 
 st.set_page_config(page_title="Fine-tune · NML Explorer", page_icon=":material/school:", layout="wide")
 st.title("Students as starting points")
@@ -17,7 +14,7 @@ st.markdown("NML's second claim: nested students are better starting points for 
             "whole work); *domain* — language modelling on Python's reference documentation (held out by topic).")
 
 run = ui.select_run()
-task = st.radio("Task", TASKS, horizontal=True, key="ft_task")
+task = st.radio("Task", api.TASKS, horizontal=True, key="ft_task")
 results = ui.finetune_results(run, task)
 if results:
     metric = next(iter(results.values()))["metric"]
@@ -27,7 +24,7 @@ if results:
     seed = st.selectbox("Curves of seed", seeds, key="ft_seed")
     shown = {r["start"]: r for r in results.values() if r["width"] == width and r.get("seed", 0) == seed}
     st.plotly_chart(finetune_figure(shown, metric), width="stretch")
-    rows = summarize(results)
+    rows = api.summarize(results)
     st.dataframe(pd.DataFrame([{"width": r.width, "start": r.start, f"{metric} (mean ± std)": r.cell(),
                                 "seeds": len(r.seeds), "had read before fine-tuning": r.saw} for r in rows]),
                  hide_index=True, width="stretch")
@@ -44,12 +41,12 @@ with st.expander("Run a comparison"):
     c = st.columns(3)
     width = c[0].selectbox("Width to fine-tune", [w for w in run.widths if w < 1], key="ft_run_width",
                            format_func=lambda w: f"{w:g}")
-    steps = int(c[1].number_input("Steps", 1, 5000, FinetuneConfig.steps, key="ft_steps"))
+    steps = int(c[1].number_input("Steps", 1, 5000, api.FinetuneConfig.steps, key="ft_steps"))
     n_seeds = int(st.number_input("Seeds", 1, 10, 1, key="ft_seeds"))
-    starts = c[2].multiselect("Starting points", STARTS, default=["nml", "naive", "random"], key="ft_starts")
+    starts = c[2].multiselect("Starting points", api.STARTS, default=["nml", "naive", "random"], key="ft_starts")
     if st.button("Fine-tune", key="ft_go"):
         with st.spinner("Fine-tuning each starting point…"), ui.friendly_errors():
-            api.finetune(run.path, width, task, starts, FinetuneConfig(steps=steps), device=str(ui.app_device()),
+            api.finetune(run.path, width, task, starts, api.FinetuneConfig(steps=steps), device=str(ui.app_device()),
                          seeds=tuple(range(n_seeds)))
         ui.finetune_results.clear()
         st.rerun()

@@ -305,7 +305,7 @@ def measure_stage(p: dict, a, out: Path) -> None:
         t = time.time()
         if a.remeasure or not (out / name / "eval.json").exists():
             print(report.format_eval(api.evaluate_run(out / name, max_tokens=p["eval_tokens"], device=p["device"],
-                                                      force=a.remeasure)), flush=True)
+                                                      force=a.remeasure).report.to_json()), flush=True)
         if name == DEPTH and (a.remeasure or not (out / name / "grid.json").exists()):
             print(report.grid_markdown(api.evaluate_grid(out / name, max_tokens=p["eval_tokens"] or api.GRID_TOKENS,
                                                          device=p["device"], force=a.remeasure)), flush=True)

@@ -51,36 +51,37 @@ CASES = [  # (argv, words the one line must contain)
     (["train", "--teacher", "{root}/file.txt", "--out", "{root}/x"], "is a file"),
     (["train", "--teacher", T, "--out", "{root}/file.txt"], "is a file"),
     (["train", "--teacher", T, "--out", "{root}/mine"], "non-empty folder"),
-    (["train", "--teacher", T, "--out", "{root}/x", "--steps", "0"], "--steps must be > 0"),
-    (["train", "--teacher", T, "--out", "{root}/x", "--alpha", "2"], "--alpha must be in [0, 1]"),
+    (["train", "--teacher", T, "--out", "{root}/x", "--steps", "0"], "--steps 0 is outside [1, "),
+    (["train", "--teacher", T, "--out", "{root}/x", "--alpha", "2"], "--alpha 2 is outside [0, 1]"),
     (["train", "--teacher", T, "--out", "{root}/x", "--ctx", "1000"], "exceeds the teacher's 32 positions"),
     (["train", "--teacher", T, "--out", "{root}/x", "--strategy", "greedy"], "invalid choice: 'greedy'"),
     (["train", "--teacher", T, "--out", "{root}/x", "--mixed-precision", "fp16", "--device", "cpu"],
      "no fast path on a CPU"),
-    (["train", "--teacher", T, "--out", "{root}/x", "--steps", "many"], "invalid int value: 'many'"),
+    (["train", "--teacher", T, "--out", "{root}/x", "--steps", "many"], "--steps 'many' is not a whole number"),
     (["pretrain", "--data", "{root}/corpus", "--out", "{root}/x", "--n-embd", "100", "--n-head", "8"],
      "not a multiple of --n-head"),
     (["pretrain", "--out", "{root}/x"], "--data is required"),
     (["export", N, "--width", "-1", "--out", "{root}/x"], "outside (0, 1]"),
     (["export", N, "--width", "1.5", "--out", "{root}/x"], "outside (0, 1]"),
     (["export", N, "--width", "0.3", "--out", "{root}/x"], "use 0.25 (2 heads) or 0.375 (3 heads)"),
-    (["export", N, "--width", "half", "--out", "{root}/x"], "is not a width"),
+    (["export", N, "--width", "half", "--out", "{root}/x"], "is not a fraction"),
     (["export", N, "--width", "0.5", "--out", "{root}/mine"], "non-empty folder that nml did not write"),
     (["export", N, "--width", "0.5", "--out", "{root}/file.txt"], "is a file"),
     (["export", N, "--width", "0.5", "--out", "/sys/nml-export-test"], "cannot write"),
     (["export", "{root}/file.txt", "--width", "0.5", "--out", "{root}/x"], "is a file, not a run directory"),
     (["eval", "{root}/no-such-run"], "does not exist"),
     (["eval", "{root}/empty"], "holds no run"),
-    (["eval", N, "--max-tokens", "lots"], "invalid int value"),
-    (["bench", N, "--threads", "two"], "invalid int value"),
+    (["eval", N, "--max-tokens", "lots"], "is not a whole number"),
+    (["bench", N, "--threads", "two"], "is not a whole number"),
     (["bench", N, "--precision", "int4"], "invalid choice: 'int4'"),
     (["generate", N, "--width", "0.3", "--prompt", "ROMEO:"], "not a whole number"),
-    (["generate", N, "--width", "1/0", "--prompt", "ROMEO:"], "is not a width"),
+    (["generate", N, "--width", "1/0", "--prompt", "ROMEO:"], "is not a fraction"),
     (["baseline", T, "--kind", "naive"], "baselines belong to a nested run"),
     (["baseline", N, "--kind", "magic"], "invalid choice: 'magic'"),
     (["finetune", N, "--width", "0.5", "--task", "poetry"], "unknown task 'poetry'"),
-    (["finetune", N, "--width", "0.5", "--task", "genre", "--starts", "bogus"], "unknown starting point"),
-    (["cache-teacher", "--teacher", T, "--out", "{root}/x", "--k", "0"], "--k 0 must be >= 1"),
+    (["finetune", N, "--width", "0.5", "--task", "genre", "--starts", "bogus", "--ctx", "32"], "unknown starting point"),
+    (["finetune", N, "--width", "0.5", "--task", "genre"], "--ctx 128 exceeds the model's 32 positions"),
+    (["cache-teacher", "--teacher", T, "--out", "{root}/x", "--k", "0"], "--k 0 is outside [1, "),
     (["cache-teacher", "--teacher", T, "--out", "{root}/mine"], "non-empty folder"),
     (["train", "--teacher", T, "--out", "{root}/x", "--depths", "1,0.25"], "keeps 0 of the teacher's 2 layers"),
     (["train", "--teacher", T, "--out", "{root}/x", "--depths", "0.5"], "must start with 1"),
@@ -92,7 +93,7 @@ CASES = [  # (argv, words the one line must contain)
     (["eval", T, "--grid"], "the grid belongs to a nested run"),
     (["whatif", N, "--target", "nowhere"], "no quality scored yet"),
     (["whatif", T, "--target", "cpu"], "budget search reads a nested run"),
-    (["whatif", N, "--target", "cpu", "--batch", "0"], "--batch 0 must be >= 1"),
+    (["whatif", N, "--target", "cpu", "--batch", "0"], "--batch 0 is outside [1, "),
     (["whatif", N, "--target", "cpu", "--workload", "train"], "invalid choice: 'train'"),
     (["list", "{root}/no-such-folder"], "is not a folder"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -103,7 +104,8 @@ CASES = [  # (argv, words the one line must contain)
 def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(world, capsys, argv, words):
     before = snapshot(world)
     if argv[0] in ("train", "pretrain"):  # each row tests one bad input, not two: a required flag, the tiny context
-        argv = argv + ["--steps", "1"] * ("--steps" not in argv) + ["--ctx", "32"] * ("--ctx" not in argv)
+        given = {a.split("=")[0] for a in argv}
+        argv = argv + ["--steps", "1"] * ("--steps" not in given) + ["--ctx", "32"] * ("--ctx" not in given)
     with pytest.raises(SystemExit) as exited:  # argparse exits; every other error returns 2
         raise SystemExit(main([a.format(root=world) for a in argv]))
     err = capsys.readouterr().err.strip().splitlines()
@@ -116,3 +118,35 @@ def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(world, capsys, argv, 
 
 def test_the_table_has_at_least_30_rows():
     assert len(CASES) >= 30
+
+
+# The generated rows: every number every command takes (nml_core.commands), walked with values out of its range.
+# Arguments the command needs besides the one under test; the bad value is refused before any of them is read.
+NEEDS = {"run": N, "--teacher": T, "--data": "{root}/corpus", "--out": "{root}/x", "--prompt": "ROMEO:",
+         "--kind": "naive", "--task": "genre", "--target": "cpu", "--width": "0.5", "--steps": "1"}
+
+
+def generated_rows() -> list[tuple[list[str], str]]:
+    from nml_core.commands import COMMANDS
+    rows = []
+    for command in COMMANDS.values():
+        for spec in command.inputs:
+            needed = [x for i in command.inputs if i.required and i.name in NEEDS and i is not spec
+                      for x in ([NEEDS[i.name]] if i.name == "run" else [i.name, NEEDS[i.name]])]
+            if spec.numeric:
+                rows += [([command.name] + needed + [f"{spec.name}={v}"], spec.name) for v in spec.bad_values()]
+    return rows
+
+
+GENERATED = generated_rows()
+
+
+@pytest.mark.parametrize("argv, name", GENERATED, ids=[" ".join([a[0], a[-1]]) for a, _ in GENERATED])
+def test_every_number_out_of_range_is_one_line_exit_2_and_writes_nothing(world, capsys, argv, name):
+    test_a_bad_input_is_one_line_exit_2_and_writes_nothing(world, capsys, argv, name)
+
+
+def test_the_generated_table_walks_every_number_of_every_command():
+    from nml_core.commands import COMMANDS
+    numbers = {(c.name, i.name) for c in COMMANDS.values() for i in c.inputs if i.numeric}
+    assert {(a[0], name) for a, name in GENERATED} == numbers and len(numbers) >= 40

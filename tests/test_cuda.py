@@ -52,11 +52,11 @@ def test_bf16_autocast_trains(tiny_model):
 
 @pytest.mark.cuda
 def test_eval_on_cuda_equals_eval_on_cpu(nested_copy):
-    cpu = api.evaluate_run(nested_copy, max_tokens=512, device="cpu")
-    gpu = api.evaluate_run(nested_copy, max_tokens=512, device="cuda")
-    for a, b in zip(cpu["widths"], gpu["widths"]):
+    cpu = api.evaluate_run(nested_copy, max_tokens=512, device="cpu").report
+    gpu = api.evaluate_run(nested_copy, max_tokens=512, device="cuda").report
+    for a, b in zip(cpu.widths, gpu.widths):
         assert b["ppl"] == pytest.approx(a["ppl"], rel=1e-3)
-    assert gpu["teacher"]["ppl"] == pytest.approx(cpu["teacher"]["ppl"], rel=1e-3)
+    assert gpu.teacher["ppl"] == pytest.approx(cpu.teacher["ppl"], rel=1e-3)
 
 
 def test_cuda_without_a_gpu_is_one_line(capsys, teacher_run, tmp_path):

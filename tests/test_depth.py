@@ -154,7 +154,7 @@ def test_baselines_at_depth_are_evaluated_beside_the_nested_grid(depth_run, tmp_
     api.baseline(run_dir, "naive")
     (path,) = api.baseline(run_dir, "independent", width=1.0, depth=0.5, steps=2)
     assert path.name == "independent-1-d0.5"
-    ev = api.evaluate_run(run_dir, max_tokens=256)
+    ev = api.evaluate_run(run_dir, max_tokens=256).report.to_json()
     nml = {(r["width"], r["depth"]) for r in ev["widths"]}
     assert nml == {(1.0, 1.0), (0.5, 1.0), (1.0, 0.5), (0.5, 0.5)}
     naive = {(r["width"], r["depth"]) for r in ev["baselines"]["naive"]}

@@ -38,7 +38,7 @@ def test_metrics_of_a_model_against_itself(tiny_model):
 
 def test_eval_run_reports_every_width_and_baseline(nested_copy):
     api.baseline(nested_copy, "naive")
-    report = api.evaluate_run(nested_copy, max_tokens=256)
+    report = api.evaluate_run(nested_copy, max_tokens=256).report.to_json()
     assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
     assert [r["width"] for r in report["baselines"]["naive"]] == [0.5, 0.25, 0.125]
     params = [r["params"] for r in report["widths"]]
@@ -112,17 +112,17 @@ def test_a_partial_evaluation_never_replaces_a_fuller_one(nested_copy):
     import json
     api.baseline(nested_copy, "naive")
     full = api.evaluate_run(nested_copy, max_tokens=512)
-    assert full["written"].endswith("/eval.json") and full["tokens_scored"] > 0
+    assert full.written.name == "eval.json" and full.report.tokens_scored > 0
     stored = json.loads((nested_copy / "eval.json").read_text())
     quick = api.evaluate_run(nested_copy, max_tokens=128)
-    assert quick["tokens_scored"] < full["tokens_scored"]
-    assert quick["written"].endswith(f"eval-{quick['tokens_scored']}-tokens.json")
+    assert quick.report.tokens_scored < full.report.tokens_scored
+    assert quick.written.name == f"eval-{quick.report.tokens_scored}-tokens.json"
     assert json.loads((nested_copy / "eval.json").read_text()) == stored, "the fuller evaluation is kept"
     for b in (nested_copy / "baselines").iterdir():
-        assert json.loads((b / "eval.json").read_text())["tokens_scored"] == full["tokens_scored"]
+        assert json.loads((b / "eval.json").read_text())["tokens_scored"] == full.report.tokens_scored
     forced = api.evaluate_run(nested_copy, max_tokens=128, force=True)
-    assert forced["written"].endswith("/eval.json")
-    assert json.loads((nested_copy / "eval.json").read_text())["tokens_scored"] == quick["tokens_scored"]
+    assert forced.written.name == "eval.json"
+    assert json.loads((nested_copy / "eval.json").read_text())["tokens_scored"] == quick.report.tokens_scored
 
 
 def test_eval_keeps_the_figures_of_baselines_that_ship_no_weights(nested_copy):
@@ -134,6 +134,6 @@ def test_eval_keeps_the_figures_of_baselines_that_ship_no_weights(nested_copy):
     row = json.loads(stored)["widths"][0]
     for f in (student / "model").glob("*.safetensors"):
         f.unlink()
-    report = api.evaluate_run(nested_copy, max_tokens=512)
+    report = api.evaluate_run(nested_copy, max_tokens=512).report.to_json()
     assert report["baselines"]["independent"] == [row] and "kept_baselines" in report
     assert (student / "eval.json").read_bytes() == stored

@@ -75,7 +75,7 @@ def test_sigkill_during_an_eval_json_write_keeps_the_old_file(tmp_path):
     target.write_text(json.dumps({"widths": [{"ppl": 1.5}]}))
     res = run_child(f"""
         import os, signal
-        from nml_core.store import files
+        from nml_core import files
         files.os.replace = lambda a, b: os.kill(os.getpid(), signal.SIGKILL)   # dies between write and rename
         files.atomic_write_json(__import__("pathlib").Path({str(target)!r}), {{"widths": [{{"ppl": 9.9}}]}})
     """)
@@ -208,7 +208,7 @@ def test_a_corrupt_checkpoint_gives_one_line(teacher_run, tmp_path, capsys):
 
 def test_a_full_disk_gives_one_line_and_keeps_the_old_file(nested_copy, capsys, monkeypatch):
     before = (nested_copy / "eval.json").read_bytes() if (nested_copy / "eval.json").exists() else None
-    from nml_core.store import files
+    from nml_core import files
 
     class FullDisk:
         def __init__(self, f):
@@ -295,3 +295,15 @@ def test_bad_uploads_are_refused_and_nothing_is_written(tmp_path, raw, words):
     assert not (tmp_path / "uploads").exists() or not list((tmp_path / "uploads").iterdir())
     ok = save_text_upload("play.txt", "To be, or not to be".encode(), tmp_path / "uploads")
     assert ok.read_text() == "To be, or not to be"
+
+
+def test_only_a_stopped_peer_is_an_interruption():
+    """In a multi-process run, a collective that finds its peer gone is an interruption to resume; any other
+    RuntimeError (a bug: a shape mismatch, say) is raised as what it is, in one process or several."""
+    import torch
+    from nml_core.training.loop import peer_stopped
+    bug = RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x64 and 32x64)")
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+    assert not peer_stopped(bug, 2) and not peer_stopped(bug, 1)
+    assert peer_stopped(gone, 2) and not peer_stopped(gone, 1)
+    assert peer_stopped(torch.distributed.DistBackendError("NCCL error"), 2)

@@ -66,6 +66,6 @@ def test_every_start_is_fine_tuned_with_the_same_recipe(nested_copy, task, metri
                                          (["--task", "genre", "--starts", "independent"], "no independent-KD student"),
                                          (["--task", "genre", "--starts", "bogus"], "unknown starting point")])
 def test_bad_finetune_input_is_one_line(nested_copy, capsys, argv, words):
-    code = main(["finetune", str(nested_copy), "--width", "0.5", "--steps", "1", "--device", "cpu"] + argv)
+    code = main(["finetune", str(nested_copy), "--width", "0.5", "--steps", "1", "--ctx", "32", "--device", "cpu"] + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err

@@ -52,7 +52,7 @@ def test_a_ta_run_trains_evaluates_and_exports(teacher_run, ta_dir, tmp_path):
     model, _ = api.load_run_model(run)
     assert model.config.n_embd == 32, "the nested model is the TA, not a copy of the 64-wide teacher"
     api.baseline(run.path, "naive")
-    report = api.evaluate_run(run.path, max_tokens=128, device="cpu")
+    report = api.evaluate_run(run.path, max_tokens=128, device="cpu").report.to_json()
     assert report["teacher"]["n_embd"] == 64 and report["widths"][0]["n_embd"] == 32  # the teacher keeps its own shape
     assert [r["width"] for r in report["baselines"]["naive"]] == [0.5, 0.25]
     assert {p["group"] for p in run_points(load_run(run.path))} == {"teacher", "MatTA", "naive slice"}

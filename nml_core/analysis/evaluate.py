@@ -8,6 +8,7 @@ of positions where the model's top-1 equals the teacher's; kl = mean per-token K
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -77,3 +78,25 @@ def unigram_ppl(train_ids, val_ids, vocab_size: int) -> float:
     counts = torch.bincount(torch.as_tensor(train_ids.astype("int64")), minlength=vocab_size).double() + 1
     logp = (counts / counts.sum()).log()
     return round(math.exp(-logp[torch.as_tensor(val_ids[1:].astype("int64"))].mean().item()), 2)
+
+
+@dataclass
+class EvalReport:
+    """What `eval` measured: eval.json's content, typed. Each row is one model's scores (evaluate_models' fields
+    plus its shape and cost: width, depth, params, flops_per_token, ...)."""
+    meta: dict  # protocol, doc_start, train_nll, data, ctx, evaluated: how the rows were measured
+    widths: list[dict]  # the nested run's (width, depth) students, or a teacher run's one row
+    teacher: dict | None = None
+    baselines: dict[str, list[dict]] = field(default_factory=dict)  # naive / independent rows
+    unigram_ppl: float | None = None
+    kept_baselines: str | None = None  # rows of weightless baselines, kept from their stored eval.json
+
+    @property
+    def tokens_scored(self) -> int:
+        return self.widths[0]["tokens"] if self.widths else 0
+
+    def to_json(self) -> dict:
+        out = {**self.meta, "teacher": self.teacher, "widths": self.widths, "baselines": self.baselines or None,
+               "unigram_ppl": self.unigram_ppl, "kept_baselines": self.kept_baselines,
+               "tokens_scored": self.tokens_scored}
+        return {k: v for k, v in out.items() if v is not None}

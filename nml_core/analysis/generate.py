@@ -14,6 +14,16 @@ from ..nesting.elastic import ElasticGPT2
 
 
 @torch.inference_mode()
+def context_cap(n_positions: int, n_prompt: int, max_new_tokens: int) -> str | None:
+    """One line saying how generate_ids caps this request at the model's context, or None where nothing is cut."""
+    kept = min(n_prompt, n_positions - 1)
+    steps = min(max_new_tokens, n_positions - max(kept, 1))
+    if kept == n_prompt and steps == max_new_tokens:
+        return None
+    return (f"the model reads {n_positions} positions: " + (f"the prompt's last {kept} of {n_prompt} tokens are kept, "
+            if kept < n_prompt else "") + f"{steps} of the {max_new_tokens} new tokens asked for fit after it")
+
+
 def generate_ids(elastic: ElasticGPT2, prompt_ids: list[int], width: float, max_new_tokens: int = 40,
                  temperature: float = 0.0, seed: int = 0, static_cache: bool = False, depth: float = 1.0) -> list[int]:
     """Greedy (temperature 0) or sampled continuation of `prompt_ids` at (width, depth); returns the new ids only.

@@ -34,7 +34,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from .. import device as devices
 from ..errors import NMLError
 from ..training.precision import bf16_probe
-from ..store.files import atomic_write_json, read_json
+from ..files import atomic_write_json, read_json
 from ..store.runs import now
 from .latency import interleaved_timings
 

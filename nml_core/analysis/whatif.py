@@ -194,18 +194,21 @@ def best_within_budget(rows: list[dict], latency_key: str, latency_budget: float
 def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = None) -> list[dict]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
-    from .profile import PRESETS, preset_base, preset_profile
+    from .profile import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
     errors = errors or {}
     out, seen = [], set()
+    base = preset_base(profiles)
     for run in runs:
         for key, lat in run.latency().items():
             if key not in seen:
                 seen.add(key)
-                out.append({"key": key, "kind": "measured", "name": lat["device_name"], "profile": profiles.get(key),
+                # what a workload or batch its latency file lacks is projected from: its own profile, else its preset
+                fallback = profiles.get(key) or (preset_profile(PRESET_FOR_KEY[key], base)
+                                                 if key in PRESET_FOR_KEY and base else None)
+                out.append({"key": key, "kind": "measured", "name": lat["device_name"], "profile": fallback,
                             "label": f"{lat['device_name']} ({_threads(lat)}) — measured",
                             "provenance": lat.get("provenance"),
                             "error": errors.get("by_device", {}).get(key)})  # for the shapes it projects
-    base = preset_base(profiles)
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
     for prof in candidates:
@@ -241,10 +244,13 @@ def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: 
             proj = project(choice["profile"], cfg, dims, n=ctx, batches=tuple(sorted({1, 8, batch})))
             if not measured_here:
                 row["prefill_ms"] = proj[key]
+            if row.get("decode_ms") is None:
+                row["decode_ms"] = proj["decode_ms"]
             if choice["kind"] == "projected":
                 row.update(decode_ms=proj["decode_ms"], decode_tok_s=proj["decode_tok_s"],
                            **{m: proj[m] for m in MEASURES})
         row["prefill_measured"] = measured_here
+        row["projected_here"] = choice["kind"] == "measured" and not measured_here and row["prefill_ms"] is not None
         out.append(row)
     return out
 

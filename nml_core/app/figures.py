@@ -70,12 +70,12 @@ def pareto_figure(points: list[dict], front: list[bool], quality: str, cost: str
         fig.add_scatter(x=[p[cost] for p in ps], y=[p[quality] for p in ps], mode="markers" if cut else "markers+text",
                         name=group, text=[subnet_label(p) for p in ps], textposition="top center",
                         marker=dict(size=7 if cut else 11, color=PALETTE.get(group.replace(" untrained cut", "")),
-                                    symbol=["diamond" if p.get("depth", 1.0) < 1 else "circle" for p in ps]
-                                    if not cut else "circle-open"),
+                                    symbol=[marker_symbol(p) for p in ps] if not cut else "circle-open"),
                         customdata=[[subnet_label(p), p["params"] / 1e6, p.get("ppl"), p.get("acc"), p[cost]] for p in ps],
                         hovertemplate=(f"<b>{group}</b> width %{{customdata[0]}}<br>params %{{customdata[1]:.2f}}M<br>"
                                        "val ppl %{customdata[2]:.2f}<br>top-1 acc %{customdata[3]:.3f}<br>"
                                        f"{cost_title or COST[cost][0]}: %{{customdata[4]:.4g}}<extra></extra>"))
+    _legend_of_markers(fig, points)
     on = sorted((p for p, f in zip(points, front) if f), key=lambda p: p[cost])
     if on:
         fig.add_scatter(x=[p[cost] for p in on], y=[p[quality] for p in on], mode="lines", name="Pareto frontier",
@@ -87,9 +87,31 @@ def pareto_figure(points: list[dict], front: list[bool], quality: str, cost: str
     return fig
 
 
-def kl_strip_figure(tokens: list[str], kl: list[float], title: str) -> go.Figure:
-    """KL(teacher || student) at each generated position, as a one-row heatmap."""
-    fig = go.Figure(go.Heatmap(z=[kl], x=list(range(len(kl))), colorscale="Reds", zmin=0, colorbar=dict(title="KL"),
+def marker_symbol(p: dict) -> str:
+    """circle: every layer; diamond: a depth-reduced student; a dot inside: its latency is projected on a device
+    whose measurement lacks this workload or batch."""
+    shape = "diamond" if p.get("depth", 1.0) < 1 else "circle"
+    return shape + ("-dot" if p.get("prefill_measured") is False and p.get("projected_here") else "")
+
+
+def _legend_of_markers(fig: go.Figure, points: list[dict]) -> None:
+    """Legend entries for what a marker's shape says (the groups' entries say what its colour says)."""
+    kinds = [("circle", "● every layer", True), ("diamond", "◆ depth-reduced (fewer layers)",
+                                                     any(p.get("depth", 1.0) < 1 for p in points)),
+             ("circle-open", "○ untrained cut (never a training target)",
+              any(p["group"].endswith("untrained cut") for p in points)),
+             ("circle-dot", "⊙ latency projected (not measured here)", any(p.get("projected_here") for p in points))]
+    for symbol, name, shown in kinds:
+        if shown:
+            fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="markers",
+                            marker=dict(symbol=symbol, size=10, color="grey"), hoverinfo="skip")
+
+
+def kl_strip_figure(tokens: list[str], kl: list[float], title: str, zmax: float | None = None) -> go.Figure:
+    """KL(teacher || student) at each generated position, as a one-row heatmap; zmax: the colour scale's top,
+    shared by every strip on a page so that equal colours mean equal KL."""
+    fig = go.Figure(go.Heatmap(z=[kl], x=list(range(len(kl))), colorscale="Reds", zmin=0, zmax=zmax,
+                               colorbar=dict(title="KL"),
                                customdata=[[repr(t) for t in tokens]],
                                hovertemplate="position %{x} %{customdata}: KL %{z:.3f} nats<extra></extra>"))
     fig.update_layout(title=title, height=150, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="generated position",
@@ -103,12 +125,25 @@ def surprise_alpha(p: float, floor: float = 1e-3) -> float:
     return round(min(1.0, max(0.0, math.log(max(p, 1e-12)) / math.log(floor))), 3)
 
 
-def token_html(tokens: list[str], probs: list[float]) -> str:
-    """Tokens on a red background whose strength is the teacher's surprise at them (surprise_alpha)."""
+WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible_token(token: str) -> str:
+    """A token as a table cell shows it: a whitespace-only token as its symbols (␣ space, ↵ newline, ⇥ tab), an
+    empty one as ∅, never a blank cell."""
+    if token == "":
+        return "∅"
+    return "".join(WHITESPACE.get(c, c) for c in token) if not token.strip() else token
+
+
+def token_html(tokens: list[str], probs: list[float], shade: bool = True) -> str:
+    """Tokens on a red background whose strength is the teacher's surprise at them (surprise_alpha); shade=False:
+    plain (the teacher's own sample: its surprise at its own draw says nothing about a student)."""
     spans = []
     for i, (t, p) in enumerate(zip(tokens, probs)):
-        shown = html.escape(t).replace("\n", "↵<br>")  # line breaks stay visible as tokens
-        spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{surprise_alpha(p)});'
+        shown = html.escape(visible_token(t) if not t.strip() and "\n" not in t else t).replace("\n", "↵<br>")
+        alpha = surprise_alpha(p) if shade else 0
+        spans.append(f'<span title="#{i}: teacher p = {p:.3f}" style="background: rgba(214,39,40,{alpha});'
                      f'border-radius: 3px; white-space: pre-wrap">{shown}</span>')
     return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"
 

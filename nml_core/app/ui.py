@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from .. import device as devices
 from ..errors import NMLError
-from ..store.files import REBUILD_HINT, read_json
+from ..files import REBUILD_HINT
 from ..store.runs import Run, find_runs, load_run, weight_files
 from ..store.runs import has_weights as store_has_weights
 
@@ -179,12 +181,40 @@ def finetune_results(run: Run, task: str) -> dict[str, dict]:
     return load_results(run.path, task)
 
 
-def recipe_field(name: str) -> dict:
-    """{label, help, default, choices} of a TrainConfig field for the Train page's form; the defaults are the
-    shipped NML run's recipe where it differs (a run that finishes in minutes on a laptop CPU)."""
-    from ..training.config import SHIPPED_RECIPE, describe
-    d = describe(name)
-    return {**d, "default": SHIPPED_RECIPE.get(name, d["default"])}
+def recipe_field(name: str):
+    """The declaration (nml_core.inputs.Input: label, help, range, choices) of a TrainConfig field for the Train
+    page's form; the default is the shipped NML run's recipe where it differs (minutes on a laptop CPU)."""
+    from dataclasses import replace
+    from ..training.config import SHIPPED_RECIPE, field_input
+    spec = field_input(name)
+    return replace(spec, default=SHIPPED_RECIPE.get(name, spec.default))
+
+
+def command_input(command: str, name: str):
+    """The declaration of one CLI input (nml_core.commands): the page field that sets it takes the same range."""
+    from ..commands import COMMANDS
+    return COMMANDS[command].input(name)
+
+
+@dataclass(frozen=True)
+class SamplingInputs:
+    max_new: Any
+    temperature: Any
+    seed: Any
+
+
+def sampling_inputs() -> SamplingInputs:
+    """How many tokens, at what temperature, from which seed: generate's inputs, as every page that samples shows
+    them."""
+    return SamplingInputs(*(command_input("generate", n) for n in ("--max-new-tokens", "--temperature", "--seed")))
+
+
+def number_field(where, spec, key: str, value=None, **kw):
+    """A number input bounded by the input's declared range, so the page takes what the CLI takes (an open lower
+    bound, like a learning rate's 0, is refused by the recipe's own check in one line)."""
+    cast = int if spec.kind == "int" else float
+    return where.number_input(spec.label or spec.name, min_value=cast(spec.low), max_value=cast(spec.high),
+                              value=cast(spec.default if value is None else value), key=key, help=spec.help, **kw)
 
 
 def fmt_params(n: float) -> str:

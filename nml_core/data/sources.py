@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NMLError
-from ..store.files import atomic_write_bytes, atomic_write_json
-from ..store.hub import hub_reachable
+from ..files import atomic_write_bytes, atomic_write_json
+from ..hub import hub_reachable
 from .documents import split_documents
 
 VAL_EVERY = 10  # one in VAL_EVERY files (or the last 1/VAL_EVERY of tokens) is validation

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NMLError
-from ..store.files import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def bundled_gpt2_tokenizer_dir(cache: Path | None = None) -> Path:

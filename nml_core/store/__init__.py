@@ -1,2 +1,2 @@
-"""Storage: atomic files, run directories, where models come from (hub, local, runs), export of stock HF
+"""Storage: run directories, where models come from (hub, local, runs), export of stock HF
 model directories, and background training jobs."""

@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel
 
 from ..arch.gpt2 import TIED
 from ..errors import NMLError
-from .files import atomic_write_json
+from ..files import atomic_write_json
 from .runs import Run
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2LMHeadModel
 
-from ..errors import NMLError
-from .files import atomic_write_bytes, check_new_folder
+from ..files import atomic_write_bytes, check_new_folder
 
 
 EXPORT_MARK = ".nml-export"  # left in every exported directory: only a directory holding it may be replaced

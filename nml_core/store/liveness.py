@@ -10,7 +10,7 @@ import time
 from ..device import is_main_process
 from ..errors import NMLError
 from .checkpoints import latest_checkpoint
-from .files import atomic_write_json, read_json
+from ..files import atomic_write_json, read_json
 from .runs import Run, process_record
 
 HEARTBEAT_FILE = "heartbeat.json"

@@ -2,7 +2,7 @@
 stored runs, loaded onto a device.
 
 Only safetensors weights are loaded and remote code is never trusted. With no network and no local copy,
-a hub id fails at once with one line instead of retrying for minutes (nml_core.store.hub).
+a hub id fails at once with one line instead of retrying for minutes (nml_core.hub).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ..arch.gpt2 import check_model_type
 from ..data.sources import TokenData, load_token_dir
 from ..data.tokenizer import load_tokenizer
 from ..errors import NMLError
-from .files import read_json
-from .hub import HUB_TEACHERS, hub_cached, hub_reachable
+from ..files import read_json
+from ..hub import HUB_TEACHERS, hub_cached, hub_reachable
 from .runs import RUN_FILE, Run, check_model_dir, load_run
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..device import is_main_process, wait_for_everyone, world_size
 from ..errors import NMLError
-from .files import REBUILD_HINT, atomic_write_json, check_new_folder, read_json
+from ..files import REBUILD_HINT, atomic_write_json, check_new_folder, read_json
 
 RUN_FILE = "run.json"
 KINDS = ("pretrain", "nested", "independent", "naive")

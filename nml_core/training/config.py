@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 from ..device import DEVICE_CHOICES, PRECISION_CHOICES
 from ..errors import NMLError
+from ..inputs import Input
 
 STRATEGIES = ("all", "sandwich", "random")
 KD_SOURCES = ("teacher", "cascade", "ta")
@@ -20,35 +21,40 @@ KD_SOURCES = ("teacher", "cascade", "ta")
 SHIPPED_RECIPE = {"steps": 200, "batch_size": 8, "lr": 5e-4}
 
 
-def option(default, help: str, group: str | None = "train", choices: tuple | None = None, label: str | None = None):
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "label": label})
+def option(default, help: str, group: str | None = "train", choices: tuple | None = None, label: str | None = None,
+           low: float | None = None, high: float | None = None, low_open: bool = False):
+    """A recipe field; low/high: its range (numbers), the one the CLI, the Train page and __post_init__ enforce."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "label": label,
+                                            "low": low, "high": high, "low_open": low_open})
 
 
 @dataclass
 class TrainConfig:
-    steps: int = option(1000, "optimizer steps", label="Steps")
-    batch_size: int = option(16, "sequences per micro-batch", label="Batch size")
-    ctx: int = option(128, "context length of the training windows", label="Context")
-    lr: float = option(1e-3, "peak learning rate (AdamW)", label="Learning rate")
-    min_lr_ratio: float = option(0.1, "cosine decays to lr x this")
-    warmup: int = option(-1, "warm-up steps (-1: 5%% of --steps)")
-    weight_decay: float = option(0.1, "AdamW weight decay of the matrices")
-    grad_accum: int = option(1, "micro-batches per optimizer step")
-    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
-    seed: int = option(1337, "seed of the model init, batches and strategy draws")
-    alpha: float = option(0.5, "KD weight: alpha*KL*T^2 + (1-alpha)*CE", group="kd", label="alpha (KD weight)")
-    temperature: float = option(2.0, "KD temperature T", group="kd", label="Temperature")
+    steps: int = option(1000, "optimizer steps", label="Steps", low=1, high=10 ** 8)
+    batch_size: int = option(16, "sequences per micro-batch", label="Batch size", low=1, high=65536)
+    ctx: int = option(128, "context length of the training windows", label="Context", low=2, high=2 ** 20)
+    lr: float = option(1e-3, "peak learning rate (AdamW)", label="Learning rate", low=0, high=10, low_open=True)
+    min_lr_ratio: float = option(0.1, "cosine decays to lr x this", low=0, high=1)
+    warmup: int = option(-1, "warm-up steps (-1: 5%% of --steps)", low=-1, high=10 ** 8)
+    weight_decay: float = option(0.1, "AdamW weight decay of the matrices", low=0, high=10)
+    grad_accum: int = option(1, "micro-batches per optimizer step", low=1, high=65536)
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)", low=0, high=1e6)
+    seed: int = option(1337, "seed of the model init, batches and strategy draws", low=0, high=2 ** 32 - 1)
+    alpha: float = option(0.5, "KD weight: alpha*KL*T^2 + (1-alpha)*CE", group="kd", label="alpha (KD weight)",
+                          low=0, high=1)
+    temperature: float = option(2.0, "KD temperature T", group="kd", label="Temperature", low=0, high=100,
+                                low_open=True)
     strategy: str = option("all", "widths per step: all; sandwich = largest + smallest + one random; "
                            "random = one", group="kd", choices=STRATEGIES, label="Strategy")
     kd_source: str = option("teacher", "KD target of every width: the frozen teacher; cascade: the next larger "
                             "width; ta: the teacher for width 1 (the TA), the TA for the students, ramped in "
                             "(MatTA)", group="kd", choices=KD_SOURCES, label="KD source")
     ta_ramp: float = option(0.1, "--kd-source ta: fraction of the steps over which the TA->student term ramps "
-                            "in (the teacher's share ramps out)", group="kd")
-    checkpoint_every: int = option(100, "checkpoint every N steps")
-    log_every: int = option(5, "log a metrics.jsonl row every N steps")
-    eval_every: int = option(0, "log val loss every N steps (0: never)")
-    eval_windows: int = option(16, "val windows of the periodic val loss", group=None)
+                            "in (the teacher's share ramps out)", group="kd", low=0, high=1)
+    checkpoint_every: int = option(100, "checkpoint every N steps", low=1, high=10 ** 8)
+    log_every: int = option(5, "log a metrics.jsonl row every N steps", low=1, high=10 ** 8)
+    eval_every: int = option(0, "log val loss every N steps (0: never)", low=0, high=10 ** 8)
+    eval_windows: int = option(16, "val windows of the periodic val loss", group=None, low=1, high=10 ** 6)
     device: str = option("auto", "auto picks CUDA when present", choices=DEVICE_CHOICES, label="Device")
     mixed_precision: str = option("auto", "auto: bf16 on a CUDA GPU that has it; on a CPU bf16 autocast where a "
                                   "probe measured it >= 1.2x faster than fp32 (kept per CPU), else fp32",
@@ -64,20 +70,14 @@ class TrainConfig:
                                        group="kd")
 
     def __post_init__(self):
-        checks = [(self.steps > 0, "--steps must be > 0"), (self.batch_size > 0, "--batch-size must be > 0"),
-                  (self.ctx > 1, "--ctx must be > 1"), (self.lr > 0, "--lr must be > 0"),
-                  (0 <= self.alpha <= 1, "--alpha must be in [0, 1]"),
-                  (self.temperature > 0, "--temperature must be > 0"),
-                  (self.grad_accum > 0, "--grad-accum must be > 0"),
-                  (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
-                  (self.kd_source in KD_SOURCES, f"--kd-source must be one of {', '.join(KD_SOURCES)}"),
-                  (0 <= self.ta_ramp <= 1, "--ta-ramp must be in [0, 1]"),
-                  (not (self.kd_source == "ta" and self.teacher_cache),
-                   "--kd-source ta mixes the teacher's full distribution with the TA's; drop --teacher-cache"),
-                  (self.device in DEVICE_CHOICES, "--device must be auto, cpu or cuda")]
-        for ok, message in checks:
-            if not ok:
-                raise NMLError(message)
+        for f in fields(self):  # every range and choice, as the CLI and the Train page enforce them
+            spec = config_input(f)
+            if spec.numeric:
+                spec.check(getattr(self, f.name))
+            elif spec.choices and getattr(self, f.name) not in spec.choices:
+                raise NMLError(f"{spec.name} {getattr(self, f.name)} is not one of {', '.join(spec.choices)}")
+        if self.kd_source == "ta" and self.teacher_cache:
+            raise NMLError("--kd-source ta mixes the teacher's full distribution with the TA's; drop --teacher-cache")
 
     @property
     def warmup_steps(self) -> int:
@@ -99,15 +99,21 @@ def option_fields(groups=("train", "kd")) -> list:
     return [f for f in fields(TrainConfig) if f.metadata.get("group") in groups]
 
 
+def config_input(f) -> Input:
+    """The declaration (nml_core.inputs) of one TrainConfig field: what its flag and its form field take."""
+    m = f.metadata
+    kind = "bool" if isinstance(f.default, bool) else {int: "int", float: "float"}.get(type(f.default), "str")
+    return Input(flag(f.name), m["help"].replace("%%", "%"), kind, f.default, m["low"], m["high"], m["low_open"],
+                 m["choices"], label=m["label"] or f.name)
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def describe(name: str) -> dict:
-    """{label, help, default, choices} of one field: what a form shows for it."""
-    f = next(f for f in fields(TrainConfig) if f.name == name)
-    return {"label": f.metadata.get("label") or name, "help": f.metadata["help"].replace("%%", "%"),
-            "default": f.default, "choices": f.metadata.get("choices")}
+def field_input(name: str) -> Input:
+    """The declaration of one field by name: what a form shows for it (label, help, default, range, choices)."""
+    return config_input(next(f for f in fields(TrainConfig) if f.name == name))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -27,7 +27,7 @@ from ..data.sources import TokenData
 from ..errors import NMLError
 from ..nesting.depth import as_subnet, subnet_key, subnets
 from ..nesting.elastic import ElasticGPT2
-from ..store.files import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..store.liveness import HEARTBEAT_S, beat
 from ..store.runs import Run, append_metrics, read_metrics
 from ..store.checkpoints import load_checkpoint, save_checkpoint
@@ -125,7 +125,11 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
         run.update(status="failed", error="out of memory")
         raise NMLError(f"out of memory at batch size {cfg.batch_size}; retry with a smaller --batch-size "
                        "(and --grad-accum to keep the tokens per step)") from None
-    except (KeyboardInterrupt, RuntimeError) as e:
+    except KeyboardInterrupt as e:
+        _stopped(s, e, bar)
+    except RuntimeError as e:
+        if not peer_stopped(e, s.accelerator.num_processes):
+            raise  # a real error, in one process or several: marks_failure records it as such
         _stopped(s, e, bar)
     bar.close()
     _checkpoint(s)
@@ -225,6 +229,15 @@ def _checkpoint(s: Session) -> None:
                         {"elapsed_s": time.time() - s.t0, "generator": s.sampler_state[0].tolist(),
                          "rng": s.sampler_state[1]})
     s.accelerator.wait_for_everyone()
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def peer_stopped(e: RuntimeError, processes: int) -> bool:
+    """Whether an error of a multi-process run means another process stopped (its collective found the peer
+    gone), not a bug of this one: only then is it an interruption to resume."""
+    return processes > 1 and (isinstance(e, torch.distributed.DistError) or any(w in str(e) for w in PEER_GONE))
 
 
 def _stopped(s: Session, e: BaseException, bar) -> None:

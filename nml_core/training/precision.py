@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import device as devices
-from ..store.files import atomic_write_json
+from ..files import atomic_write_json
 
 INFERENCE_PPL_TOLERANCE = 0.005  # bf16 inference must keep perplexity within 0.5% of fp32's to be chosen
 PROBE_SHAPE = dict(n_layer=4, n_embd=256, n_head=8, n_positions=128)  # GPT-2's vocabulary: the head is measured

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..data.batches import eval_windows
 from ..data.sources import TokenData
 from ..errors import NMLError
-from ..store.files import atomic_write_json, check_new_folder, read_json
+from ..files import atomic_write_json, check_new_folder, read_json
 
 FAR = -1.0e4  # a log-prob of exactly 0 probability in fp32 that keeps 0 * log-prob finite
 

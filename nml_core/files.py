@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import NMLError
+from .errors import NMLError
 
 REBUILD_HINT = "rebuild it (cached runs: python scripts/build_cached_runs.py)"
 
