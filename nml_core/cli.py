@@ -167,6 +167,8 @@ def _dispatch_using(a: argparse.Namespace) -> int:
         path, prof = api.profile_device(a.device, a.threads, a.out)
         print(report.format_profile(prof))
         print(f"wrote {path}")
+    elif a.command == "card":
+        print(f"wrote {report.write_run_card(a.run)}")
     elif a.command == "render-docs":
         from .docs import check_or_render
         print(check_or_render(Path(a.repo), a.check))

@@ -150,6 +150,7 @@ ALL = (
     Command("profile-device", "measure what the hardware what-if needs on this device (< 60 s)", (
         device_flag(), threads_flag(),
         Input("--out", "folder whose device_profiles/ receives <device key>.json", default="runs"))),
+    Command("card", "write a run's model card (README.md in the run) from its own files", (run_arg(),)),
     Command("render-docs", "rewrite the run-derived tables of README.md and BENCHMARKS.md from the runs' files", (
         Input("--check", "change nothing; exit 2 naming the blocks that differ", "bool", False),
         Input("--repo", "the checkout whose docs and cached_runs/ to use", default="."))),

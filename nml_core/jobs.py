@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NMLError
@@ -36,15 +37,40 @@ def train_argv(out: Path, teacher: str, data: str | None, widths: str, nest: str
 
 
 def follow_up_argvs(out: Path, eval_tokens: int | None, bench_repeats: int, device: str = "auto",
-                    grid: bool = False) -> list[list[str]]:
+                    grid: bool = False, naive: bool = False) -> list[list[str]]:
     """What runs once training is done, on the training's device, so the run arrives on every page
-    evaluated and timed (grid: a width x depth run's whole family scored too, for the Pareto page)."""
-    ev = [sys.executable, "-m", "nml_core", "eval", str(out), "--device", device]
-    if eval_tokens:
-        ev += ["--max-tokens", str(eval_tokens)]
-    grid_ev = [[sys.executable, "-m", "nml_core", "eval", str(out), "--grid", "--device", device]] if grid else []
-    return [ev, *grid_ev, [sys.executable, "-m", "nml_core", "bench", str(out), "--repeats", str(bench_repeats),
-                           "--device", device]]
+    evaluated, timed and with its model card (grid: a width x depth run's whole family scored too, for the
+    Pareto page; naive: the naive slice of the teacher recorded first, so eval scores it beside the students)."""
+    nml = [sys.executable, "-m", "nml_core"]
+    ev = nml + ["eval", str(out), "--device", device] + (["--max-tokens", str(eval_tokens)] if eval_tokens else [])
+    return ([nml + ["baseline", str(out), "--kind", "naive"]] if naive else []) + [ev] + \
+        ([nml + ["eval", str(out), "--grid", "--device", device]] if grid else []) + \
+        [nml + ["bench", str(out), "--repeats", str(bench_repeats), "--device", device], nml + ["card", str(out)]]
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """The classroom demo: the embedded teacher's widths 1 and 1/8 for a few steps, with the naive slice, a quick
+    evaluation and timing: NML's lesson on screen in about three minutes of a two-core laptop, all included."""
+    widths: str = "1,0.125"
+    steps: int = 180
+    batch_size: int = 4
+    lr: float = 2.5e-3
+    alpha: float = 0.9
+    eval_tokens: int = 4096
+    bench_repeats: int = 3
+
+    def recipe(self, device: str = "auto") -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, alpha=self.alpha, device=device,
+                           log_every=1, eval_every=max(1, self.steps // 6), checkpoint_every=max(1, self.steps // 3))
+
+    def argvs(self, out: Path, teacher: str, device: str = "auto") -> tuple[list[str], list[list[str]]]:
+        """(train, follow-ups) of the demo job."""
+        train = train_argv(out, teacher, None, self.widths, "ffn,heads,hidden", self.recipe(device))
+        return train, follow_up_argvs(out, self.eval_tokens, self.bench_repeats, device, naive=True)
+
+
+DEMO = DemoPreset()
 
 
 def unique_run_dir(root: Path, name: str) -> Path:
@@ -56,19 +82,21 @@ def unique_run_dir(root: Path, name: str) -> Path:
     return path
 
 
-def start_job(out: Path, train: list[str], follow_up: list[list[str]], cwd: Path | None = None) -> dict:
+def start_job(out: Path, train: list[str], follow_up: list[list[str]], cwd: Path | None = None,
+              trained: bool = False) -> dict:
     """Launch `train && follow_up...` detached from the caller; returns the job record. Two starts on one
-    directory at the same moment are serialised by a lock, so the second sees the first job and is refused."""
+    directory at the same moment are serialised by a lock, so the second sees the first job and is refused.
+    trained: the run is done training, only the follow-ups run (their evaluation or timing was stopped)."""
     import fcntl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / JOB_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / RUN_FILE).exists() and "--resume" not in train:
+        if (out / RUN_FILE).exists() and "--resume" not in train and not trained:
             raise NMLError(f"{out} already holds a run; pick another name")
         if job_alive(out):
             raise NMLError(f"{out} already has a job running; cancel it first")
-        script = " && ".join(shlex.join(a) for a in [train, *follow_up])
+        script = " && ".join(shlex.join(a) for a in ([] if trained else [train]) + follow_up)
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         with open(out / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(["/bin/sh", "-c", script], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
@@ -157,7 +185,13 @@ def resume_job(out: Path) -> dict:
     if not job:
         raise NMLError(f"{out} has no {JOB_FILE}; resume it from the command line with --resume")
     train = [a for a in job["train"] if a != "--resume"] + ["--resume"]
-    return start_job(out, train, job["follow_up"], Path(job["cwd"]) if job.get("cwd") else None)
+    trained = (Path(out) / RUN_FILE).exists() and read_json(Path(out) / RUN_FILE).get("status") == "done"
+    return start_job(out, train, job["follow_up"], Path(job["cwd"]) if job.get("cwd") else None, trained=trained)
+
+
+def follow_ups_done(run) -> dict[str, bool]:
+    """Which of a finished run's follow-ups left their files: what a stopped job reports it did."""
+    return {"evaluated": bool(run.eval()), "timed": bool(run.latency()), "card": (run.path / "README.md").exists()}
 
 
 def log_tail(out: Path, lines: int = 20) -> str:

@@ -266,3 +266,19 @@ def write_run_card(run_path) -> Path:
     path = run.path / "README.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def naive_lesson(run) -> str | None:
+    """NML's lesson in one line, from a nested run's own eval.json: at its smallest width, the naive slice of the
+    teacher against the nested student after the run's training time; None before both are scored."""
+    ev = run.eval() or {}
+    naive = {(r["width"], r.get("depth", 1.0)): r for r in ev.get("baselines", {}).get("naive", [])}
+    rows = [r for r in ev.get("widths", []) if (r["width"], r.get("depth", 1.0)) in naive]
+    if not rows:
+        return None
+    r = min(rows, key=lambda r: (r["width"], r.get("depth", 1.0)))
+    cut = naive[(r["width"], r.get("depth", 1.0))]
+    took = run.info.get("train_time_s")
+    return (f"width {subnet_label(r)}: naive slice {cut['ppl']:,.0f} → NML {r['ppl']:,.0f} perplexity"
+            + (f" after {took:.0f} s of training" if took else "")
+            + f" ({cut['ppl'] / r['ppl']:.1f}x lower; teacher {ev['teacher']['ppl']:,.1f})")

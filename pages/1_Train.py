@@ -20,9 +20,12 @@ def _hub_status(model_id: str) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict, depths: tuple = (1.0,)) -> dict:
+def _estimate(teacher: str, widths: tuple, nest: str, cfg_fields: dict, depths: tuple = (1.0,),
+              follow: tuple | None = None) -> dict:
+    """follow: (eval tokens, bench repeats, processes) of the job's follow-ups, counted in the total."""
     model = api.load_gpt2(teacher)[0]
-    return api.estimate(model, list(widths), api.parse_axes(nest), api.TrainConfig(**cfg_fields), depths=list(depths))
+    return api.estimate(model, list(widths), api.parse_axes(nest), api.TrainConfig(**cfg_fields), depths=list(depths),
+                        follow=api.FollowUps(*follow) if follow else None)
 
 
 runs = ui.all_runs()
@@ -32,6 +35,32 @@ teachers = {f"{r.name} — {r.info.get('label', 'run')}": str(r.path) for r in r
 for model_id, label in api.HUB_TEACHERS.items():
     teachers[f"{label} — hub: {_hub_status(model_id)}"] = model_id
 teachers["a local Hugging Face GPT-2 directory…"] = "local"
+
+# ---- the classroom demo: one click, about three minutes on a laptop, the lesson on screen
+embedded = next((r for r in runs if r.kind == "pretrain" and r.status == "done" and ui.has_weights(r)), None)
+if embedded:
+    st.subheader("Classroom demo")
+    demo = api.jobs.DEMO
+    st.markdown(f"Nested students of `{embedded.name}` at widths {demo.widths.replace(',', ', ')} for {demo.steps} "
+                "steps; before training the naive slice of the teacher is scored at the same widths (step 0 of "
+                "the curves), after it the students, the naive slice and their latency.")
+    dc = st.columns([1, 1, 2])
+    if dc[0].button("Estimate the demo", key="demo_estimate"):
+        with st.spinner("Timing a nested step, the forwards evaluation and timing run, and a process start…"):
+            st.session_state["demo_estimated"] = _estimate(
+                str(embedded.path), tuple(api.parse_widths(demo.widths)), "ffn,heads,hidden",
+                asdict(demo.recipe(str(ui.app_device()))), follow=(demo.eval_tokens, demo.bench_repeats, 5))
+    if dc[1].button("Run the demo", type="primary", key="demo_start"):
+        with ui.friendly_errors():
+            out = api.jobs.unique_run_dir(ui.new_runs_root(), "demo")
+            api.jobs.start_job(out, *demo.argvs(out, str(embedded.path), str(ui.app_device())), cwd=ui.ROOT)
+            st.session_state["job_path"] = st.session_state["job_pick"] = str(out)
+    if "demo_estimated" in st.session_state:
+        est = st.session_state["demo_estimated"]
+        dc[2].metric("Expected time, all included", f"{est['total_minutes']:.1f} min",
+                     help=f"training {est['minutes']:.1f} min + evaluation {est['follow_up_s']['eval_s']:.0f} s + "
+                          f"timing {est['follow_up_s']['bench_s']:.0f} s + process starts "
+                          f"{est['follow_up_s']['processes_s']:.0f} s")
 
 with st.form("recipe"):
     st.subheader("Recipe")
@@ -73,8 +102,8 @@ with st.form("recipe"):
                                  f"{torch.cuda.get_device_name(0) if gpu else 'no CUDA GPU, CPU only'}")
     name = h[3].text_input("Run name", "my-nml-run", key="train_name")
     c = st.columns(2)
-    want_estimate = c[0].form_submit_button("Estimate cost")
-    want_start = c[1].form_submit_button("Start training", type="primary")
+    want_estimate = c[0].form_submit_button("Estimate cost", key="train_estimate")
+    want_start = c[1].form_submit_button("Start training", type="primary", key="train_start")
 
 
 def resolve_choices():
@@ -122,21 +151,25 @@ if want_estimate or want_start:
         teacher, data, widths, depths, axes, cfg = resolve_choices()
         if want_estimate:
             with st.spinner("Timing one nested step on this device…"):
-                est = _estimate(teacher, tuple(widths), nest, asdict(cfg), tuple(depths))
+                est = _estimate(teacher, tuple(widths), nest, asdict(cfg), tuple(depths),
+                                follow=(16384, 5, 4 + (depths != [1.0])))
             e = st.columns(4)
             e[0].metric("Tokens", f"{est['tokens']:,}")
             e[1].metric("Training compute", f"{est['flops'] / 1e12:.1f} TFLOP")
             e[2].metric("Throughput", f"{est['tokens_per_s']:.0f} tokens/s")
-            e[3].metric("Expected time", f"{est['minutes']:.1f} min")
-            st.caption(f"From {est['calibration']}. FLOPs count forward + backward of every width and the "
-                       "teacher's forward (nml_core/training/estimate.py).")
+            e[3].metric("Expected time, all included", f"{est['total_minutes']:.1f} min",
+                        help=f"training {est['minutes']:.1f} min, then evaluation, timing and the model card "
+                             f"{est['follow_up_s']['total_s']:.0f} s")
+            st.caption(f"From {est['calibration']}; evaluation and timing from forwards timed at their shapes and "
+                       "a timed process start. FLOPs count forward + backward of every width and the teacher's "
+                       "forward (nml_core/training/estimate.py).")
         if want_start:
             out = api.jobs.unique_run_dir(ui.new_runs_root(), name)
             api.jobs.start_job(out, api.jobs.train_argv(out, teacher, data, ",".join(f"{w:g}" for w in widths), nest, cfg,
                                                 ",".join(f"{d:.6g}" for d in depths)),
                            api.jobs.follow_up_argvs(out, eval_tokens=16384, bench_repeats=5, device=cfg.device,
                                                 grid=depths != [1.0]), cwd=ui.ROOT)
-            st.session_state["job_path"] = str(out)
+            st.session_state["job_path"] = st.session_state["job_pick"] = str(out)  # the newest job is followed
             st.success(f"Started {out.name} in the background: it keeps running if you close this tab.")
 
 # ---- jobs: follow the running one (re-attached after a refresh from the run directory)
@@ -152,7 +185,7 @@ names = [str(p) for p in job_dirs]
 running = [str(p) for p in job_dirs if api.jobs.job_alive(p)]
 default = st.session_state.get("job_path") or (running[0] if running else names[-1])
 job_path = Path(st.selectbox("Job", names, index=names.index(default) if default in names else len(names) - 1,
-                             format_func=lambda p: Path(p).name + ("  (running)" if p in running else ""),
+                             format_func=lambda p: Path(p).name,
                              key="job_pick"))
 st.session_state["job_path"] = str(job_path)
 
@@ -168,8 +201,9 @@ def follow(path: Path):
     status = run.status if run else "starting"
     rows = api.read_metrics(path)
     total = run.info.get("hparams", {}).get("steps") if run else None
-    if rows and total:
-        last = rows[-1]
+    stepped = [r for r in rows if r["step"] > 0]  # step 0: the val CE before any update (the landmarks)
+    if stepped and total:
+        last = stepped[-1]
         left_s = (total - last["step"]) * last["elapsed_s"] / max(1, last["step"])
         st.progress(min(1.0, last["step"] / total),
                     text=f"step {last['step']}/{total} · {last['tokens_per_s']:.0f} tokens/s · "
@@ -191,14 +225,26 @@ def follow(path: Path):
         if not stopped:
             st.warning("The job is still checkpointing; it will stop on its own.")
         st.rerun()
-    if not alive and status in ("cancelled", "failed", "running") and b[1].button("Resume", key="job_resume"):
+    done = api.jobs.follow_ups_done(run) if run and status == "done" else {}
+    stopped_after = not alive and done and not all(done.values())  # trained, then evaluation or timing was stopped
+    if not alive and (status in ("cancelled", "failed", "running") or stopped_after) and \
+            b[1].button("Resume", key="job_resume"):
         with ui.friendly_errors():
             api.jobs.resume_job(path)
         st.rerun()
     with st.expander("Log", expanded=status == "failed"):
         st.code(api.jobs.log_tail(path) or "(no output yet)", language=None)
-    if not alive and status == "done" and run and run.eval():
-        st.success("Finished, evaluated and timed: it now appears on every page.")
+    if stopped_after:
+        st.warning("Trained, then stopped: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in done.items())
+                   + " — Resume runs what is missing.")
+    elif not alive and done:
+        job = api.jobs.read_job(path) or {}
+        wall = (path / "README.md").stat().st_mtime - job["started"] if job.get("started") else None
+        st.success("Finished, evaluated, timed and its model card written: it now appears on every page"
+                   + (f" ({wall / 60:.1f} min from start to card)." if wall else "."))
+        lesson = api.report.naive_lesson(run)
+        if lesson:
+            st.markdown(f"### {lesson}")
 
 
 follow(job_path)

@@ -32,6 +32,9 @@ def student_name(s):
 widths = st.multiselect("Students (width x depth; any depth cuts the run's ranked layers, trained or not)", cuts,
                         default=[s for s in api.subnets(run.widths, run.depths) if s != (1.0, 1.0)][:2],
                         format_func=student_name, key="compare_widths")
+naive = ui.naive_model(run) if run.kind == "nested" else None
+with_naive = naive is not None and st.checkbox("Beside each student, the naive slice of the teacher at its shape "
+                                               "(no training: what NML starts from)", True, key="compare_naive")
 c = st.columns(4)
 gen = ui.sampling_inputs()  # the generate command's declarations: one sampling default on every page
 max_new = c[0].slider(gen.max_new.label, 8, max(8, min(64, elastic.config.n_positions - 16)), 32, key="compare_new",
@@ -49,7 +52,9 @@ if st.button("Generate and compare", type="primary", key="compare_go"):
     results = {}
     with st.spinner("Generating with the teacher and each student…"), ui.friendly_errors():
         teacher_fn = lambda x: teacher(x).logits  # noqa: E731
-        for name, model, (w, d) in [("teacher", teacher, (1.0, 1.0))] + [(student_name(s), elastic, s) for s in widths]:
+        chosen = [("teacher", teacher, (1.0, 1.0))] + [(student_name(s), elastic, s) for s in widths] + \
+            [(f"naive {student_name(s)}", naive, s) for s in widths if with_naive]
+        for name, model, (w, d) in chosen:
             new = api.generate_ids(model, ids, w, max_new, temperature, int(seed),
                                static_cache=ui.app_device().type == "cuda", depth=d)
             results[name] = api.diagnose(teacher_fn, lambda x, w=w, d=d, m=model: m(x, width=w, depth=d).logits, tokenizer,

@@ -60,14 +60,19 @@ if choice["kind"] == "projected":
 elif choice.get("provenance"):
     st.caption(f"Measured: {choice['provenance']}")
 missing = [p for p in points if choice["kind"] == "measured" and not p["prefill_measured"]]
-if missing and choice.get("profile"):
-    st.caption(f"{choice['name']} was not measured for {api.whatif.WORKLOADS[workload]} at batch {batch}: "
-               f"{len(missing)} of the {len(points)} latencies are **projected** from "
-               f"{choice['profile']['device_name']}'s {choice['profile'].get('kind', '')} profile, and marked so.")
-elif missing:
-    st.caption(f"{choice['name']} was not measured for {api.whatif.WORKLOADS[workload]} at batch {batch}, and no "
-               "profile of it is here to project from: those points have no latency.")
-
+unpriced = [p for p in missing if p.get("prefill_ms") is None]
+what = f"{api.whatif.WORKLOADS[workload]} at batch {batch}"
+if missing and not unpriced:
+    st.caption(f"{choice['name']} was not measured for {what} for {len(missing)} of the {len(points)} models: "
+               f"their latencies are **projected** from {choice['profile']['device_name']}'s "
+               f"{choice['profile'].get('kind', '')} profile, marked ⊙ on the chart.")
+elif unpriced:  # no profile to project from (a bf16 file, say: profiles are fp32): left out, and said so
+    st.caption(f"{choice['name']} has no measurement of {what} for {len(unpriced)} of the {len(points)} models "
+               f"(runs: {', '.join(sorted({p['run'] for p in unpriced}))}) and no profile to project them from: "
+               "they are left off this chart.")
+    points = [p for p in points if p.get("prefill_ms") is not None]
+    if not points:
+        st.stop()
 cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else api.COST[cost][0]) + \
     (f" — projected on {choice['name']}" if choice["kind"] == "projected" and cost.endswith(("_ms", "_s")) else "")
 front = api.pareto_front(points, quality, cost)

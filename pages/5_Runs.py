@@ -21,8 +21,16 @@ choice = st.selectbox("Run", names, format_func=lambda p: Path(p).name, key="run
 run = runs[names.index(choice)]
 if run.status == "corrupt":
     st.error(run.info.get("error", "corrupt run"))
-elif api.run_state(run) == "interrupted":
+elif api.run_state(run) == "interrupted" or run.status in ("cancelled", "failed"):
     st.warning(api.resume_hint(run))
+stopped_after = run.status == "done" and not all(api.jobs.follow_ups_done(run).values())
+if api.jobs.read_job(run.path) and not api.jobs.job_alive(run.path) and \
+        (run.status in ("cancelled", "failed", "running") or stopped_after):
+    if st.button("Resume (training from its last checkpoint, then evaluation, timing and its card)",
+                 key="runs_resume", type="primary"):
+        with ui.friendly_errors():
+            api.jobs.resume_job(run.path)
+        st.success(f"Resumed {run.name} in the background; follow it on the Train page.")
 card = run.path / "README.md"
 with ui.friendly_errors():
     if card.exists():

@@ -8,8 +8,9 @@ from nml_core.app.figures import finetune_figure
 
 st.set_page_config(page_title="Fine-tune · NML Explorer", page_icon=":material/school:", layout="wide")
 st.title("Students as starting points")
-st.markdown("NML's second claim: nested students are better starting points for fine-tuning than students of the "
-            "same shape made otherwise. Each starting point below is fine-tuned with **the same recipe and steps**: "
+st.markdown("NML's second claim is that nested students are better starting points for fine-tuning than "
+            "students of the same shape made otherwise; the verdict under the table is computed from it. Each "
+            "starting point below is fine-tuned with **the same recipe and steps**: "
             "*genre* — which kind of work a held-out passage is from (comedy, tragedy, history, poem; split by "
             "whole work); *domain* — language modelling on Python's reference documentation (held out by topic).")
 
@@ -28,6 +29,9 @@ if results:
     st.dataframe(pd.DataFrame([{"width": r.width, "start": r.start, f"{metric} (mean ± std)": r.cell(),
                                 "seeds": len(r.seeds), "had read before fine-tuning": r.saw} for r in rows]),
                  hide_index=True, width="stretch")
+    said = api.finetune_verdict(rows, width)
+    if said:
+        st.markdown(f"**{said}**")
     info = next(iter(results.values()))["info"]
     st.caption(f"{metric}: " + ("test accuracy (higher is better)" if metric == "test_acc" else
                                 "held-out perplexity (lower is better)") + f"; split: {info.get('split')}"

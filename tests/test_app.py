@@ -106,7 +106,11 @@ def test_compare_shows_teacher_and_students(monkeypatch):
     at.button(key="compare_go").click().run()
     assert_clean(at)
     html = [m.value for m in at.markdown if "teacher p =" in m.value]
-    assert len(html) == 1 + len(at.multiselect(key="compare_widths").value)
+    # the teacher, each student, and beside each the naive slice of the teacher at its shape
+    assert len(html) == 1 + 2 * len(at.multiselect(key="compare_widths").value)
+    assert any(m.value.startswith("**naive width") for m in at.markdown)
+    teacher = next(h for h in html if "rgba(214,39,40,0)" in h and "rgba(214,39,40,0." not in h)
+    assert teacher, "the teacher's own sample is left plain"
     assert len(at.dataframe) == 2  # top-k tables of teacher and student
 
 
@@ -179,7 +183,7 @@ def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run, request):
     at.number_input(key="train_batch").set_value(2)
     at.number_input(key="train_ctx").set_value(16)
     at.text_input(key="train_name").set_value("from-the-app")
-    at.button[1].click().run()  # "Start training" (form submit)
+    at.button(key="train_start").click().run()
     assert_clean(at)
     out = run_dirs / "from-the-app"
     assert (out / jobs.JOB_FILE).exists()
@@ -190,8 +194,9 @@ def test_train_page_starts_a_job_and_follows_it(run_dirs, teacher_run, request):
     assert not jobs.job_alive(out), jobs.log_tail(out)
     run = load_run(out)
     assert run.status == "done", jobs.log_tail(out)
-    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3], "step 0: the val CE before any update"
     assert run.eval() and run.latency(), "eval and bench follow training automatically"
+    assert (out / "README.md").exists(), "a run trained in the app gets its model card"
     at.run()  # a refresh re-attaches to the job from the run directory
     assert_clean(at)
     assert any("Finished" in s.value for s in at.success)
@@ -201,7 +206,7 @@ def test_train_page_rejects_bad_widths(run_dirs, teacher_run):
     shutil.copytree(teacher_run, run_dirs / "teacher")
     at = open_page("pages/1_Train.py")
     at.text_input(key="train_widths").set_value("1,2")
-    at.button[0].click().run()  # Estimate
+    at.button(key="train_estimate").click().run()
     assert_clean(at)
     assert at.error and "outside (0, 1]" in at.error[0].value
 
@@ -218,3 +223,22 @@ def test_finetune_page_shows_each_starting_point(run_dirs, nested_run):
     table = at.dataframe[0].value
     assert set(table["start"]) == {"nml", "random"} and set(table["width"]) == {0.5}
     assert table["seeds"].tolist() == [1, 1] and any("nothing" in s for s in table["had read before fine-tuning"])
+
+
+def test_pareto_renders_every_device_for_every_workload(monkeypatch):
+    """Every device in the list (measured, profiled, preset) with each workload: no error box and no missing
+    latency; a measured device whose file lacks the workload falls back to its projection, and says so."""
+    monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    at = open_page("pages/4_Pareto.py")
+    at.multiselect(key="pareto_runs").set_value(["shakespeare-nml-depth", "shakespeare-nml"]).run()
+    for workload in ("ttft", "prefill"):
+        at.radio(key="pareto_workload").set_value(workload).run()
+        for device in at.selectbox(key="pareto_device").options:
+            at.selectbox(key="pareto_device").set_value(device).run()
+            assert_clean(at)
+            assert not at.error, (workload, device, [e.value for e in at.error])
+            table = at.dataframe[0].value
+            latency = next(c for c in table.columns if c.endswith("x128 (ms)"))
+            assert table[latency].notna().all(), (workload, device, table[table[latency].isna()].to_string()[:800])
+            if "H100 80GB" in device and workload == "ttft":  # its reference file predates time to first token
+                assert any("not measured for" in c.value and "projected" in c.value for c in at.caption)

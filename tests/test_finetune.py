@@ -69,3 +69,13 @@ def test_bad_finetune_input_is_one_line(nested_copy, capsys, argv, words):
     code = main(["finetune", str(nested_copy), "--width", "0.5", "--steps", "1", "--ctx", "32", "--device", "cpu"] + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_the_verdict_is_read_off_the_figures():
+    from nml_core.analysis.finetune_results import StartSummary, verdict
+    row = lambda start, mean, std: StartSummary(0.5, start, "test_acc", mean, std, [0, 1, 2], "")  # noqa: E731
+    said = verdict([row("nml", 0.60, 0.02), row("independent", 0.59, 0.03), row("random", 0.40, 0.02)], 0.5)
+    assert "within one standard deviation of independent" in said and "better than random" in said
+    ppl = [StartSummary(0.5, "nml", "val_ppl", 30.0, 1.0, [0, 1], ""), StartSummary(0.5, "naive", "val_ppl", 25.0, 1.0, [0, 1], "")]
+    assert "worse than naive" in verdict(ppl, 0.5)
+    assert verdict([row("nml", 0.6, 0.0)], 0.5) is None

@@ -175,7 +175,7 @@ def test_every_command_but_list_takes_the_same_device_flag():
     sub = build_parser()._subparsers._group_actions[0].choices
     for name, parser in sub.items():
         device = [a for a in parser._actions if a.dest == "device"]
-        if name in ("list", "render-docs", "whatif"):  # they compute nothing on a device
+        if name in ("list", "render-docs", "whatif", "card"):  # they compute nothing on a device
             assert not device
             continue
         assert device and device[0].default == "auto" and list(device[0].choices) == ["auto", "cpu", "cuda"], name

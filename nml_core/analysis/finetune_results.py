@@ -65,3 +65,26 @@ def finetune_table(results: dict[str, dict]) -> str:
         cells = {r.start: r.cell() for r in rows if r.width == width}
         lines.append(f"| {width:g} | " + " | ".join(cells.get(s, "—") for s in starts) + " |")
     return "\n".join(lines)
+
+
+def verdict(rows: list[StartSummary], width: float) -> str | None:
+    """One sentence from the figures: at this width, the nested student against each other start, better or worse
+    only where the gap exceeds both standard deviations (else: within the noise of the seeds)."""
+    mine = {r.start: r for r in rows if r.width == width}
+    nml = mine.get("nml")
+    if nml is None or len(mine) < 2:
+        return None
+    higher = nml.metric == "test_acc"
+    parts = []
+    for start, r in mine.items():
+        if start == "nml":
+            continue
+        gap = nml.mean - r.mean if higher else r.mean - nml.mean
+        if len(nml.seeds) < 2 or len(r.seeds) < 2:
+            call = "better" if gap > 0 else "worse" if gap < 0 else "level"
+            parts.append(f"{call} than {start} (one seed: no spread to judge by)")
+        elif abs(gap) <= max(nml.std, r.std):
+            parts.append(f"within one standard deviation of {start}")
+        else:
+            parts.append(f"{'better' if gap > 0 else 'worse'} than {start}")
+    return f"At width {width:g}, the nested student is " + "; ".join(parts) + f" ({nml.metric}, mean ± std over seeds)."

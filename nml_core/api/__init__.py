@@ -9,6 +9,7 @@ they read from the engine are re-exported here, once.
 from .. import jobs, report
 from ..analysis import budget, whatif
 from ..analysis.finetune_results import summarize
+from ..analysis.finetune_results import verdict as finetune_verdict
 from ..analysis.generate import diagnose, generate_ids
 from ..analysis.grid import same_subnet, subnet_row
 from ..analysis.latency import bench_widths
@@ -25,7 +26,7 @@ from ..store.liveness import resume_hint, run_state
 from ..store.models import load_gpt2, load_run_model, run_config, run_tokens, same_teacher
 from ..store.runs import load_run, read_metrics
 from ..training.config import TrainConfig
-from ..training.estimate import estimate
+from ..training.estimate import FollowUps, estimate
 from ..training.finetune import STARTS, FinetuneConfig
 from .baselines import baseline, order_fixed
 from .catalog import list_runs

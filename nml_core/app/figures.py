@@ -39,20 +39,27 @@ def nested_matrix_figure(weight: torch.Tensor, prefixes: list[tuple[float, int, 
 
 
 def loss_curves_figure(rows: list[dict]) -> go.Figure:
-    """Train cross-entropy against validation cross-entropy per width, on one scale (nats/token): the number a
-    reader compares. Older metrics files logged only the optimised loss (alpha KL T^2 + (1 - alpha) CE), which
-    is not comparable with val CE: it is drawn as such, and labelled so."""
+    """Train CE (or loss) and val CE per width against steps, with the landmarks of step 0 (logged before any
+    update): the starting model's level at width 1 (the teacher's) and the naive slice of it at each smaller width,
+    where that width's training starts."""
     fig = go.Figure()
-    train_key = "ce" if rows and "ce" in rows[0] else "loss"
-    widths = list(rows[0][train_key]) if rows else []
+    steps = [r for r in rows if r["step"] > 0]
+    train_key = "ce" if steps and "ce" in steps[0] else "loss"
+    widths = list(steps[0][train_key]) if steps else []
     for w in widths:
-        fig.add_scatter(x=[r["step"] for r in rows if w in r.get(train_key, {})],
-                        y=[r[train_key][w] for r in rows if w in r.get(train_key, {})], mode="lines",
+        fig.add_scatter(x=[r["step"] for r in steps if w in r.get(train_key, {})],
+                        y=[r[train_key][w] for r in steps if w in r.get(train_key, {})], mode="lines",
                         name=f"train {'CE' if train_key == 'ce' else 'loss (KD + CE, not CE)'} w={w}")
         val = [r for r in rows if w in (r.get("val_ce") or r.get("val_loss") or {})]
         if val:
             fig.add_scatter(x=[r["step"] for r in val], y=[(r.get("val_ce") or r.get("val_loss"))[w] for r in val],
                             mode="markers+lines", line=dict(dash="dot"), name=f"val CE w={w}")
+    start = next((r["val_ce"] for r in rows if r["step"] == 0 and r.get("val_ce")), None)
+    for w, ce in (start or {}).items():
+        teacher = w in ("1", "1@d1")
+        fig.add_hline(y=ce, line=dict(dash="dash", width=1, color="grey" if teacher else "firebrick"),
+                      annotation_text=f"teacher (step 0): {ce:.2f}" if teacher else f"naive slice w={w}: {ce:.2f}",
+                      annotation_position="top right")
     fig.update_layout(xaxis_title="step", yaxis_title="cross-entropy (nats/token)", height=380, legend_title="width",
                       margin=dict(l=10, r=10, t=30, b=10))
     return fig

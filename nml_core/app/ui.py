@@ -115,6 +115,22 @@ def _models(path: str, stamp: float, device: str):
     return ElasticGPT2(model, run.axes, run.layer_rank).eval(), ElasticGPT2(teacher, run.axes).eval(), tokenizer
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _naive(path: str, stamp: float, device: str):
+    from ..nesting.elastic import ElasticGPT2
+    from ..training.inits import reordered_teacher
+    run = load_run(path, require_model=False)
+    return ElasticGPT2(reordered_teacher(run, device), run.axes, run.layer_rank).eval()
+
+
+def naive_model(run: Run, device=None):
+    """The naive slice of a nested run's teacher (importance-reordered, untrained), as an elastic model, where the
+    run records that baseline; else None."""
+    if not any(b.kind == "naive" for b in run.baselines()):
+        return None
+    return _naive(str(run.path), _stamp(run.path), str(device or app_device()))
+
+
 def models(run: Run, device=None):
     """(elastic NML model, elastic teacher, tokenizer) of a run on `device` (default: the app's), loaded once
     per run, device and process."""

@@ -89,7 +89,7 @@ class TrainConfig:
         out = []
         for f in option_fields(groups):
             value = getattr(self, f.name)
-            if value != getattr(default, f.name):
+            if value != getattr(default, f.name) or f.name == "steps":  # the CLI asks for --steps
                 out += [flag(f.name)] if isinstance(value, bool) else [flag(f.name), str(value)]
         return out
 

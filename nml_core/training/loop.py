@@ -104,6 +104,8 @@ def train(run: Run, model: GPT2LMHeadModel, data: TokenData, cfg: TrainConfig, w
     s = _start(run, model, data, cfg, subnets(list(widths), list(depths)), axes, teacher, resume, layer_rank)
     bar = tqdm(total=cfg.steps, initial=s.start, desc=run.name, disable=not s.accelerator.is_main_process,
                dynamic_ncols=True)
+    if s.start == 0 and cfg.eval_every and s.accelerator.is_main_process:
+        _log_start(s)
     try:
         beat_t = 0.0
         for step in range(s.start, cfg.steps):
@@ -221,6 +223,13 @@ def _log(s: Session, losses: dict[str, WidthLoss], bar, callback) -> dict:
     if callback:
         callback(row)
     return row
+
+
+def _log_start(s: Session) -> None:
+    """Step 0's val CE, before any update: at width 1 the starting model's (the teacher's, unless --init), at a
+    smaller width the naive slice of it. The curves' landmarks: where training starts and what it must beat."""
+    append_metrics(s.run.path, {"step": 0, "elapsed_s": 0.0,
+                                "val_ce": val_ce(s.accelerator.unwrap_model(s.elastic), s.val_batch, s.widths)})
 
 
 def _checkpoint(s: Session) -> None:
