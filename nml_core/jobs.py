@@ -56,7 +56,7 @@ class DemoPreset:
     steps: int = 180
     batch_size: int = 4
     lr: float = 2.5e-3
-    alpha: float = 0.9
+    alpha: float = 0.5
     eval_tokens: int = 4096
     bench_repeats: int = 3
 

@@ -57,8 +57,8 @@ def test_the_demo_preset_shows_the_lesson_and_jobs_tell_the_truth(tmp_path):
         assert not (runs / "stopped" / "README.md").exists()
         page.goto(f"{url}/Runs")
         page.get_by_text("shakespeare-nml").first.wait_for(timeout=120_000)
-        page.get_by_label("Run").click()
-        page.get_by_role("option", name="stopped").click()
+        page.get_by_role("combobox", name="Run", exact=True).click()
+        page.get_by_role("option", name="stopped", exact=True).click()
         page.get_by_role("button", name=re.compile("^Resume")).click()
         page.get_by_text("Resumed stopped").first.wait_for(timeout=60_000)
         for _ in range(240):  # the follow-ups run again in the background
