@@ -7,6 +7,7 @@ import streamlit as st
 
 from nml_core import api
 from nml_core.app import ui
+from nml_core.app.figures import nested_matrix_figure
 
 st.set_page_config(page_title="NML Explorer", page_icon=":material/stacks:", layout="wide")
 st.title("NML Explorer — nested GPT-2 students from one training run")
@@ -28,20 +29,21 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("The nested matrices")
     if nested:
-        from nml_core.app.figures import nested_matrix_figure
-        layer = 0
-        with ui.friendly_errors():  # one tensor read from the safetensors file: no model load on the Home page
-            cfg = api.run_config(nested[0])
-            weight = ui.weight_tensor(nested[0], f"transformer.h.{layer}.mlp.c_fc.weight")  # (n_embd, n_inner)
-        prefixes = [(w, d.n_embd, d.n_inner) for w in nested[0].widths
-                    for d in [api.WidthSpec(w, frozenset(nested[0].axes)).dims(cfg)]]
+        run = nested[0]
+        with ui.friendly_errors():  # two tensors read from the safetensors file: no model load on the Home page
+            cfg = api.run_config(run)
+            layer = cfg.n_layer - 1  # the last block: where the order shows most plainly
+            fc = ui.weight_tensor(run, f"transformer.h.{layer}.mlp.c_fc.weight")  # (n_embd, n_inner)
+            proj = ui.weight_tensor(run, f"transformer.h.{layer}.mlp.c_proj.weight")  # (n_inner, n_embd)
+        prefixes = [(w, d.n_embd, d.n_inner) for w in run.widths
+                    for d in [api.WidthSpec(w, frozenset(run.axes)).dims(cfg)]]
         st.plotly_chart(nested_matrix_figure(
-            weight, prefixes, f"{nested[0].name}: layer {layer} FFN c_fc |W| ({cfg.n_embd} x {cfg.n_inner})"),
-            width="stretch")
+            fc, proj, prefixes, f"{run.name}: layer {layer} FFN ({cfg.n_embd} x {cfg.n_inner})"), width="stretch")
         st.caption("Each outlined top-left block is the part of this matrix one student uses — nothing is "
                    "copied: a student reads a prefix view of the shared weights. Before training, heads and "
-                   "neurons were sorted by measured importance (nml_core/nesting/importance.py), so every prefix starts "
-                   "with the channels that matter most.")
+                   "neurons were sorted by measured importance (nml_core/nesting/importance.py), so every prefix "
+                   "starts with the channels that matter most; the curve on top shows it in the trained weights: "
+                   "each neuron's weight-norm contribution, as a share of the largest, falls from left to right.")
     else:
         st.info("No finished nested run yet: train one on the **Train** page, or rebuild the shipped runs with "
                 "`python scripts/build_cached_runs.py`.")
@@ -71,7 +73,7 @@ for r in runs:
                  "weights": "yes" if ui.has_weights(r) else ("figures only" if ev else "—"),
                  "where": str(r.path.parent)})
 if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=38 + 35 * len(rows))  # every row
     if any(r.status == "corrupt" for r in runs):
         st.warning("A run is corrupt: " + "; ".join(r.info.get("error", "") for r in runs if r.status == "corrupt"))
 else:

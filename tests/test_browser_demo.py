@@ -1,6 +1,7 @@
 """The classroom demo walked in a real browser (headless Debian Chromium, Playwright, `streamlit run app.py`):
 the preset runs to the end and shows the naive -> NML line and the curves' landmarks; a second job cancelled
 during its evaluation says what it did and resumes from the Runs page; Compare shows a naive student."""
+import os
 import re
 import shutil
 from pathlib import Path
@@ -40,6 +41,8 @@ def test_the_demo_preset_shows_the_lesson_and_jobs_tell_the_truth(tmp_path):
         assert page.get_by_text("teacher (step 0)").count() and page.get_by_text("naive slice w=0.125").count(), \
             "the curves show the teacher's level and the naive start"
         no_errors(page, "Train after the demo")
+        if os.environ.get("NML_SCREENSHOT_DIR"):  # the README's picture of the demo
+            page.screenshot(path=str(Path(os.environ["NML_SCREENSHOT_DIR"]) / "6-Demo.png"), full_page=True)
         demo = next(p for p in runs.iterdir() if p.name.startswith("demo"))
         assert (demo / "README.md").exists() and (demo / "eval.json").exists() and list((demo / "latency").glob("*"))
 

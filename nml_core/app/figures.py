@@ -14,27 +14,42 @@ PALETTE = {"teacher": "#222222", "NML": "#d62728", "NML FFN-only": "#ff7f0e", "n
            "independent KD": "#1f77b4", "MatTA": "#9467bd"}
 
 
-def nested_matrix_figure(weight: torch.Tensor, prefixes: list[tuple[float, int, int]], title: str,
+def nested_matrix_figure(fc: torch.Tensor, proj: torch.Tensor, prefixes: list[tuple[float, int, int]], title: str,
                          max_cells: int = 96) -> go.Figure:
-    """|W| as a heatmap with each width's prefix block outlined: the students are the top-left corners.
+    """One FFN's weights as the students see them. Top: each neuron's weight-norm contribution
+    ||W_fc[:, j]|| * ||W_proj[j, :]|| (pooled), so the importance order is visible: it falls from left to right.
+    Bottom: |W_fc| as a heatmap with each width's prefix block outlined (the students are its top-left corners).
 
-    weight: (rows, cols), e.g. an FFN c_fc (n_embd, n_inner); prefixes: (width, rows kept, cols kept).
-    The matrix is average-pooled to at most max_cells per side so the picture stays readable.
+    fc: (n_embd, n_inner), proj: (n_inner, n_embd); prefixes: (width, rows kept, cols kept). Axes are in real
+    channel numbers; the matrix is average-pooled to at most max_cells per side so the picture stays readable.
     """
-    w = weight.detach().float().abs()
+    from plotly.subplots import make_subplots
+    w = fc.detach().float().abs()
     r_step, c_step = max(1, -(-w.shape[0] // max_cells)), max(1, -(-w.shape[1] // max_cells))
     pooled = torch.nn.functional.avg_pool2d(w[None, None], (r_step, c_step), ceil_mode=True)[0, 0]
-    fig = go.Figure(go.Heatmap(z=pooled.numpy(), colorscale="Greys", showscale=True,
-                               colorbar=dict(title="|w|"), hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))
+    contribution = fc.float().norm(dim=0) * proj.float().norm(dim=1)
+    bins = torch.nn.functional.avg_pool1d(contribution[None, None], c_step, ceil_mode=True)[0, 0]
+    xs = [(i + 0.5) * c_step for i in range(pooled.shape[1])]
+    ys = [(i + 0.5) * r_step for i in range(pooled.shape[0])]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.04)
+    fig.add_scatter(x=xs, y=(bins / bins.max()).tolist(), mode="lines", line=dict(color="#444444"), row=1, col=1,
+                    name="neuron contribution", showlegend=False,
+                    hovertemplate="neurons near %{x:.0f}: %{y:.2f} of the largest<extra></extra>")
+    fig.add_trace(go.Heatmap(z=pooled.numpy(), x=xs, y=ys, colorscale="Greys", colorbar=dict(title="|w|", y=0.35,
+                                                                                              len=0.7),
+                             hovertemplate="input channel %{y:.0f}, neuron %{x:.0f}: %{z:.3f}<extra></extra>"),
+                  row=2, col=1)
     colors = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
     for i, (width, rows, cols) in enumerate(prefixes):
-        x1, y1 = cols / c_step - 0.5, rows / r_step - 0.5
-        fig.add_shape(type="rect", x0=-0.5, y0=-0.5, x1=x1, y1=y1, line=dict(color=colors[i % len(colors)], width=3))
-        fig.add_annotation(x=x1, y=y1, text=f"w={width:g}", showarrow=False, xanchor="right", yanchor="top",
-                           font=dict(color=colors[i % len(colors)], size=13))
-    fig.update_yaxes(autorange="reversed", title=f"input channel (pooled x{r_step})")
-    fig.update_xaxes(title=f"output channel (pooled x{c_step})")
-    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10))
+        color = colors[i % len(colors)]
+        fig.add_shape(type="rect", x0=0, y0=0, x1=cols, y1=rows, line=dict(color=color, width=3), row=2, col=1)
+        fig.add_vline(x=cols, line=dict(color=color, width=1, dash="dot"), row=1, col=1)
+        fig.add_annotation(x=cols, y=rows, text=f"w={width:g}", showarrow=False, xanchor="right", yanchor="top",
+                           font=dict(color=color, size=13), row=2, col=1)
+    fig.update_yaxes(title="contribution", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", title="input channel (hidden)", row=2, col=1)
+    fig.update_xaxes(title="FFN neuron (importance order: most important first)", row=2, col=1)
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
