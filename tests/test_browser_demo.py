@@ -42,7 +42,8 @@ def test_the_demo_preset_shows_the_lesson_and_jobs_tell_the_truth(tmp_path):
             "the curves show the teacher's level and the naive start"
         no_errors(page, "Train after the demo")
         if os.environ.get("NML_SCREENSHOT_DIR"):  # the README's picture of the demo
-            page.screenshot(path=str(Path(os.environ["NML_SCREENSHOT_DIR"]) / "6-Demo.png"), full_page=True)
+            lesson.first.scroll_into_view_if_needed()  # the curves with their landmarks, and the lesson under them
+            page.screenshot(path=str(Path(os.environ["NML_SCREENSHOT_DIR"]) / "6-Demo.png"))
         demo = next(p for p in runs.iterdir() if p.name.startswith("demo"))
         assert (demo / "README.md").exists() and (demo / "eval.json").exists() and list((demo / "latency").glob("*"))
 
