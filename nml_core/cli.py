@@ -47,11 +47,13 @@ def _add(p: argparse.ArgumentParser, spec: Input) -> None:
         p.add_argument(spec.name, action="store_true", help=help)
     elif spec.kind == "paths":
         p.add_argument(spec.name, nargs="*", help=help)
+    elif spec.kind == "repeat":
+        p.add_argument(spec.name, action="append", help=help)
     elif not spec.name.startswith("--"):
         p.add_argument(spec.name, help=help)
     else:
         p.add_argument(spec.name, type=_parse_with(spec), default=spec.default, choices=spec.choices,
-                       required=spec.required, help=help, action="append" if spec.name == "--profiles" else None)
+                       required=spec.required, help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,7 +114,7 @@ ALL = (
                label="Latency budget (ms)", example="50"),
         number("--memory-mb", "weights + KV cache + activations at the batch (default: none)", None,
                low_open=True, label="Memory budget (MB)", example="500"),
-        Input("--profiles", "another folder holding device_profiles/ (repeatable)"))),
+        Input("--profiles", "another folder holding device_profiles/ (repeatable)", "repeat"))),
     Command("export", "write one (width, depth) student as a stock HF GPT-2 model directory", (
         run_arg(),
         fraction("--width", "student width, a fraction of the teacher", required=True, example="0.5"),

@@ -19,7 +19,8 @@ INT_MAX = 10 ** 12  # no count this program takes comes near it; a bigger one is
 class Input:
     """A flag (`--max-tokens`) or a positional (`run`).
 
-    kind: int | float | width (a fraction in (0, 1], `0.25` or `1/4`) | str | bool.
+    kind: int | float | width (a fraction in (0, 1], `0.25` or `1/4`) | str | bool | paths (positional, any
+    number) | repeat (a flag given once per value).
     low / high: the allowed range of a number, inclusive unless low_open (e.g. a learning rate > 0).
     default None with required False: optional (the help says what leaving it out means).
     """
@@ -85,13 +86,19 @@ class Input:
         return value
 
 
+def parse_fraction(token: str) -> float:
+    """Accept '0.25' and '1/4'."""
+    token = token.strip()
+    if "/" in token:
+        num, den = token.split("/", 1)
+        return float(num) / float(den)
+    return float(token)
+
+
 def _parse_number(kind: str, text: str):
     if kind == "int":
         return int(text)  # '1e3', '2.5' and 'nan' are not whole numbers: refused, not rounded
-    if kind == "width" and "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
+    return parse_fraction(text) if kind == "width" else float(text)
 
 
 def _num(x) -> str:

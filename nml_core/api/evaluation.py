@@ -55,7 +55,8 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
         return Evaluation(report, write_report(run.path, report.to_json(), force) if write else None)
     teacher = load_teacher_of(run, device)
     elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
-    models, rows, kept = _nested_models(run, elastic, teacher, device)
+    baselines = run.baselines()
+    models, rows, kept = _nested_models(run, baselines, elastic, teacher, device)
     scores = score(models, models["teacher"])
     groups: dict[str, list] = {"nml": [], "naive": [], "independent": list(kept)}
     for key, (group, (w, d)) in rows.items():
@@ -72,7 +73,7 @@ def evaluate_run(run_path, data: str | None = None, max_tokens: int | None = Non
     if not write:
         return Evaluation(report, None)
     written = write_report(run.path, report.to_json(), force)
-    _write_baselines(run, report, force)
+    _write_baselines(baselines, report, force)
     return Evaluation(report, written)
 
 
@@ -92,7 +93,7 @@ def _eval_meta(run: Run, data: str | None, ctx: int, max_tokens: int | None) -> 
             "data": data or run.info.get("data", {}).get("source"), "ctx": ctx, "evaluated": now()}
 
 
-def _nested_models(run: Run, elastic: ElasticGPT2, teacher, device):
+def _nested_models(run: Run, baselines: list[Run], elastic: ElasticGPT2, teacher, device):
     """(models by key, key -> (group, (width, depth)), kept rows): the teacher, every trained (width, depth),
     the naive slices and layer drops, and the independent students that ship weights; the rows of those that
     ship figures only are kept as they are."""
@@ -105,14 +106,14 @@ def _nested_models(run: Run, elastic: ElasticGPT2, teacher, device):
 
     for w, d in subnets(run.widths, run.depths):
         add("nml", w, d, (lambda w, d: lambda x: elastic(x, width=w, depth=d).logits)(w, d))
-    naive = next((b for b in run.baselines() if b.kind == "naive"), None)
+    naive = next((b for b in baselines if b.kind == "naive"), None)
     if naive:  # every slice and layer drop of the nested run's grid but the teacher itself
         cut = ElasticGPT2(reordered_teacher(run, device), run.axes, run.layer_rank).eval()
         for w, d in subnets(sorted(set(naive.widths) | {1.0}, reverse=True), run.depths):
             if (w, d) != (1.0, 1.0):
                 add("naive", w, d, (lambda w, d: lambda x: cut(x, width=w, depth=d).logits)(w, d))
     kept = []
-    for b in run.baselines():
+    for b in baselines:
         if b.kind == "independent" and b.status == "done" and not has_weights(b.model_dir):
             kept += (b.eval() or {}).get("widths", [])
         elif b.kind == "independent" and b.status == "done":
@@ -122,9 +123,9 @@ def _nested_models(run: Run, elastic: ElasticGPT2, teacher, device):
     return models, rows, kept
 
 
-def _write_baselines(run: Run, report: EvalReport, force: bool) -> None:
+def _write_baselines(baselines: list[Run], report: EvalReport, force: bool) -> None:
     """Each baseline's own eval.json: its rows of the report (a weightless one keeps its stored file)."""
-    for b in run.baselines():
+    for b in baselines:
         if b.kind == "independent" and not has_weights(b.model_dir):
             continue  # its figures were kept, not re-measured: its eval.json stays as it is
         mine = [r for r in report.baselines.get(b.kind, []) if b.kind == "naive" or

@@ -113,7 +113,7 @@ def marker_symbol(p: dict) -> str:
     """circle: every layer; diamond: a depth-reduced student; a dot inside: its latency is projected on a device
     whose measurement lacks this workload or batch."""
     shape = "diamond" if p.get("depth", 1.0) < 1 else "circle"
-    return shape + ("-dot" if p.get("prefill_measured") is False and p.get("projected_here") else "")
+    return shape + ("-dot" if p.get("projected_here") else "")
 
 
 def _legend_of_markers(fig: go.Figure, points: list[dict]) -> None:

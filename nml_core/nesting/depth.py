@@ -14,7 +14,8 @@ from transformers import GPT2Config
 
 from ..arch.gpt2 import StudentDims
 from ..errors import NMLError
-from .width import WidthSpec, parse_fraction
+from ..inputs import parse_fraction
+from .width import WidthSpec
 
 Subnet = tuple[float, float]  # (width, depth)
 

@@ -20,6 +20,7 @@ from transformers import GPT2Config
 
 from ..arch.gpt2 import StudentDims, model_dims, student_config
 from ..errors import NMLError
+from ..inputs import parse_fraction
 
 AXES = ("ffn", "heads", "hidden")
 ALL_AXES = frozenset(AXES)
@@ -61,15 +62,6 @@ def parse_widths(text: str) -> list[float]:
     if widths != sorted(widths, reverse=True):
         raise NMLError(f"--widths {text} is not sorted; list them largest first, e.g. 1,0.5,0.25,0.125")
     return widths
-
-
-def parse_fraction(token: str) -> float:
-    """Accept '0.25' and '1/4'."""
-    token = token.strip()
-    if "/" in token:
-        num, den = token.split("/", 1)
-        return float(num) / float(den)
-    return float(token)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from transformers import GPT2LMHeadModel
 
 from ..arch.gpt2 import permute_units
 from ..errors import NMLError
+from ..inputs import parse_fraction
 from ..nesting.elastic import extract_student
-from ..nesting.width import WidthSpec, parse_fraction
+from ..nesting.width import WidthSpec
 from ..store.models import load_gpt2, load_run_model, load_teacher_of
 from ..store.runs import RUN_FILE, Run, load_run
 
