@@ -39,6 +39,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -147,7 +148,7 @@ def section_decode(a, out: Path, partial: dict) -> dict:
         fns["static_compiled"] = decode_fn(student, a.device, static_cache=True)
     times = interleaved_timings(fns, a.device, repeats=3 if a.quick else 10, warmup=1 if a.quick else 3)
     n = decode_new_tokens(student.config)
-    res = {k: tokens_per_s(v, n)["median"] for k, v in times.items()}
+    res = {k: tokens_per_s(v, n).median for k, v in times.items()}
     if "static_compiled" in res:
         res["static_over_default"] = res["static_compiled"] / res["default"]
     return {"tok_s": res}
@@ -163,13 +164,13 @@ def section_profile_bench(a, out: Path, partial: dict) -> dict:
     run = load_run(a.run, require_model=False)
     report = bench_widths(timing_model(run), run.axes, subnets(run.widths, run.depths), a.device,
                           repeats=3 if a.quick else 10, layer_rank=run.layer_rank)
-    report["weights"] = "the run's weights" if has_weights(run.model_dir) else "seeded random weights at its shapes"
-    atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
+    report = replace(report, weights="the run's weights" if has_weights(run.model_dir)
+                     else "seeded random weights at its shapes")
+    atomic_write_json(out / f"{run.name}.latency.{report.device_key}.json", report.to_json())
     a.profile, a.latency = prof, report
-    return {"device_key": report["device_key"], "profile_s": prof["profile_s"], "weights": report["weights"],
-            "widths": {subnet_key(r["width"], r.get("depth", 1.0)): {
-                k: (v["median_ms"] if "median_ms" in v else v["median"]) for k, v in r.items() if isinstance(v, dict)}
-                for r in report["widths"]}}
+    return {"device_key": report.device_key, "profile_s": prof.profile_s, "weights": report.weights,
+            "widths": {subnet_key(r.width, r.depth): {**{k: t.median_ms for k, t in r.timings.items()},
+                                                      "decode_tok_s": r.decode.median} for r in report.rows}}
 
 
 def section_whatif(a, out: Path, partial: dict) -> dict:
@@ -180,7 +181,7 @@ def section_whatif(a, out: Path, partial: dict) -> dict:
     if getattr(a, "latency", None) is None:
         raise RuntimeError("needs the profile_bench section's measurements (it was skipped or failed)")
     run = load_run(a.run, require_model=False)
-    cfg, key = run_config(run), a.latency["device_key"]
+    cfg, key = run_config(run), a.latency.device_key
     rows = compare(run.name, cfg, run.axes, a.latency, a.profile, "measured profile")
     res = {"measured_profile": _by_measure(rows, summary)}
     base = preset_base(load_profiles(REPO / "cached_runs"))
@@ -205,7 +206,7 @@ def section_depth(a, out: Path, partial: dict) -> dict:
     """Which axis pays on this device: the width x depth run's full, half-width and half-depth students timed
     (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
     on an H100)."""
-    from nml_core.analysis.latency import bench_widths, measured_ms
+    from nml_core.analysis.latency import bench_widths
     from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
@@ -214,15 +215,14 @@ def section_depth(a, out: Path, partial: dict) -> dict:
     run = load_run(a.depth_run, require_model=False)
     report = bench_widths(timing_model(run), run.axes, DEPTH_SHAPES, a.device, repeats=3 if a.quick else 10,
                           layer_rank=run.layer_rank)
-    atomic_write_json(out / f"{run.name}.latency.{report['device_key']}.json", report)
-    at = {(r["width"], r["depth"]): r for r in report["widths"]}
-    ms = {s: {"ttft_b1": measured_ms(at[s], "ttft_b1_ms"), "decode": measured_ms(at[s], "decode_ms")}
+    atomic_write_json(out / f"{run.name}.latency.{report.device_key}.json", report.to_json())
+    ms = {s: {"ttft_b1": report.row(*s).ms("ttft_b1_ms"), "decode": report.row(*s).ms("decode_ms")}
           for s in DEPTH_SHAPES}
     res = {f"measured {m} speedup": {"width 1/2": ms[(1.0, 1.0)][m] / ms[(0.5, 1.0)][m],
                                      "depth 1/2": ms[(1.0, 1.0)][m] / ms[(1.0, 0.5)][m]} for m in ("ttft_b1", "decode")}
     base = preset_base(load_profiles(REPO / "cached_runs"))
-    if report["device_key"] in PRESET_FOR_KEY and base:
-        prof, cfg = preset_profile(PRESET_FOR_KEY[report["device_key"]], base), run_config(run)
+    if report.device_key in PRESET_FOR_KEY and base:
+        prof, cfg = preset_profile(PRESET_FOR_KEY[report.device_key], base), run_config(run)
         proj = {s: project(prof, cfg, subnet_dims(cfg, run.axes, *s), batches=(1,))["ttft_b1_ms"] for s in DEPTH_SHAPES}
         res["preset ttft_b1 speedup"] = {"width 1/2": proj[(1.0, 1.0)] / proj[(0.5, 1.0)],
                                          "depth 1/2": proj[(1.0, 1.0)] / proj[(1.0, 0.5)]}

@@ -50,7 +50,7 @@ def measure(run_path: str, tokens: int, repeats: int, device: str) -> list[dict]
         for name in DTYPES:
             for k in ("ttft_b1", "ttft_b8", "prefill_b8"):
                 row[f"{k}_{name}_ms"] = times[f"{w:g}/{name}/{k}"]["median_ms"]
-            row[f"decode_{name}_tok_s"] = tokens_per_s(times[f"{w:g}/{name}/decode"], decode_new_tokens(cfg))["median"]
+            row[f"decode_{name}_tok_s"] = tokens_per_s(times[f"{w:g}/{name}/decode"], decode_new_tokens(cfg)).median
         row["bf16_qualifies"] = (row["ttft_b1_bf16_ms"] < row["ttft_b1_fp32_ms"]
                                  and abs(row["ppl_change"]) <= INFERENCE_PPL_TOLERANCE)
         rows.append(row)

@@ -224,7 +224,7 @@ def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
         key = device_info("cpu", torch.get_num_threads())["device_key"]
         prof = load_profiles(Path("cached_runs"), Path("runs")).get(key)
         if prof:
-            out["kd_loss_floor_s"] = read / (prof["read_gbs"] * 1e9) + write / (prof["write_gbs"] * 1e9)
+            out["kd_loss_floor_s"] = read / (prof.read_gbs * 1e9) + write / (prof.write_gbs * 1e9)
     return out
 
 

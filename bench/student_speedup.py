@@ -120,8 +120,11 @@ def main() -> None:
         return
     if a.from_json:
         import json
+
+        from nml_core.store.latency_report import LatencyReport
         path = Path(a.from_json)
-        report, title = json.loads(path.read_text()), f"{path.parent.parent.name} (extracted students)"
+        report = LatencyReport.from_json(json.loads(path.read_text()), str(path))
+        title = f"{path.parent.parent.name} (extracted students)"
     elif a.run:
         report = api.bench_run(a.run, widths, a.device, a.threads, a.repeats, write=not a.no_write)
         title = f"{Path(a.run).name} (extracted students)"

@@ -23,24 +23,25 @@ import argparse
 import statistics
 from pathlib import Path
 
+from nml_core.analysis.device_profile import DeviceProfile
 from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile, profiles_dir
-from nml_core.analysis.latency import measured_ms
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
 from nml_core.files import atomic_write_json
 from nml_core.store.models import run_config
+from nml_core.store.latency_report import LatencyReport
 from nml_core.store.runs import find_runs, has_weights
 
 MEASURES = ("ttft_b1_ms", "ttft_b8_ms", "ttft_b32_ms", "prefill_b1_ms", "prefill_b8_ms", "prefill_b32_ms", "decode_ms")
 
 
-def profile_for(key: str, profiles: dict) -> tuple[dict | None, str]:
+def profile_for(key: str, profiles: dict[str, DeviceProfile]) -> tuple[DeviceProfile | None, str]:
     if key in profiles:
         return profiles[key], "measured profile"
     base = preset_base(profiles)
     if key in PRESET_FOR_KEY and base:
-        return preset_profile(PRESET_FOR_KEY[key], base), f"preset {PRESET_FOR_KEY[key]} (host from {base['device_key']})"
+        return preset_profile(PRESET_FOR_KEY[key], base), f"preset {PRESET_FOR_KEY[key]} (host from {base.device_key})"
     return None, "no profile"
 
 
@@ -59,17 +60,17 @@ def check(roots: list[str]) -> list[dict]:
     return rows
 
 
-def compare(run_name: str, cfg, axes, lat: dict, profile: dict, source: str) -> list[dict]:
+def compare(run_name: str, cfg, axes, lat: LatencyReport, profile: DeviceProfile, source: str) -> list[dict]:
     """One row per (width, measure) of a latency report: measured, projected from `profile`, and the error."""
     rows = []
-    for r in lat["widths"]:
-        dims = subnet_dims(cfg, axes, r["width"], r.get("depth", 1.0))
-        proj = project(profile, cfg, dims, n=lat.get("prefill_len", 128), batches=(1, 8, 32))
+    for r in lat.rows:
+        dims = subnet_dims(cfg, axes, r.width, r.depth)
+        proj = project(profile, cfg, dims, n=lat.prefill_len, batches=(1, 8, 32))
         for m in MEASURES:
-            got = measured_ms(r, m)
+            got = r.ms(m)
             if got:
-                rows.append({"run": run_name, "device": lat["device_key"], "class": lat["device"], "source": source,
-                             "width": r["width"], "depth": r.get("depth", 1.0), "measure": m, "measured": got,
+                rows.append({"run": run_name, "device": lat.device_key, "class": lat.device, "source": source,
+                             "width": r.width, "depth": r.depth, "measure": m, "measured": got,
                              "projected": proj[m], "error": proj[m] / got - 1})
     return rows
 

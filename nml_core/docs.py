@@ -195,8 +195,10 @@ def finetune(root: Path, task: str) -> str:
 def latency(root: Path, key: str) -> str:
     """A shipped latency file of the NML run: the three workloads per width (bench/student_speedup format)."""
     from .report import latency_markdown
+    from .store.latency_report import LatencyReport
     path = root / "shakespeare-nml" / "latency" / f"{key}.json"
-    return latency_markdown(json.loads(path.read_text()), "shakespeare-nml (extracted students)")
+    return latency_markdown(LatencyReport.from_json(json.loads(path.read_text()), str(path)),
+                            "shakespeare-nml (extracted students)")
 
 
 def whatif_error(root: Path) -> str:
@@ -257,7 +259,6 @@ def depth_speed(root: Path) -> str:
     """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
     files), beside the H100 preset's projection at batch 1."""
     from .analysis.profile import PRESETS, load_profiles, preset_base, preset_profile
-    from .analysis.latency import measured_ms
     from .analysis.whatif import project
     from .nesting.depth import subnet_dims
     from .store.models import run_config
@@ -265,10 +266,9 @@ def depth_speed(root: Path) -> str:
     lines = ["| device | measure | (1, 1) | width 1/2 | depth 1/2 | width 1/2 speed-up | depth 1/2 speed-up |",
              "|---|---|---|---|---|---|---|"]
     for key, lat in sorted(run.latency().items()):
-        at = {(r["width"], r.get("depth", 1.0)): r for r in lat["widths"]}
-        full, w, d = at.get((1.0, 1.0)), at.get((0.5, 1.0)), at.get((1.0, 0.5))
+        full, w, d = lat.row(1.0, 1.0), lat.row(0.5, 1.0), lat.row(1.0, 0.5)
         for m in ("ttft_b1_ms", "ttft_b8_ms", "decode_ms"):
-            f, a, b = (measured_ms(x, m) for x in (full, w, d))
+            f, a, b = (x.ms(m) for x in (full, w, d))
             lines.append(f"| {key} (measured) | {m.replace('_ms', '') if m != 'decode_ms' else 'decode ms/token'} | "
                          f"{f:.2f} | {a:.2f} | {b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
     base = preset_base(load_profiles(root))
@@ -279,7 +279,7 @@ def depth_speed(root: Path) -> str:
                 ((1.0, 1.0), (0.5, 1.0), (1.0, 0.5))}
         for m in ("ttft_b1_ms", "decode_ms"):
             f, a, b = (proj[s][m] for s in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.5)))
-            lines.append(f"| {prof['device_name']} (preset, projected) | {m.replace('_ms', '')} | {f:.2f} | {a:.2f} | "
+            lines.append(f"| {prof.device_name} (preset, projected) | {m.replace('_ms', '')} | {f:.2f} | {a:.2f} | "
                          f"{b:.2f} | {f / a:.2f}x | {f / b:.2f}x |")
     return "\n".join(lines)
 
@@ -300,6 +300,37 @@ def app_timings(repo: Path) -> str:
         label, target, limit = APP_TIMINGS.get(key, (key, "—", None))
         verdict = "" if limit is None else (" — meets" if s["median"] < limit else " — misses")
         lines.append(f"| {label} | {s['median']:.2f} s | {s['min']:.2f}–{s['max']:.2f} s | {target}{verdict} |")
+    return "\n".join(lines)
+
+
+DEMO_TARGETS = {"wall_min": 3.5, "ratio": 5.0, "estimate_error": 0.25}  # the classroom demo's targets
+
+
+def demo_timing_report(res: dict) -> str:
+    """bench.demo_timing's results: each way of starting the demo, its wall time against the Estimate, and the
+    lesson's figures, each against its target."""
+    est, dev, rec = res["estimate"]["minutes"], res["device"], res["recipe"]
+    ways = [(how, label, res[how]) for how, label in (("standalone", "the job alone"),
+                                                      ("browser", "a click in the app (Chromium + Streamlit)")) if how in res]
+    meets = lambda ok: "meets" if ok else "misses"  # noqa: E731
+    lines = [f"{dev['device_name']} ({dev['threads']} threads), recipe: widths {rec['widths']}, {rec['steps']} steps "
+             f"x batch {rec['batch_size']}, lr {rec['lr']}, alpha {rec['alpha']}; eval on {rec['eval_tokens']:,} tokens, "
+             f"bench {rec['bench_repeats']} repeats. Estimate (the Train page's, all included): **{est:.2f} min**.", "",
+             f"| started from | wall time, start to card (target ≤ {DEMO_TARGETS['wall_min']} min) | Estimate error "
+             f"(target ≤ {DEMO_TARGETS['estimate_error']:.0%}) | training loop | width {ways[0][2]['small_width']:g}: naive "
+             f"slice → NML "
+             f"(target ≥ {DEMO_TARGETS['ratio']:g}x) | width 1 / teacher ppl |", "|---|---|---|---|---|---|"]
+    for _, label, r in ways:
+        ratio, err = r["naive_ppl"] / r["nml_ppl"], est / r["wall_min"] - 1
+        lines.append(f"| {label} | {r['wall_min']:.2f} min — {meets(r['wall_min'] <= DEMO_TARGETS['wall_min'])} | "
+                     f"{err:+.0%} — {meets(abs(err) <= DEMO_TARGETS['estimate_error'])} | {r['train_s']:.0f} s | "
+                     f"{r['naive_ppl']:,.0f} → {r['nml_ppl']:,.0f} ({ratio:.1f}x) — {meets(ratio >= DEMO_TARGETS['ratio'])} | "
+                     f"{r['width1_ppl']:.1f} / {r['teacher_ppl']:.1f} |")
+    if "app_cpu_s" in res.get("browser", {}):
+        b, n = res["browser"], res["device"]["threads"]
+        lines += ["", f"While the job ran from the app, the Streamlit server and Chromium used {b['app_cpu_s']:.0f} CPU "
+                      f"seconds of the {n * 60 * b['wall_min']:.0f} its {n} cores had ({b['app_cpu_s'] / (n * 60 * b['wall_min']):.0%}): "
+                      f"time the job's {n} threads did not get."]
     return "\n".join(lines)
 
 
@@ -426,7 +457,8 @@ def blocks(repo: Path) -> dict[str, str]:
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
            "nested-step": lambda: bench_results(repo, "nested_step", nested_step_report), "gpu-h200": lambda: gpu_measured(repo),
-           "graph-step": lambda: bench_results(repo, "graph_step", graph_step_report)}
+           "graph-step": lambda: bench_results(repo, "graph_step", graph_step_report),
+           "demo-timing": lambda: bench_results(repo, "demo_timing", demo_timing_report)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

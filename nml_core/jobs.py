@@ -23,6 +23,7 @@ from .errors import NMLError
 from .files import atomic_write_json, read_json
 from .store.runs import JOB_FILE, JOB_LOCK, LOG_FILE, RUN_FILE
 from .training.config import TrainConfig
+from .training.estimate import FollowUps
 
 
 
@@ -53,6 +54,7 @@ class DemoPreset:
     """The classroom demo: the embedded teacher's widths 1 and 1/8 for a few steps, with the naive slice, a quick
     evaluation and timing: NML's lesson on screen in about three minutes of a two-core laptop, all included."""
     widths: str = "1,0.125"
+    nest: str = "ffn,heads,hidden"
     steps: int = 180
     batch_size: int = 4
     lr: float = 2.5e-3
@@ -66,8 +68,13 @@ class DemoPreset:
 
     def argvs(self, out: Path, teacher: str, device: str = "auto") -> tuple[list[str], list[list[str]]]:
         """(train, follow-ups) of the demo job."""
-        train = train_argv(out, teacher, None, self.widths, "ffn,heads,hidden", self.recipe(device))
+        train = train_argv(out, teacher, None, self.widths, self.nest, self.recipe(device))
         return train, follow_up_argvs(out, self.eval_tokens, self.bench_repeats, device, naive=True)
+
+    def follow_ups(self) -> FollowUps:
+        """What the Estimate counts after training: the follow-ups of argvs, one process each, and the trainer's."""
+        n = len(follow_up_argvs(Path("x"), self.eval_tokens, self.bench_repeats, naive=True)) + 1
+        return FollowUps(self.eval_tokens, self.bench_repeats, processes=n, naive=True)
 
 
 DEMO = DemoPreset()

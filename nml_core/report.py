@@ -8,12 +8,14 @@ from transformers import GPT2Config
 
 from .analysis.grid import subnet_label, subnet_row
 from .analysis.pareto import default_latency_key, run_points
+from .analysis.device_profile import DeviceProfile
 from .arch.gpt2 import cost
 from .errors import NMLError
 from .nesting.depth import subnet_key
 from .nesting.width import WidthSpec
 from .files import atomic_write_bytes
 from .store.liveness import resume_hint, run_state
+from .store.latency_report import LatencyReport, LatencyRow
 from .store.runs import Run, load_run
 
 DASH = "—"  # shown where a figure does not exist (no teacher to agree with, not measured), never "nan"
@@ -88,52 +90,51 @@ def grid_markdown(grid: dict) -> str:
     return "\n".join(lines)
 
 
-def format_latency(report: dict) -> str:
+def format_latency(report: LatencyReport) -> str:
     """Each width's three workloads (time to first token, scoring, decode) with speedups against width 1."""
-    n = report["prefill_len"]
-    static = any("decode_static_tok_s" in r for r in report["widths"])
+    n, full = report.prefill_len, report.rows[0]
+    static = any(r.decode_static for r in report.rows)
     measures = [(f"TTFT {b}x{n}", f"ttft_b{b}_ms") for b in (1, 8, 32)] + \
                [(f"score {b}x{n}", f"prefill_b{b}_ms") for b in (1, 8, 32)]
-    measures = [(label, k) for label, k in measures if k in report["widths"][0]]
-    lines = [f"{report['device_name']} ({report['threads']} threads, torch {report['torch']}); TTFT: prefill with the "
+    measures = [(label, k) for label, k in measures if full.ms(k)]
+    lines = [f"{report.device_name} ({report.threads} threads, torch {report.torch}); TTFT: prefill with the "
              "KV cache keeping the last logits (generation); score: all logits (perplexity)",
              f"{'width':>9} {'FLOP ratio':>10} " + " ".join(f"{label + ' ms':>14} {'speedup':>8}" for label, _ in measures)
              + f" {'decode tok/s':>12}" + (f" {'static tok/s':>12}" if static else "") + f" {'elastic ovh':>11}"]
-    full = report["widths"][0]
-    for r in report["widths"]:
-        ovh = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
-        fast = f" {num((r.get('decode_static_tok_s') or {}).get('median'), '.1f', 12)}" if static else ""
-        cells = " ".join(f"{r[k]['median_ms']:>14.2f} {full[k]['median_ms'] / r[k]['median_ms']:>7.2f}x"
-                         for _, k in measures)
-        lines.append(f"{subnet_label(r):>9} {full['flops_per_token'] / r['flops_per_token']:>9.2f}x {cells} "
-                     f"{r['decode_tok_s']['median']:>12.1f}{fast} {ovh:>+10.1%}")
+    for r in report.rows:
+        fast = f" {num(r.decode_static.median if r.decode_static else None, '.1f', 12)}" if static else ""
+        cells = " ".join(f"{r.ms(k):>14.2f} {full.ms(k) / r.ms(k):>7.2f}x" for _, k in measures)
+        lines.append(f"{row_label(r):>9} {full.flops_per_token / r.flops_per_token:>9.2f}x {cells} "
+                     f"{r.decode.median:>12.1f}{fast} {r.elastic_overhead():>+10.1%}")
     return "\n".join(lines)
 
 
-def latency_markdown(report: dict, title: str) -> str:
+def row_label(r: LatencyRow) -> str:
+    return subnet_label({"width": r.width, "depth": r.depth, "n_layer": r.n_layer})
+
+
+def latency_markdown(report: LatencyReport, title: str) -> str:
     """One row per width: time to first token and scoring at 1 and 8 x n (ms, speedup, speedup over the FLOP
     ratio: 1.0 = as fast as the arithmetic says), decode, elastic overhead. Older files without ttft_* show
     scoring only."""
-    n = report["prefill_len"]
-    full = report["widths"][0]
-    kinds = [k for k in ("ttft", "prefill") if f"{k}_b1_ms" in full]
+    n, full = report.prefill_len, report.rows[0]
+    kinds = [k for k in ("ttft", "prefill") if full.ms(f"{k}_b1_ms")]
     label = {"ttft": "TTFT", "prefill": "scoring"}
     head = "".join(f" {label[k]} 1x{n} ms | speedup | {label[k]} 8x{n} ms | speedup | {label[k]} speedup / FLOP "
                    f"ratio, 1x / 8x |" for k in kinds)
-    lines = [f"**{title}** — {report['device_name']}, {report['threads']} threads, torch {report['torch']}, "
-             f"median of {full['prefill_b1_ms']['repeats']} interleaved calls", "",
+    lines = [f"**{title}** — {report.device_name}, {report.threads} threads, torch {report.torch}, "
+             f"median of {full.timings['prefill_b1_ms'].repeats} interleaved calls", "",
              f"| width | heads / d / FFN | FLOP ratio |{head} decode tok/s | elastic overhead |",
              "|---|---|---|" + "---|" * (5 * len(kinds)) + "---|---|"]
-    for r in report["widths"]:
-        ratio = full["flops_per_token"] / r["flops_per_token"]
+    for r in report.rows:
+        ratio = full.flops_per_token / r.flops_per_token
         cells = ""
         for k in kinds:
-            t1, t8 = r[f"{k}_b1_ms"]["median_ms"], r[f"{k}_b8_ms"]["median_ms"]
-            s1, s8 = full[f"{k}_b1_ms"]["median_ms"] / t1, full[f"{k}_b8_ms"]["median_ms"] / t8
+            t1, t8 = r.ms(f"{k}_b1_ms"), r.ms(f"{k}_b8_ms")
+            s1, s8 = full.ms(f"{k}_b1_ms") / t1, full.ms(f"{k}_b8_ms") / t8
             cells += f" {t1:.2f} | {s1:.2f}x | {t8:.2f} | {s8:.2f}x | {s1 / ratio:.2f} / {s8 / ratio:.2f} |"
-        el = r["elastic_prefill_b1_ms"]["median_ms"] / r["prefill_b1_ms"]["median_ms"] - 1
-        lines.append(f"| {subnet_label(r)} | {r['n_head']} / {r['n_embd']} / {r['n_inner']} | {ratio:.2f}x |{cells} "
-                     f"{r['decode_tok_s']['median']:.0f} | {el:+.1%} |")
+        lines.append(f"| {row_label(r)} | {r.n_head} / {r.n_embd} / {r.n_inner} | {ratio:.2f}x |{cells} "
+                     f"{r.decode.median:.0f} | {r.elastic_overhead():+.1%} |")
     return "\n".join(lines)
 
 
@@ -169,17 +170,18 @@ def format_finetune(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def format_profile(prof: dict) -> str:
-    top = max(r for _, r in prof["matmul_fp32"])
+def format_profile(prof: DeviceProfile) -> str:
+    top = max(r for _, r in prof.matmul_fp32)
+    (f0, r0), pre, dec = prof.matmul_fp32[0], prof.prefill, prof.decode
     return "\n".join([
-        f"{prof['device_name']} ({prof['device_key']}, torch {prof.get('torch', '?')}), measured in {prof.get('profile_s')} s",
-        f"host per forward: {prof['prefill']['fixed_us']:.0f} us + {prof['prefill']['per_layer_us']:.0f} us/layer "
-        f"({prof['ops_per_layer']} ops/layer, {prof['op_overhead_us']:.2f} us/op); per generated token: "
-        f"{prof['decode']['fixed_us']:.0f} us + {prof['decode']['per_layer_us']:.0f} us/layer",
-        f"matmul fp32: {prof['matmul_fp32'][0][1]:.1f} GFLOP/s at {prof['matmul_fp32'][0][0]:.0e} FLOPs up to "
-        f"{top:.0f} GFLOP/s; copy bandwidth {prof['bandwidth_gbs']:.1f} GB/s"]
+        f"{prof.device_name} ({prof.device_key}, torch {prof.torch or '?'}), measured in {prof.profile_s} s",
+        f"host per forward: {pre.fixed_us:.0f} us + {pre.per_layer_us:.0f} us/layer ({prof.ops_per_layer} ops/layer, "
+        f"{num(prof.op_overhead_us, '.2f')} us/op); per generated token: {dec.fixed_us:.0f} us + "
+        f"{dec.per_layer_us:.0f} us/layer",
+        f"matmul fp32: {r0:.1f} GFLOP/s at {f0:.0e} FLOPs up to {top:.0f} GFLOP/s; copy bandwidth "
+        f"{prof.bandwidth_gbs:.1f} GB/s"]
         + ([f"bf16 autocast: {p['speedup']:.2f}x fp32 on {p['workload']} ({p['fp32_ms']:.0f} vs {p['bf16_ms']:.0f} ms)"]
-           if (p := prof.get("bf16_probe")) else []))
+           if (p := prof.bf16_probe) else []))
 
 
 def student_card(run: Run, spec: WidthSpec, cfg: GPT2Config, depth: float = 1.0, layers=None) -> str:
@@ -245,8 +247,8 @@ def write_run_card(run_path) -> Path:
         lines.append(f"- {info['weights_note']}")
     lines.append("")
     if ev:
-        n = (lat or {}).get("prefill_len", 128)
-        lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat['device_name'] + ', ' + str(lat['threads']) + ' threads' if lat else 'not measured'}.", "",
+        n = lat.prefill_len if lat else 128
+        lines += [f"Evaluation: {ev.get('protocol')}; latency: {lat.device_name + ', ' + str(lat.threads) + ' threads' if lat else 'not measured'}.", "",
                   f"| model | width (x layers) | params | MFLOP/token | val ppl | train / val CE | top-1 acc | agreement | time to "
                   f"first token 1x{n} / 8x{n} ms | scoring 1x{n} / 8x{n} ms | decode tok/s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]

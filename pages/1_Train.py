@@ -1,5 +1,5 @@
 """Train: pick a teacher, data and a nesting recipe; estimate; run it in a background process and follow it."""
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from pathlib import Path
 
 import streamlit as st
@@ -48,8 +48,8 @@ if embedded:
     if dc[0].button("Estimate the demo", key="demo_estimate"):
         with st.spinner("Timing a nested step, the forwards evaluation and timing run, and a process start…"):
             st.session_state["demo_estimated"] = _estimate(
-                str(embedded.path), tuple(api.parse_widths(demo.widths)), "ffn,heads,hidden",
-                asdict(demo.recipe(str(ui.app_device()))), follow=(demo.eval_tokens, demo.bench_repeats, 5))
+                str(embedded.path), tuple(api.parse_widths(demo.widths)), demo.nest,
+                asdict(demo.recipe(str(ui.app_device()))), follow=astuple(demo.follow_ups()))
     if dc[1].button("Run the demo", type="primary", key="demo_start"):
         with ui.friendly_errors():
             out = api.jobs.unique_run_dir(ui.new_runs_root(), "demo")

@@ -75,19 +75,19 @@ devices_here = list(dict.fromkeys([ui.app_device().type, "cpu"]))
 for dev in devices_here:
     here = api.device_info(dev, threads)["device_key"]
     lat = latency_files.get(here)
-    lrow = next((r for r in (lat or {}).get("widths", []) if api.same_subnet(r, width, depth)), None)
+    lrow = lat.row(width, depth) if lat else None
     if lrow is None and (key, dev) in measured:
         lrow = measured[(key, dev)]
     if lrow:
-        n = (lat or {}).get("prefill_len", 128)
+        n = lat.prefill_len if lat else 128
         s = st.columns(6)
         shown = [(f"Time to first token 1x{n}", "ttft_b1_ms"), (f"Time to first token 8x{n}", "ttft_b8_ms"),
                  (f"Scoring 1x{n}", "prefill_b1_ms"), (f"Scoring 8x{n}", "prefill_b8_ms")]
-        for col, (label, k) in zip(s, [(lb, k) for lb, k in shown if k in lrow]):
-            col.metric(label, f"{lrow[k]['median_ms']:.1f} ms")
-        s[4].metric("Decode", f"{lrow['decode_tok_s']['median']:.0f} tokens/s")
-        if lrow.get("decode_static_tok_s"):
-            s[5].metric("Decode, static cache", f"{lrow['decode_static_tok_s']['median']:.0f} tokens/s")
+        for col, (label, k) in zip(s, [(lb, k) for lb, k in shown if lrow.ms(k)]):
+            col.metric(label, f"{lrow.ms(k):.1f} ms")
+        s[4].metric("Decode", f"{lrow.decode.median:.0f} tokens/s")
+        if lrow.decode_static:
+            s[5].metric("Decode, static cache", f"{lrow.decode_static.median:.0f} tokens/s")
         st.caption(f"Measured on {here}: median of interleaved timed calls (nml_core/analysis/latency.py). Time to "
                    "first token is generation's prefill (KV cache, last logits only); scoring computes the logits of "
                    "every position (perplexity, classification).")
@@ -97,7 +97,7 @@ for dev in devices_here:
             with st.spinner("Timing the extracted student…"), ui.friendly_errors():
                 rep = api.bench_widths(elastic.model, run.axes, [(width, depth)], device=dev, repeats=3,
                                    layer_rank=run.layer_rank)
-                measured[(key, dev)] = rep["widths"][0]
+                measured[(key, dev)] = rep.rows[0]
             st.rerun()
 
 # ---- generation at this width

@@ -51,8 +51,8 @@ if not points:
     st.stop()
 if choice["kind"] == "projected":
     prof = choice["profile"]
-    st.caption(f"**Projected** for {choice['name']} from its device profile ({prof.get('kind')}"
-               f"{', ' + prof['note'] if prof.get('note') else ''}) and each width's own ops — "
+    st.caption(f"**Projected** for {choice['name']} from its device profile ({prof.kind}"
+               f"{', ' + prof.note if prof.note else ''}) and each width's own ops — "
                "nml_core/analysis/whatif.py. Not a measurement"
                + (f"; the what-if's measured error on this class of device: median {choice['error']['median']:.0%}, "
                   f"worst {choice['error']['worst']:.0%} over {choice['error']['n']} measurements "
@@ -64,8 +64,8 @@ unpriced = [p for p in missing if p.get("prefill_ms") is None]
 what = f"{api.whatif.WORKLOADS[workload]} at batch {batch}"
 if missing and not unpriced:
     st.caption(f"{choice['name']} was not measured for {what} for {len(missing)} of the {len(points)} models: "
-               f"their latencies are **projected** from {choice['profile']['device_name']}'s "
-               f"{choice['profile'].get('kind', '')} profile, marked ⊙ on the chart.")
+               f"their latencies are **projected** from {choice['profile'].device_name}'s "
+               f"{choice['profile'].kind} profile, marked ⊙ on the chart.")
 elif unpriced:  # no profile to project from (a bf16 file, say: profiles are fp32): left out, and said so
     st.caption(f"{choice['name']} has no measurement of {what} for {len(unpriced)} of the {len(points)} models "
                f"(runs: {', '.join(sorted({p['run'] for p in unpriced}))}) and no profile to project them from: "

@@ -120,7 +120,7 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     assert_clean(at)
     run = load_run(ROOT / "cached_runs" / "shakespeare-nml", require_model=False)  # figures only
     lat = next(iter(run.latency().values()))
-    by_w = {r["width"]: r["prefill_b1_ms"]["median_ms"] for r in lat["widths"]}
+    by_w = {r.width: r.ms("prefill_b1_ms") for r in lat.rows}
     # scoring (all logits); NML run alone, a budget between width 1/2 and width 1: the answer is width 1/2
     at.radio(key="pareto_workload").set_value("prefill").run()
     at.multiselect(key="pareto_runs").set_value(["shakespeare-nml"]).run()
@@ -131,7 +131,7 @@ def test_pareto_budget_picks_a_width(monkeypatch):
     # it beats the NML students that fit (they are narrower) and wins
     ffn = load_run(ROOT / "cached_runs" / "shakespeare-nml-ffn", require_model=False)
     ffn_lat = ffn.latency()[next(k for k in run.latency() if k in ffn.latency())]
-    smallest = min(r["prefill_b1_ms"]["median_ms"] for r in ffn_lat["widths"])
+    smallest = min(r.ms("prefill_b1_ms") for r in ffn_lat.rows)
     at.multiselect(key="pareto_runs").set_value(["shakespeare-nml", "shakespeare-nml-ffn"]).run()
     at.number_input(key="budget_ms").set_value(smallest * 1.001).run()
     assert "NML FFN-only width" in at.success[0].value
@@ -160,11 +160,11 @@ def test_pareto_deploys_for_generation_by_default_on_time_to_first_token(monkeyp
     at = open_page("pages/4_Pareto.py")
     assert at.radio(key="pareto_workload").value == "ttft"
     run = load_run(ROOT / "cached_runs" / "shakespeare-nml", require_model=False)  # figures only
-    key, lat = next((k, v) for k, v in run.latency().items() if "ttft_b1_ms" in v["widths"][0])
-    by_w = {r["width"]: r["ttft_b1_ms"]["median_ms"] for r in lat["widths"]}
+    key, lat = next((k, v) for k, v in run.latency().items() if v.rows[0].ms("ttft_b1_ms"))
+    by_w = {r.width: r.ms("ttft_b1_ms") for r in lat.rows}
     at.multiselect(key="pareto_runs").set_value(["shakespeare-nml"]).run()
     label = next(o for o in at.selectbox(key="pareto_device").options if o.endswith("— measured")
-                 and lat["device_name"] in o and f"{lat['threads']} threads" in o)
+                 and lat.device_name in o and f"{lat.threads} threads" in o)
     at.selectbox(key="pareto_device").set_value(label).run()
     at.number_input(key="budget_ms").set_value((by_w[0.25] + by_w[0.5]) / 2).run()
     assert_clean(at)

@@ -39,5 +39,8 @@ def test_every_page_in_a_real_browser(tmp_path):
             for bad in ERRORS:
                 assert bad not in body, f"{path or 'Home'} shows {bad!r}:\n{body[:2000]}"
             assert page.locator('[data-testid="stException"]').count() == 0
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")
+            # the pages by name, not by file (the icons' names are text too: material icon ligatures)
+            assert "app" not in nav and nav.index("Home") < nav.index("Train") < nav.index("Width slider"), nav
             page.screenshot(path=str(shots / f"{i}-{path or 'Home'}.png"), full_page=True)
     assert all((shots / f"{i}-{path or 'Home'}.png").exists() for i, (path, _) in enumerate(PAGES))

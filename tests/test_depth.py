@@ -228,9 +228,11 @@ def test_whatif_cli_prints_the_frontier_and_why(depth_run, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--batch 0" in bad.stderr
 
 
-def _shipped_cpu_profile() -> dict:
+def _shipped_cpu_profile():
     """A device profile of this CPU's shape (figures of the right magnitude; the presets scale from it)."""
     import json
     from pathlib import Path
+
+    from nml_core.analysis.device_profile import DeviceProfile
     shipped = Path(__file__).resolve().parent.parent / "cached_runs" / "device_profiles"
-    return json.loads(next(iter(sorted(shipped.glob("cpu-*-2t.json")))).read_text())
+    return DeviceProfile.from_json(json.loads(next(iter(sorted(shipped.glob("cpu-*-2t.json")))).read_text()))

@@ -36,3 +36,17 @@ def test_an_unknown_block_is_reported(tmp_path):
     (tmp_path / "DOC.md").write_text("<!-- nml:begin no-such-table -->\n<!-- nml:end no-such-table -->\n")
     (tmp_path / "cached_runs").mkdir()
     assert render(tmp_path, check=True, docs=("DOC.md",)) == ["DOC.md: no-such-table (no such block)"]
+
+
+def test_the_demo_timing_block_judges_each_figure_against_its_target():
+    from nml_core.docs import demo_timing_report
+    from nml_core.jobs import DEMO
+    run = {"wall_min": 3.2, "train_s": 150.0, "teacher_ppl": 93.8, "width1_ppl": 120.0, "small_width": 0.125,
+           "naive_ppl": 2240.0, "nml_ppl": 400.0}
+    res = {"device": {"device_name": "a CPU", "threads": 2}, "estimate": {"minutes": 3.4},
+           "recipe": {k: getattr(DEMO, k) for k in DEMO.__dataclass_fields__},
+           "standalone": run, "browser": {**run, "wall_min": 4.1, "nml_ppl": 500.0}}
+    rows = demo_timing_report(res).splitlines()[-2:]
+    assert "3.20 min — meets" in rows[0] and "+6% — meets" in rows[0] and "(5.6x) — meets" in rows[0]
+    assert "4.10 min — misses" in rows[1] and "-17% — meets" in rows[1] and "(4.5x) — misses" in rows[1]
+    assert "width 0.125: naive" in demo_timing_report(res)

@@ -7,6 +7,7 @@ import torch
 from nml_core import api
 from nml_core.errors import NMLError
 from nml_core.report import format_eval, format_latency
+from nml_core.store.runs import load_run
 from nml_core.analysis.evaluate import evaluate_models
 from nml_core.arch.gpt2 import cost
 from nml_core.nesting.elastic import extract_student
@@ -50,12 +51,14 @@ def test_eval_run_reports_every_width_and_baseline(nested_copy):
 
 def test_bench_writes_latency_for_each_width(nested_copy):
     report = api.bench_run(nested_copy, repeats=2, threads=1)
-    assert [r["width"] for r in report["widths"]] == [1.0, 0.5, 0.25, 0.125]
-    r = report["widths"][0]
-    assert r["prefill_b1_ms"]["min_ms"] <= r["prefill_b1_ms"]["median_ms"] <= r["prefill_b1_ms"]["max_ms"]
-    assert report["threads"] == 1 and (nested_copy / "latency" / f"{report['device_key']}.json").exists()
-    for row in report["widths"]:  # three workloads: time to first token, scoring, decode
-        assert {"ttft_b1_ms", "ttft_b8_ms", "prefill_b1_ms", "prefill_b8_ms", "decode_tok_s"} <= set(row)
+    assert [r.width for r in report.rows] == [1.0, 0.5, 0.25, 0.125]
+    t = report.rows[0].timings["prefill_b1_ms"]
+    assert t.min_ms <= t.median_ms <= t.max_ms and t.repeats == 2
+    assert report.threads == 1 and (nested_copy / "latency" / f"{report.device_key}.json").exists()
+    for row in report.rows:  # three workloads: time to first token, scoring, decode
+        assert {"ttft_b1_ms", "ttft_b8_ms", "prefill_b1_ms", "prefill_b8_ms"} <= set(row.timings) and row.decode.median > 0
+    stored = load_run(nested_copy).latency()[report.device_key]
+    assert stored == report, "the file reads back as the report that was written"
     text = format_latency(report)
     assert "TTFT 1x" in text and "score 8x" in text
 
@@ -71,14 +74,14 @@ def test_a_run_that_ships_figures_only_is_timed_at_its_shapes(nested_copy):
         api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1, write=False)
     load_run(nested_copy, require_model=False).update(weights_shipped=False)
     report = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1)
-    assert "random weights" in report["weights"] and [r["n_embd"] for r in report["widths"]] == [64, 32]
-    assert {"ttft_b1_ms", "ttft_b8_ms", "decode_tok_s"} <= set(report["widths"][1])
+    assert "random weights" in report.weights and [r.n_embd for r in report.rows] == [64, 32]
+    assert {"ttft_b1_ms", "ttft_b8_ms"} <= set(report.rows[1].timings) and report.rows[1].decode
 
 
 def test_a_bf16_bench_is_a_device_of_its_own(nested_copy):
     fp32 = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1)
     bf16 = api.bench_run(nested_copy, widths=[1.0, 0.5], repeats=1, threads=1, precision="bf16")
-    assert bf16["device_key"] == fp32["device_key"] + "-bf16" and bf16["precision"] == "bf16"
+    assert bf16.device_key == fp32.device_key + "-bf16" and bf16.precision == "bf16"
     from nml_core.analysis import latency
     seen = []
     real = latency.extract_student
@@ -88,8 +91,8 @@ def test_a_bf16_bench_is_a_device_of_its_own(nested_copy):
     finally:
         latency.extract_student = real
     assert seen and all(p.dtype == torch.bfloat16 for s in seen for p in s.parameters()), "bf16 students are timed"
-    assert {p.name for p in (nested_copy / "latency").glob("*.json")} == {f"{fp32['device_key']}.json",
-                                                                          f"{bf16['device_key']}.json"}
+    assert {p.name for p in (nested_copy / "latency").glob("*.json")} == {f"{fp32.device_key}.json",
+                                                                          f"{bf16.device_key}.json"}
 
 
 def test_time_to_first_token_is_generates_own_prefill(nested_copy):

@@ -8,6 +8,7 @@ from transformers import GPT2LMHeadModel
 
 from nml_core.analysis import whatif
 from nml_core.analysis.memory import peak_allocated_mb
+from nml_core.analysis.device_profile import DeviceProfile
 from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_base, preset_profile, profile_device,
                                        save_profile)
 from nml_core.arch.gpt2 import cost
@@ -20,8 +21,8 @@ CFG = tiny_config(vocab_size=50257, n_positions=128)
 WIDTHS = [1.0, 0.5, 0.25, 0.125]
 
 
-def cpu_profile(**kw) -> dict:
-    """A synthetic measured CPU profile (the numbers of a small 2-core machine)."""
+def cpu_profile_json(**kw) -> dict:
+    """A synthetic measured CPU profile as stored (the numbers of a small 2-core machine)."""
     table = [[2e3, 0.5], [5e5, 40.0], [5e7, 300.0], [3e9, 300.0], [3e10, 150.0]]
     prof = {"version": 1, "kind": "measured", "device": "cpu", "device_name": "test CPU", "threads": 2,
             "device_key": "cpu-test-2t", "torch": torch.__version__, "prefill": {"fixed_us": 250.0, "per_layer_us": 150.0},
@@ -29,6 +30,10 @@ def cpu_profile(**kw) -> dict:
             "matmul_fp32": table, "bandwidth_gbs": 8.0, "read_gbs": 15.0, "write_gbs": 8.0,
             "fresh_write_gbs": 2.5, "fresh_output_gbs": 2.5, "asynchronous": False}
     return {**prof, **kw}
+
+
+def cpu_profile(**kw) -> DeviceProfile:
+    return DeviceProfile.from_json(cpu_profile_json(**kw))
 
 
 def dims(w):
@@ -40,7 +45,7 @@ def profiles():
     return [base] + [preset_profile(name, base) for name in PRESETS]
 
 
-@pytest.mark.parametrize("prof", profiles(), ids=lambda p: p["device_name"])
+@pytest.mark.parametrize("prof", profiles(), ids=lambda p: p.device_name)
 def test_smaller_widths_are_never_projected_slower(prof):
     for batch in (1, 8, 32):
         times = [whatif.forward_us(prof, CFG, dims(w), batch, 128) for w in WIDTHS]
@@ -98,7 +103,7 @@ def test_decode_is_never_faster_than_reading_the_weights():
     h100 = preset_profile("NVIDIA H100 SXM", cpu_profile())
     for w in WIDTHS:
         assert whatif.project(h100, CFG, dims(w))["decode_ms"] * 1e3 >= \
-            cost(CFG, dims(w))["params"] * 4 / (h100["read_gbs"] * 1e3)
+            cost(CFG, dims(w))["params"] * 4 / (h100.read_gbs * 1e3)
 
 
 def test_a_slow_matrix_vector_read_slows_decode_and_not_the_prefill():
@@ -137,8 +142,8 @@ def test_a_faster_device_is_projected_faster():
 
 def test_presets_say_which_fields_are_assumed():
     p = preset_profile("NVIDIA T4", cpu_profile())
-    assert p["kind"] == "preset" and p["fields"]["matmul_fp32"].startswith("assumed")
-    assert p["fields"]["ops_per_layer"] == "measured" and p["based_on"] == "cpu-test-2t"
+    assert p.kind == "preset" and p.fields["matmul_fp32"].startswith("assumed")
+    assert p.fields["ops_per_layer"] == "measured" and p.based_on == "cpu-test-2t"
 
 
 def test_memory_counts_weights_kv_cache_and_activations():
@@ -149,7 +154,7 @@ def test_memory_counts_weights_kv_cache_and_activations():
 
 
 def test_rate_interpolates_inside_the_table_and_extends_time_outside_it():
-    prof = {"matmul_fp32": [[1e3, 1.0], [1e5, 100.0], [1e7, 1000.0]]}
+    prof = cpu_profile(matmul_fp32=[[1e3, 1.0], [1e5, 100.0], [1e7, 1000.0]])
     assert whatif.rate_gflops(prof, 1e4) == pytest.approx(10.0)
     # below the smallest size: that kernel's time is a floor (1e3 FLOPs at 1 GFLOP/s = 1 us)
     assert 10 / whatif.rate_gflops(prof, 10) == pytest.approx(1e3)
@@ -200,7 +205,7 @@ def test_budget_picks_the_best_width_that_fits():
 @pytest.mark.parametrize("edit, words", [(lambda p: p.pop("matmul_fp32"), "not a device profile"),
                                          (lambda p: p.update(torch="1.13.1"), "measured with torch 1.13.1")])
 def test_a_bad_profile_is_one_line_and_never_used(tmp_path, edit, words):
-    prof = cpu_profile()
+    prof = cpu_profile_json()
     edit(prof)
     with pytest.raises(NMLError, match=words):
         check_profile(prof)
@@ -215,12 +220,12 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "PROBE_SHAPE", dict(n_layer=1, n_embd=32, n_head=2, n_positions=16))
     monkeypatch.setattr(precision, "PROBE_BATCH", (2, 16))
     prof = profile_device("cpu", threads=1, repeats=3)
-    check_profile(prof)
-    assert prof["threads"] == 1 and prof["device_key"].endswith("-1t") and prof["ops_per_layer"] > 10
-    assert prof["prefill"]["per_layer_us"] > 0 and prof["bandwidth_gbs"] > 0 and prof["gemv_gbs"] > 0
-    assert all(r > 0 for _, r in prof["matmul_fp32"]) and set(prof["fields"].values()) == {"measured"}
+    check_profile(prof.to_json())
+    assert prof.threads == 1 and prof.device_key.endswith("-1t") and prof.ops_per_layer > 10
+    assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
+    assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     path = save_profile(prof, tmp_path)
-    assert load_profiles(tmp_path)[prof["device_key"]]["measured"] == prof["measured"] and path.exists()
+    assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

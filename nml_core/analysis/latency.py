@@ -28,6 +28,7 @@ from ..device import device_info, resolve, set_threads, synchronize
 from ..nesting.elastic import ElasticGPT2, extract_student
 from ..nesting.depth import as_subnet, subnet_key
 from ..nesting.width import WidthSpec
+from ..store.latency_report import LatencyReport, LatencyRow, Throughput, Timing
 from ..store.runs import now
 
 PREFILL_LEN = 128
@@ -53,14 +54,6 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
                 times[name].append((time.perf_counter() - t) * 1e3)
     return {k: {"min_ms": round(min(v), 3), "median_ms": round(statistics.median(v), 3), "max_ms": round(max(v), 3),
                 "repeats": len(v)} for k, v in times.items()}
-
-
-def measured_ms(row: dict, measure: str) -> float | None:
-    """A latency row's median for one measure, in ms (decode_ms: per generated token, from decode_tok_s); None
-    where the row lacks it (files written before a workload existed)."""
-    if measure == "decode_ms":
-        return 1e3 / row["decode_tok_s"]["median"] if row.get("decode_tok_s") else None
-    return row[measure]["median_ms"] if row.get(measure) else None
 
 
 def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:
@@ -95,17 +88,17 @@ def decode_fn(model, device: str, static_cache: bool = False) -> Callable:
                                   min_new_tokens=new, do_sample=False, pad_token_id=eos, **cache)
 
 
-def tokens_per_s(stats: dict, tokens: int) -> dict:
+def tokens_per_s(stats: dict, tokens: int) -> Throughput:
     """Turn call times into throughput (min time -> max throughput)."""
-    return {"min": round(tokens / stats["max_ms"] * 1e3, 2), "median": round(tokens / stats["median_ms"] * 1e3, 2),
-            "max": round(tokens / stats["min_ms"] * 1e3, 2)}
+    return Throughput(min=round(tokens / stats["max_ms"] * 1e3, 2), median=round(tokens / stats["median_ms"] * 1e3, 2),
+                      max=round(tokens / stats["min_ms"] * 1e3, 2))
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def bench_widths(model: GPT2LMHeadModel, axes, widths: list, device: str = "auto", threads: int | None = None,
-                 repeats: int = 10, precision: str = "fp32", layer_rank: list[int] | None = None) -> dict:
+                 repeats: int = 10, precision: str = "fp32", layer_rank: list[int] | None = None) -> LatencyReport:
     """Time every width (or (width, depth) pair) of `model`: extracted students and the elastic forward,
     interleaved in one process, with weights and compute in `precision` (bf16: a device of its own, key
     <device>-bf16)."""
@@ -138,17 +131,15 @@ def bench_widths(model: GPT2LMHeadModel, axes, widths: list, device: str = "auto
     info = device_info(device, threads)
     if precision != "fp32":
         info.update(device_key=f"{info['device_key']}-{precision}", precision=precision)
-    report = {**info, "measured": now(), "protocol": __doc__.strip(),
-              "prefill_len": prefill_len(cfg), "decode_new_tokens": decode_new_tokens(cfg),
-              "matmul_gflops": matmul_gflops(device), "widths": []}
+    rows = []
     for w, d in subnets:
         key = subnet_key(w, d)
-        row = {"width": w, "depth": d, **cost(cfg, elastic.dims(w, d), prefill_len(cfg))}
-        for name in [f"{kind}_b{b}" for kind in ("ttft", "prefill") for b in batches] + ["elastic_prefill_b1"]:
-            if f"{key}/{name}" in times:
-                row[f"{name}_ms"] = times[f"{key}/{name}"]
-        row["decode_tok_s"] = tokens_per_s(times[f"{key}/decode"], decode_new_tokens(cfg))
-        if f"{key}/decode_static" in times:
-            row["decode_static_tok_s"] = tokens_per_s(times[f"{key}/decode_static"], decode_new_tokens(cfg))
-        report["widths"].append(row)
-    return report
+        measures = [f"{kind}_b{b}" for kind in ("ttft", "prefill") for b in batches] + ["elastic_prefill_b1"]
+        static = times.get(f"{key}/decode_static")
+        rows.append(LatencyRow(width=w, depth=d, **cost(cfg, elastic.dims(w, d), prefill_len(cfg)),
+                               timings={f"{m}_ms": Timing(**times[f"{key}/{m}"]) for m in measures
+                                        if f"{key}/{m}" in times},
+                               decode=tokens_per_s(times[f"{key}/decode"], decode_new_tokens(cfg)),
+                               decode_static=tokens_per_s(static, decode_new_tokens(cfg)) if static else None))
+    return LatencyReport(**info, measured=now(), protocol=__doc__.strip(), prefill_len=prefill_len(cfg),
+                         decode_new_tokens=decode_new_tokens(cfg), matmul_gflops=matmul_gflops(device), rows=rows)

@@ -5,6 +5,7 @@ NML widths) take the latency measured for the NML student of that width.
 """
 from __future__ import annotations
 
+from ..store.latency_report import LatencyReport
 from ..store.runs import Run
 
 QUALITY = {"ppl": ("val perplexity", False), "acc": ("top-1 accuracy", True), "agree": ("agreement with teacher", True)}
@@ -17,8 +18,8 @@ COST = {"prefill_ms": ("prefill at the chosen batch and workload (ms)", False),
 
 
 def student_shape(row: dict, n_layer: int | None = None) -> tuple:
-    """(heads, hidden, FFN, layers) of an eval or latency row: latency depends on nothing else (rows written
-    before depth was nested have no n_layer: they ran every layer, `n_layer`)."""
+    """(heads, hidden, FFN, layers) of an eval row: latency depends on nothing else (rows written before depth
+    was nested have no n_layer: they ran every layer, `n_layer`); LatencyRow.shape is the same for a timing."""
     return row["n_head"], row["n_embd"], row["n_inner"], row.get("n_layer") or n_layer
 
 
@@ -26,8 +27,8 @@ def default_latency_key(run: Run) -> str | None:
     """The latency file a card or table shows by default: a CPU's at the most threads (how the machine runs by
     default, all cores) in fp32, else the first one."""
     files = run.latency()
-    cpus = [k for k, v in files.items() if v.get("device") == "cpu"]
-    return max(cpus, key=lambda k: (files[k].get("threads") or 0, "precision" not in files[k])) if cpus \
+    cpus = [k for k, v in files.items() if v.device == "cpu"]
+    return max(cpus, key=lambda k: (files[k].threads or 0, files[k].precision is None)) if cpus \
         else next(iter(files), None)
 
 
@@ -47,11 +48,11 @@ def run_points(run: Run, device_key: str | None = None) -> list[dict]:
     return [p for group, rows in groups for p in with_latency(run, rows, group, lat)]
 
 
-def with_latency(run: Run, rows: list[dict], group: str, lat: dict | None) -> list[dict]:
+def with_latency(run: Run, rows: list[dict], group: str, lat: LatencyReport | None) -> list[dict]:
     """Eval or grid rows as points of one group, each with every measure the latency report `lat` (one of the
     run's latency files, or None) has for its shape (older files have no ttft_*: scoring and decode only)."""
     full_layers = run.info.get("teacher", {}).get("shape", {}).get("n_layer")
-    by_shape = {student_shape(r, full_layers): r for r in (lat or {}).get("widths", [])}
+    by_shape = {r.shape(full_layers): r for r in (lat.rows if lat else [])}
     points = []
     for r in rows:
         p = {"group": group, "run": run.name, **{k: r.get(k) for k in
@@ -60,8 +61,8 @@ def with_latency(run: Run, rows: list[dict], group: str, lat: dict | None) -> li
         p["depth"], p["n_layer"] = p["depth"] or 1.0, p["n_layer"] or full_layers
         t = by_shape.get(student_shape(r, full_layers))
         if t:
-            p.update({k: v["median_ms"] for k, v in t.items() if k.endswith("_ms") and not k.startswith("elastic")},
-                     decode_tok_s=t["decode_tok_s"]["median"])
+            p.update({k: v.median_ms for k, v in t.timings.items() if not k.startswith("elastic")},
+                     decode_tok_s=t.decode.median if t.decode else None)
         points.append(p)
     return points
 

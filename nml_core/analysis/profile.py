@@ -36,10 +36,9 @@ from ..errors import NMLError
 from ..training.precision import bf16_probe
 from ..files import atomic_write_json, read_json
 from ..store.runs import now
+from .device_profile import HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel
 from .latency import interleaved_timings
 
-PROFILE_VERSION = 1
-HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
 GPT2_VOCAB = 50257
 # (M, K, N) of matmuls like the runs' layers and LM heads, small to large, outputs below FRESH_OUTPUT (the
@@ -170,7 +169,7 @@ def _fresh_output_gbs(device: torch.device, repeats: int) -> float:
     return round(1024 * 50257 * 4 / us / 1e3, 2)
 
 
-def profile_device(device: str = "auto", threads: int | None = None, repeats: int = 7) -> dict:
+def profile_device(device: str = "auto", threads: int | None = None, repeats: int = 7) -> DeviceProfile:
     """Measure this device (about 20-60 s) -> a profile (see the module doc)."""
     dev = devices.resolve(device)
     threads = devices.set_threads(threads)
@@ -190,7 +189,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
     prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}
     prof["profile_s"] = round(time.time() - t0, 1)
-    return prof
+    return DeviceProfile.from_json(prof)
 
 
 # ---------------------------------------------------------------- stored profiles and presets
@@ -199,30 +198,25 @@ def profiles_dir(root: Path) -> Path:
     return Path(root) / "device_profiles"
 
 
-def save_profile(prof: dict, root: Path) -> Path:
-    path = profiles_dir(root) / f"{prof['device_key']}.json"
-    atomic_write_json(path, prof)
+def save_profile(prof: DeviceProfile, root: Path) -> Path:
+    path = profiles_dir(root) / f"{prof.device_key}.json"
+    atomic_write_json(path, prof.to_json())
     return path
 
 
-def check_profile(prof: dict, where: str = "profile") -> dict:
-    """A profile the projection can use, or one line naming what is wrong with it."""
-    need = ("prefill", "decode", "matmul_fp32", "bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs",
-            "fresh_output_gbs", "device_key")
-    missing = [k for k in need if k not in prof]
-    if missing or prof.get("version") != PROFILE_VERSION:
-        raise NMLError(f"{where} is not a device profile of this version (missing {missing or 'version'}); "
-                       "measure it again: python -m nml_core profile-device")
+def check_profile(stored: dict, where: str = "profile") -> DeviceProfile:
+    """A stored profile the projection can use, or one line naming what is wrong with it."""
+    prof = DeviceProfile.from_json(stored, where)
     # a CPU profile is of this kind of machine and can be re-measured here in seconds; a GPU's came home from a
     # machine we no longer hold, and stays valid for the torch it names (shown with it)
-    if prof.get("kind") == "measured" and prof.get("device") == "cpu" and \
-            prof.get("torch", "").split("+")[0].rsplit(".", 1)[0] != torch.__version__.split("+")[0].rsplit(".", 1)[0]:
-        raise NMLError(f"{where} was measured with torch {prof.get('torch')}, this is {torch.__version__}; "
+    if prof.kind == "measured" and prof.device == "cpu" and \
+            (prof.torch or "").split("+")[0].rsplit(".", 1)[0] != torch.__version__.split("+")[0].rsplit(".", 1)[0]:
+        raise NMLError(f"{where} was measured with torch {prof.torch}, this is {torch.__version__}; "
                        "measure it again: python -m nml_core profile-device")
     return prof
 
 
-def load_profiles(*roots: Path) -> dict[str, dict]:
+def load_profiles(*roots: Path) -> dict[str, DeviceProfile]:
     """device key -> profile, for every readable profile under the roots (a bad one is skipped, not used)."""
     out = {}
     for root in roots:
@@ -231,7 +225,7 @@ def load_profiles(*roots: Path) -> dict[str, dict]:
                 prof = check_profile(read_json(path), str(path))
             except NMLError:
                 continue
-            out[prof["device_key"]] = prof
+            out[prof.device_key] = prof
     return out
 
 
@@ -272,7 +266,7 @@ BANDWIDTH_REACHED = 0.8  # assumed: share of the vendor bandwidth a large copy r
 TABLE_FLOPS = [10.0 ** e for e in range(3, 14)]  # sizes a preset's rate model is tabulated at (for display)
 
 
-def preset_profile(name: str, base: dict) -> dict:
+def preset_profile(name: str, base: DeviceProfile) -> DeviceProfile:
     """A profile of a device we cannot measure: its vendor peaks, with host costs taken from `base`, a profile
     measured here (a CPU preset scales this CPU's host costs by host_factor; a GPU's host side is CPU dispatch
     plus one kernel launch per op). Every field is marked measured (from base) or assumed.
@@ -281,46 +275,45 @@ def preset_profile(name: str, base: dict) -> dict:
     (a table taken at the base CPU's sizes ended where they end, and large batches were clamped there)."""
     spec = PRESETS[name]
     sustained = spec["peak_gflops"] * SUSTAINED
-    extra = {}
+    model = None
     if spec["cpu"]:
-        host = {k: {f: v * spec["host_factor"] for f, v in base.get(k, base["prefill"]).items()} for k in HOST_KINDS}
-        top = max(r for _, r in base["matmul_fp32"])
-        table = [[f, r * sustained / top] for f, r in base["matmul_fp32"]]
-    else:
-        host = {k: {"fixed_us": base.get(k, base["prefill"])["fixed_us"] + base["ops_fixed"] * LAUNCH_US,
-                    "per_layer_us": base.get(k, base["prefill"])["per_layer_us"] + base["ops_per_layer"] * LAUNCH_US}
+        host = {k: HostCost(base.host(k).fixed_us * spec["host_factor"], base.host(k).per_layer_us * spec["host_factor"])
                 for k in HOST_KINDS}
-        extra["matmul_model"] = {"floor_us": KERNEL_FLOOR_US, "sustained_gflops": sustained}
+        top = max(r for _, r in base.matmul_fp32)
+        table = [[f, r * sustained / top] for f, r in base.matmul_fp32]
+    else:
+        host = {k: HostCost(base.host(k).fixed_us + base.ops_fixed * LAUNCH_US,
+                            base.host(k).per_layer_us + base.ops_per_layer * LAUNCH_US) for k in HOST_KINDS}
+        model = MatmulModel(floor_us=KERNEL_FLOOR_US, sustained_gflops=sustained)
         table = [[f, f / (KERNEL_FLOOR_US * 1e3 + f / sustained)] for f in TABLE_FLOPS]
-    return {"version": PROFILE_VERSION, "kind": "preset", "device": "cpu" if spec["cpu"] else "cuda",
-            "device_name": name, "device_key": "preset-" + name.lower().replace(" ", "-"), "note": spec["note"],
-            **host, "ops_per_layer": base["ops_per_layer"], "ops_fixed": base["ops_fixed"],
-            "matmul_fp32": table, **extra, **_preset_bandwidths(spec, base),
-            "asynchronous": not spec["cpu"], "based_on": base["device_key"],
-            "fields": {"prefill": f"assumed (measured on {base['device_key']}, scaled)",
-                       "ttft": f"assumed (measured on {base['device_key']}, scaled)",
-                       "decode": f"assumed (measured on {base['device_key']}, scaled)",
-                       "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s"
-                                      + (f", {KERNEL_FLOOR_US:g} us kernel floor)" if not spec["cpu"] else ")"),
-                       "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
-                       "read_gbs": "assumed (as bandwidth_gbs; CPUs: scaled from the measured ratios)",
-                       "fresh_write_gbs": "assumed (GPUs: a caching allocator, no page faults)",
-                       "ops_per_layer": "measured", "ops_fixed": "measured"}}
+    scaled = f"assumed (measured on {base.device_key}, scaled)"
+    return DeviceProfile(
+        device_key="preset-" + name.lower().replace(" ", "-"), device_name=name, device="cpu" if spec["cpu"] else "cuda",
+        kind="preset", note=spec["note"], **host, ops_per_layer=base.ops_per_layer, ops_fixed=base.ops_fixed,
+        matmul_fp32=table, matmul_model=model, **_preset_bandwidths(spec, base), asynchronous=not spec["cpu"],
+        based_on=base.device_key,
+        fields={"prefill": scaled, "ttft": scaled, "decode": scaled,
+                "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s"
+                               + (f", {KERNEL_FLOOR_US:g} us kernel floor)" if not spec["cpu"] else ")"),
+                "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
+                "read_gbs": "assumed (as bandwidth_gbs; CPUs: scaled from the measured ratios)",
+                "fresh_write_gbs": "assumed (GPUs: a caching allocator, no page faults)",
+                "ops_per_layer": "measured", "ops_fixed": "measured"})
 
 
-def _preset_bandwidths(spec: dict, base: dict) -> dict:
+def _preset_bandwidths(spec: dict, base: DeviceProfile) -> dict[str, float]:
     """A GPU reads and writes at the vendor bandwidth (reached share); a CPU preset keeps the measured CPU's
     ratios of read / write / fresh-write to copy bandwidth."""
     bw = spec["bandwidth_gbs"] * BANDWIDTH_REACHED
     keys = ("bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs", "fresh_output_gbs", "gemv_gbs")
     if not spec["cpu"]:
         return {k: bw for k in keys}
-    return {k: bw * base.get(k, base["read_gbs"]) / base["bandwidth_gbs"] for k in keys}
+    return {k: bw * (getattr(base, k) or base.read_gbs) / base.bandwidth_gbs for k in keys}
 
 
-def preset_base(profiles: dict[str, dict]) -> dict | None:
+def preset_base(profiles: dict[str, DeviceProfile]) -> DeviceProfile | None:
     """The measured profile a preset takes its host costs from: the CPU profile with the fastest host (fewest
     microseconds of a 6-layer prefill's Python and dispatch), since a GPU or a faster CPU is driven by a fast core;
     one rule wherever presets are made, so adding a profile of a slower CPU changes no projection."""
-    cpus = [p for _, p in sorted(profiles.items()) if p.get("kind") == "measured" and p.get("device") == "cpu"]
-    return min(cpus, key=lambda p: p["prefill"]["fixed_us"] + 6 * p["prefill"]["per_layer_us"], default=None)
+    cpus = [p for _, p in sorted(profiles.items()) if p.kind == "measured" and p.device == "cpu"]
+    return min(cpus, key=lambda p: p.prefill.fixed_us + 6 * p.prefill.per_layer_us, default=None)

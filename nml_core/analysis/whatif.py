@@ -21,6 +21,7 @@ import math
 
 from ..arch.gpt2 import StudentDims, cost, n_layers
 from ..nesting.depth import subnet_dims
+from .device_profile import DeviceProfile
 
 # the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
 # scoring (the logits of every position)
@@ -45,7 +46,7 @@ def elementwise_bytes(dims: StudentDims, batch: int, n: int, past: int, dtype_by
                           + 2 * 3 * m * dims.n_embd)
 
 
-def rate_gflops(profile: dict, flops: float) -> float:
+def rate_gflops(profile: DeviceProfile, flops: float) -> float:
     """Achieved GFLOP/s of one matmul kernel of this many FLOPs on the profiled device.
 
     A preset carries an analytic model (`matmul_model`: a kernel floor plus the sustained rate), good at any size.
@@ -54,10 +55,10 @@ def rate_gflops(profile: dict, flops: float) -> float:
     the time grows at the marginal rate of the table's last step (fixed overhead amortised further), so a batch
     far larger than any measured matmul is not charged the largest measured rate's share of overhead again."""
     flops = max(float(flops), 1.0)
-    model = profile.get("matmul_model")
+    model = profile.matmul_model
     if model:
-        return flops / (model["floor_us"] * 1e3 + flops / model["sustained_gflops"])
-    table = _arithmetic_envelope(profile["matmul_fp32"])
+        return flops / (model.floor_us * 1e3 + flops / model.sustained_gflops)
+    table = _arithmetic_envelope(profile.matmul_fp32)
     (f0, r0), (f_top, r_top) = table[0], table[-1]
     if flops <= f0:
         return flops / (f0 / r0)  # the smallest kernel's time
@@ -90,47 +91,47 @@ def _arithmetic_envelope(table: list[list[float]]) -> list[list[float]]:
 FRESH_BYTES = 32 * 2 ** 20  # outputs above this get fresh memory from the OS (glibc's largest mmap threshold)
 
 
-def _matmul_us(profile: dict, m: int, k: int, n: int, count: int, dtype_bytes: int) -> float:
+def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype_bytes: int) -> float:
     """max(arithmetic, memory traffic); on a CPU a large new output (the logits) is written after the
     arithmetic, page by page, so its write adds (measured as fresh_output_gbs)."""
     flops = 2 * m * k * n
-    if profile.get("asynchronous"):  # a GPU runs a batched matmul (per-head scores, SDPA) as one kernel
+    if profile.asynchronous:  # a GPU runs a batched matmul (per-head scores, SDPA) as one kernel
         compute = count * flops / (rate_gflops(profile, count * flops) * 1e3)
     else:  # a CPU works through the batch matrix by matrix: each pays its own size's rate
         compute = count * flops / (rate_gflops(profile, flops) * 1e3)
     out = dtype_bytes * m * n * count
-    if out > FRESH_BYTES and not profile.get("asynchronous"):
-        return compute + out / (profile["fresh_output_gbs"] * 1e3)
-    read = profile.get("gemv_gbs", profile["read_gbs"]) if m == 1 else profile["read_gbs"]  # a matrix-vector product
-    memory = count * dtype_bytes * (m * k + k * n) / (read * 1e3) + out / (profile["write_gbs"] * 1e3)
+    if out > FRESH_BYTES and not profile.asynchronous:
+        return compute + out / (profile.fresh_output_gbs * 1e3)
+    read = profile.gemv_read_gbs if m == 1 else profile.read_gbs  # a matrix-vector product
+    memory = count * dtype_bytes * (m * k + k * n) / (read * 1e3) + out / (profile.write_gbs * 1e3)
     return max(compute, memory)
 
 
-def breakdown(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
+def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
               dtype_bytes: int = 4) -> dict:
     """Projected microseconds of one forward: host side, the layers' arithmetic, the LM head, and the total.
     kind: prefill (scoring: the head over all n positions), ttft (the head over the last position only; the
     layers write the KV cache, as generate's prefill does) or decode (n = 1 over `past` cached tokens)."""
     layer = sum(_matmul_us(profile, m, k, nn, c, dtype_bytes) for m, k, nn, c in matmul_ops(dims, batch, n, past))
-    layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile["bandwidth_gbs"] * 1e3)
+    layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile.bandwidth_gbs * 1e3)
     if kind == "ttft":  # each layer writes its keys and values into the cache
-        layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile["write_gbs"] * 1e3)
+        layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile.write_gbs * 1e3)
     head = _matmul_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
-    host_cost = profile.get(kind, profile["prefill"])
+    host_cost = profile.host(kind)
     L = n_layers(cfg, dims)  # a depth-reduced student runs fewer blocks: fewer launches and less arithmetic
-    host = host_cost["fixed_us"] + L * host_cost["per_layer_us"]
+    host = host_cost.fixed_us + L * host_cost.per_layer_us
     device = L * layer + head
-    total = max(host, device) if profile.get("asynchronous") else host + device
+    total = max(host, device) if profile.asynchronous else host + device
     return {"host_us": host, "layers_us": L * layer, "head_us": head, "total_us": total}
 
 
-def forward_us(profile: dict, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
+def forward_us(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
                dtype_bytes: int = 4) -> float:
     """Projected time (microseconds) of one forward on the profiled device."""
     return breakdown(profile, cfg, dims, batch, n, past, kind, dtype_bytes)["total_us"]
 
 
-def speedup_batch(profile: dict, cfg, full: StudentDims, small: StudentDims, n: int = 128, at_least: float = 1.5,
+def speedup_batch(profile: DeviceProfile, cfg, full: StudentDims, small: StudentDims, n: int = 128, at_least: float = 1.5,
                   batches=(1, 2, 4, 8, 16, 32, 64, 128, 256), kind: str = "prefill") -> int | None:
     """The smallest batch at which the small width's prefill (of `kind`) is projected at_least x faster than the
     full one."""
@@ -140,7 +141,7 @@ def speedup_batch(profile: dict, cfg, full: StudentDims, small: StudentDims, n: 
     return None
 
 
-def project(profile: dict, cfg, dims: StudentDims, n: int = 128, batches=(1, 8)) -> dict:
+def project(profile: DeviceProfile, cfg, dims: StudentDims, n: int = 128, batches=(1, 8)) -> dict:
     """ttft_b<B>_ms and prefill_b<B>_ms (scoring) for each batch, decode_ms (per generated token) and
     decode_tok_s of one width."""
     out = {f"{kind}_b{b}_ms": forward_us(profile, cfg, dims, b, n, kind=kind) / 1e3 for kind in WORKLOADS
@@ -191,7 +192,7 @@ def best_within_budget(rows: list[dict], latency_key: str, latency_budget: float
 
 # ---------------------------------------------------------------- the devices a page can pick, and their points
 
-def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = None) -> list[dict]:
+def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[dict]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
     from .profile import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
@@ -205,25 +206,19 @@ def device_choices(runs: list, profiles: dict[str, dict], errors: dict | None = 
                 # what a workload or batch its latency file lacks is projected from: its own profile, else its preset
                 fallback = profiles.get(key) or (preset_profile(PRESET_FOR_KEY[key], base)
                                                  if key in PRESET_FOR_KEY and base else None)
-                out.append({"key": key, "kind": "measured", "name": lat["device_name"], "profile": fallback,
-                            "label": f"{lat['device_name']} ({_threads(lat)}) — measured",
-                            "provenance": lat.get("provenance"),
+                out.append({"key": key, "kind": "measured", "name": lat.device_name, "profile": fallback,
+                            "label": f"{lat.device_name} ({lat.where()}) — measured", "provenance": lat.provenance,
                             "error": errors.get("by_device", {}).get(key)})  # for the shapes it projects
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
     for prof in candidates:
-        err = (errors.get("by_device", {}).get(prof["device_key"]) or errors.get("by_class", {}).get(prof["device"])
+        err = (errors.get("by_device", {}).get(prof.device_key) or errors.get("by_class", {}).get(prof.device)
                or errors.get("all"))
         pm = f" ± {err['median']:.0%}" if err else " (error not measured)"
-        out.append({"key": prof["device_key"], "kind": "projected", "name": prof["device_name"], "profile": prof,
-                    "label": f"{prof['device_name']}{' (' + _threads(prof) + ')' if prof.get('kind') == 'measured' else ''}"
+        out.append({"key": prof.device_key, "kind": "projected", "name": prof.device_name, "profile": prof,
+                    "label": f"{prof.device_name}{' (' + prof.where() + ')' if prof.kind == 'measured' else ''}"
                              f" — projected{pm}", "error": err})
     return out
-
-
-def _threads(x: dict) -> str:
-    where = f"{x['threads']} threads" if x.get("device") == "cpu" and x.get("threads") else x.get("device", "")
-    return where + (f", {x['precision']}" if x.get("precision") else "")
 
 
 def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128,
@@ -255,7 +250,7 @@ def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: 
     return out
 
 
-def lesson(profile: dict | None, cfg, axes, family: list[dict], batch: int, n: int = 128,
+def lesson(profile: DeviceProfile | None, cfg, axes, family: list[dict], batch: int, n: int = 128,
            workload: str = "ttft") -> str | None:
     """Why small widths gain what they gain on this device for this workload, in one paragraph of projected
     figures."""
@@ -266,8 +261,8 @@ def lesson(profile: dict | None, cfg, axes, family: list[dict], batch: int, n: i
     w_small, spec = widths[0], lambda w: WidthSpec(w, frozenset(axes)).dims(cfg)
     full, small = (breakdown(profile, cfg, spec(w), batch, n, kind=workload) for w in (1.0, w_small))
     ratio = full["total_us"] / small["total_us"]
-    name, what = profile["device_name"], WORKLOADS[workload]
-    if profile.get("asynchronous"):
+    name, what = profile.device_name, WORKLOADS[workload]
+    if profile.asynchronous:
         first = speedup_batch(profile, cfg, spec(1.0), spec(w_small), n, kind=workload)
         return (f"On {name} at batch {batch} ({what}), width 1 and width {w_small:g} are projected at "
                 f"{full['total_us'] / 1e3:.2f} and {small['total_us'] / 1e3:.2f} ms ({ratio:.1f}x). A GPU runs the "

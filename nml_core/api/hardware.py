@@ -1,19 +1,22 @@
 """Latency on this machine, the device profile, and the what-if budget search."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from ..analysis.device_profile import DeviceProfile
 from ..analysis.latency import bench_widths
 from ..commands import check_values
 from ..errors import NMLError
 from ..nesting.depth import subnets
 from ..files import atomic_write_json
+from ..store.latency_report import LatencyReport
 from ..store.models import load_run_model, run_config, shape_model
 from ..store.runs import check_model_dir, load_run
 
 
 def bench_run(run_path, widths: list[float] | None = None, device: str = "auto", threads: int | None = None,
-              repeats: int = 10, write: bool = True, precision: str = "fp32") -> dict:
+              repeats: int = 10, write: bool = True, precision: str = "fp32") -> LatencyReport:
     """Latency of each width's extracted student (and the elastic forward) of a run; writes latency/<device>.json
     (a bf16 measurement is a device of its own: latency/<device>-bf16.json)."""
     run = load_run(run_path, require_model=False)
@@ -27,13 +30,13 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
         model, weights = load_run_model(run)[0], "the run's weights"
     report = bench_widths(model, run.axes, widths or subnets(run.widths, run.depths), device, threads, repeats,
                           precision=precision, layer_rank=run.layer_rank)
-    report["weights"] = weights
+    report = replace(report, weights=weights)
     if write:
-        atomic_write_json(run.path / "latency" / f"{report['device_key']}.json", report)
+        atomic_write_json(run.path / "latency" / f"{report.device_key}.json", report.to_json())
     return report
 
 
-def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, dict]:
+def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, DeviceProfile]:
     """Measure this device for the what-if and store the profile in <out>/device_profiles/<device key>.json."""
     from ..analysis.profile import profile_device as measure
     from ..analysis.profile import save_profile

@@ -17,6 +17,7 @@ import streamlit as st
 from .. import device as devices
 from ..errors import NMLError
 from ..files import REBUILD_HINT
+from ..analysis.device_profile import DeviceProfile
 from ..store.runs import Run, find_runs, load_run, weight_files
 from ..store.runs import has_weights as store_has_weights
 
@@ -178,7 +179,7 @@ def weight_tensor(run: Run, name: str):
 
 
 @st.cache_data(show_spinner=False, ttl=30)
-def device_profiles() -> dict[str, dict]:
+def device_profiles() -> dict[str, DeviceProfile]:
     """Device profiles under every run folder (cached_runs/device_profiles, runs/device_profiles)."""
     from ..analysis.profile import load_profiles
     return load_profiles(*run_roots())

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..device import is_main_process, wait_for_everyone, world_size
 from ..errors import NMLError
 from ..files import REBUILD_HINT, atomic_write_json, check_new_folder, read_json
+from .latency_report import LatencyReport
 
 RUN_FILE = "run.json"
 KINDS = ("pretrain", "nested", "independent", "naive")
@@ -101,8 +102,9 @@ class Run:
         p = self.path / "grid.json"
         return read_json(p) if p.exists() else None
 
-    def latency(self) -> dict[str, dict]:
-        return {p.stem: read_json(p) for p in sorted((self.path / "latency").glob("*.json"))}
+    def latency(self) -> dict[str, LatencyReport]:
+        """device key -> what that device measured for this run's widths."""
+        return {p.stem: LatencyReport.from_json(read_json(p), str(p)) for p in sorted((self.path / "latency").glob("*.json"))}
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)

@@ -1,0 +1,96 @@
+"""A device profile as a typed record: what the what-if (analysis.whatif) needs to know about one device. It is
+measured there (analysis.profile.profile_device) or made from vendor figures (analysis.profile.preset_profile),
+and stored as <root>/device_profiles/<device key>.json. The fields are described in analysis.profile.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from ..errors import NMLError
+
+PROFILE_VERSION = 1
+HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
+
+
+@dataclass(frozen=True)
+class HostCost:
+    """Host time of one forward (Python, dispatch, kernel launches): fixed + per layer, in microseconds."""
+    fixed_us: float
+    per_layer_us: float
+
+
+@dataclass(frozen=True)
+class MatmulModel:
+    """A preset GPU's matmul time: a kernel floor plus FLOPs at the sustained rate (good at any size)."""
+    floor_us: float
+    sustained_gflops: float
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    device_key: str
+    device_name: str
+    device: str                          # cpu / cuda
+    kind: str                            # measured / preset
+    prefill: HostCost
+    decode: HostCost
+    ops_per_layer: int
+    ops_fixed: int
+    matmul_fp32: list[list[float]]       # [FLOPs, achieved GFLOP/s] per matmul size, small to large
+    bandwidth_gbs: float
+    read_gbs: float
+    write_gbs: float
+    fresh_write_gbs: float
+    fresh_output_gbs: float
+    asynchronous: bool                   # a GPU: host work and device work overlap
+    ttft: HostCost | None = None         # profiles without it use prefill's
+    gemv_gbs: float | None = None        # profiles without it use read_gbs
+    matmul_model: MatmulModel | None = None
+    matmul_half: list[list[float]] | None = None
+    threads: int | None = None
+    precision: str | None = None
+    torch: str | None = None
+    measured: str | None = None          # when
+    profile_s: float | None = None
+    op_overhead_us: float | None = None
+    bf16_probe: dict | None = None       # a CPU's fp32 vs bf16-autocast training step (training.precision)
+    note: str | None = None              # a preset's vendor figures
+    based_on: str | None = None          # a preset: the measured profile its host costs come from
+    fields: dict[str, str] = field(default_factory=dict)  # field -> "measured" or how it was assumed
+    version: int = PROFILE_VERSION
+
+    def host(self, kind: str) -> HostCost:
+        """The host cost of a prefill, ttft or decode forward (ttft falls back to prefill's)."""
+        return getattr(self, kind, None) or self.prefill
+
+    @property
+    def gemv_read_gbs(self) -> float:
+        """The weight read rate of a matrix-vector product (the batch-1 decode LM head)."""
+        return self.gemv_gbs or self.read_gbs
+
+    def where(self) -> str:
+        """'2 threads' on a CPU, the device kind elsewhere; the precision where not fp32."""
+        at = f"{self.threads} threads" if self.device == "cpu" and self.threads else self.device
+        return at + (f", {self.precision}" if self.precision else "")
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "profile") -> "DeviceProfile":
+        """The profile in a stored dict, or one line naming what is missing (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing or d.get("version") != PROFILE_VERSION:
+            raise NMLError(f"{where} is not a device profile of this version (missing {missing or 'version'}); "
+                           "measure it again: python -m nml_core profile-device")
+        kw = {k: v for k, v in d.items() if k in known}
+        try:
+            kw.update({k: HostCost(**kw[k]) for k in HOST_KINDS if kw.get(k) is not None})
+            if kw.get("matmul_model"):
+                kw["matmul_model"] = MatmulModel(**kw["matmul_model"])
+        except TypeError as e:
+            raise NMLError(f"{where} has a malformed field ({e}); measure it again: python -m nml_core profile-device") \
+                from None
+        return cls(**kw)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}

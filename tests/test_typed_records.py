@@ -1,0 +1,60 @@
+"""The typed records the stored files read back as: every shipped latency file and device profile round-trips
+through its record unchanged, and a file that is not one is refused in one line naming the fix."""
+import json
+from pathlib import Path
+
+import pytest
+
+from nml_core.analysis.device_profile import DeviceProfile, HostCost
+from nml_core.errors import NMLError
+from nml_core.store.latency_report import LatencyReport
+from nml_core.store.runs import load_run
+
+ROOT = Path(__file__).resolve().parent.parent / "cached_runs"
+LATENCY_FILES = sorted(ROOT.glob("*/latency/*.json"))
+PROFILES = sorted((ROOT / "device_profiles").glob("c*.json"))
+
+
+@pytest.mark.parametrize("path", LATENCY_FILES, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_every_shipped_latency_file_reads_back_unchanged(path):
+    stored = json.loads(path.read_text())
+    report = LatencyReport.from_json(stored, str(path))
+    for row in stored["widths"]:
+        row.setdefault("depth", 1.0)  # files written before depth existed: every layer
+    assert report.to_json() == stored
+    assert [r.width for r in report.rows] == [r["width"] for r in stored["widths"]]
+    first = stored["widths"][0]
+    assert report.rows[0].ms("prefill_b1_ms") == first["prefill_b1_ms"]["median_ms"]
+    assert report.rows[0].ms("decode_ms") == pytest.approx(1e3 / first["decode_tok_s"]["median"])
+    assert report.rows[0].ms("ttft_b1_ms") == (first["ttft_b1_ms"]["median_ms"] if "ttft_b1_ms" in first else None)
+
+
+def test_a_run_reads_its_latency_files_as_reports():
+    run = load_run(ROOT / "shakespeare-nml", require_model=False)
+    reports = run.latency()
+    assert reports and all(isinstance(r, LatencyReport) and r.device_key == key for key, r in reports.items())
+    h200 = reports["cuda-nvidia-h200"]
+    assert h200.row(0.5).n_embd == 128 and h200.row(0.3) is None and h200.where() == "cuda"
+
+
+def test_a_file_that_is_not_a_latency_report_is_one_line(tmp_path):
+    stored = json.loads(LATENCY_FILES[0].read_text())
+    del stored["widths"][0]["n_embd"], stored["device_key"]
+    with pytest.raises(NMLError, match=r"is not a latency report .*python -m nml_core bench"):
+        LatencyReport.from_json(stored, "x.json")
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_every_shipped_profile_reads_back_unchanged(path):
+    stored = json.loads(path.read_text())
+    prof = DeviceProfile.from_json(stored, str(path))
+    assert prof.to_json() == stored
+    assert isinstance(prof.prefill, HostCost) and prof.host("ttft") == (prof.ttft or prof.prefill)
+    assert prof.gemv_read_gbs == stored.get("gemv_gbs", stored["read_gbs"])
+
+
+def test_a_profile_with_a_malformed_host_cost_is_one_line():
+    stored = json.loads(PROFILES[0].read_text())
+    stored["prefill"] = {"fixed": 1.0}
+    with pytest.raises(NMLError, match="malformed field .*profile-device"):
+        DeviceProfile.from_json(stored, "x.json")
