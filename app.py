@@ -1,26 +1,13 @@
-"""NML Explorer — the app's entry point: the sidebar's pages, and Home (what nested matrix learning is, the runs
-available, where to go next).
+"""NML Explorer — Home: what nested matrix learning is, the runs available, where to go next.
 
 Start: `streamlit run app.py` (binds to localhost; `--server.address 0.0.0.0` to share on a network).
 """
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from nml_core import api
 from nml_core.app import ui
 from nml_core.app.figures import nested_matrix_figure
-
-# The sidebar's pages, declared here rather than found in pages/, so that the first one reads "Home", not the
-# file's name; each page keeps its path in the address bar (/Train, /Width_slider, ...).
-PAGES = [("pages/1_Train.py", "Train", ":material/model_training:",
-          "distil a teacher into nested students"),
-         ("pages/2_Width_slider.py", "Width slider", ":material/tune:", "size, speed and text at any width"),
-         ("pages/3_Compare.py", "Compare", ":material/compare:", "teacher vs students, token by token"),
-         ("pages/4_Pareto.py", "Pareto", ":material/show_chart:", "quality vs latency, hardware what-if"),
-         ("pages/5_Runs.py", "Runs", ":material/folder_open:", "model cards, rename, delete"),
-         ("pages/6_Fine-tune.py", "Fine-tune", ":material/school:", "students as starting points")]
 
 INTRO = """
 **Nested Matrix Learning** (Matryoshka-style) trains a teacher and a whole family of smaller students *at once*.
@@ -42,8 +29,8 @@ def home() -> None:
         nested_matrices([r for r in runs if r.kind == "nested" and r.status == "done" and ui.has_weights(r)])
     with right:
         st.subheader("Where next")
-        for path, title, icon, what in PAGES:
-            st.page_link(path, label=f"{title} — {what}", icon=icon)
+        for script, name, icon, what in ui.MENU[1:]:
+            st.page_link(script, label=f"{name} — {what}", icon=icon)
     runs_table(runs)
     st.caption("The shipped runs use a GPT-2-architecture teacher pretrained by this project on Shakespeare with the "
                "real GPT-2 tokenizer — not OpenAI's GPT-2 weights, which need the Hugging Face hub "
@@ -98,7 +85,5 @@ def runs_table(runs: list) -> None:
         st.warning("A run is corrupt: " + "; ".join(r.info.get("error", "") for r in runs if r.status == "corrupt"))
 
 
-st.set_page_config(page_title="NML Explorer", page_icon=":material/stacks:", layout="wide")
-st.navigation([st.Page(home, title="Home", icon=":material/stacks:", default=True)]
-              + [st.Page(path, title=title, icon=icon, url_path=Path(path).stem.split("_", 1)[1])
-                 for path, title, icon, _ in PAGES]).run()
+ui.page("Home")
+home()

@@ -314,7 +314,7 @@ def demo_timing_report(res: dict) -> str:
                                                       ("browser", "a click in the app (Chromium + Streamlit)")) if how in res]
     meets = lambda ok: "meets" if ok else "misses"  # noqa: E731
     lines = [f"{dev['device_name']} ({dev['threads']} threads), recipe: widths {rec['widths']}, {rec['steps']} steps "
-             f"x batch {rec['batch_size']}, lr {rec['lr']}, alpha {rec['alpha']}; eval on {rec['eval_tokens']:,} tokens, "
+             f"x batch {rec['batch_size']}, lr {rec['lr']}, alpha {rec['alpha']}, T {rec['temperature']}; eval on {rec['eval_tokens']:,} tokens, "
              f"bench {rec['bench_repeats']} repeats. Estimate (the Train page's, all included): **{est:.2f} min**.", "",
              f"| started from | wall time, start to card (target ≤ {DEMO_TARGETS['wall_min']} min) | Estimate error "
              f"(target ≤ {DEMO_TARGETS['estimate_error']:.0%}) | training loop | width {ways[0][2]['small_width']:g}: naive "

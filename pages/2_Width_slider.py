@@ -5,7 +5,7 @@ import streamlit as st
 from nml_core import api
 from nml_core.app import ui
 
-st.set_page_config(page_title="Width slider · NML Explorer", page_icon=":material/tune:", layout="wide")
+ui.page("Width slider")
 st.title("Width slider")
 
 run = ui.select_run()

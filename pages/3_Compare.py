@@ -6,7 +6,7 @@ from nml_core import api
 from nml_core.app import ui
 from nml_core.app.figures import kl_strip_figure, token_html, visible_token
 
-st.set_page_config(page_title="Compare · NML Explorer", page_icon=":material/compare:", layout="wide")
+ui.page("Compare")
 st.title("Compare teacher and students")
 
 run = ui.select_run()

@@ -6,7 +6,7 @@ from nml_core import api
 from nml_core.app import ui
 from nml_core.app.figures import pareto_figure
 
-st.set_page_config(page_title="Pareto · NML Explorer", page_icon=":material/show_chart:", layout="wide")
+ui.page("Pareto")
 st.title("Quality vs cost — and what fits your hardware")
 
 run = ui.select_run()

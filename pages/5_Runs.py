@@ -7,7 +7,7 @@ import streamlit as st
 from nml_core import api
 from nml_core.app import ui
 
-st.set_page_config(page_title="Runs · NML Explorer", page_icon=":material/folder_open:", layout="wide")
+ui.page("Runs")
 st.title("Runs")
 
 runs = ui.all_runs()

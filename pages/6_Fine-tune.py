@@ -6,7 +6,7 @@ from nml_core import api
 from nml_core.app import ui
 from nml_core.app.figures import finetune_figure
 
-st.set_page_config(page_title="Fine-tune · NML Explorer", page_icon=":material/school:", layout="wide")
+ui.page("Fine-tune")
 st.title("Students as starting points")
 st.markdown("NML's second claim is that nested students are better starting points for fine-tuning than "
             "students of the same shape made otherwise; the verdict under the table is computed from it. Each "

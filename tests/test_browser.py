@@ -16,7 +16,7 @@ if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
                 allow_module_level=True)
 
 # path, text that must be on the page once it has rendered
-PAGES = [("", "Runs available"), ("Train", "Estimate cost"), ("Width_slider", "Generate at this width"),
+PAGES = [("", "Runs available"), ("Train", "Learning rate"), ("Width_slider", "Generate at this width"),
          ("Compare", "Generate and compare"), ("Pareto", "What fits my budget?"), ("Runs", "shakespeare-nml")]
 ERRORS = ["Traceback", "Error:", "This app has encountered an error"]
 
@@ -39,7 +39,7 @@ def test_every_page_in_a_real_browser(tmp_path):
             for bad in ERRORS:
                 assert bad not in body, f"{path or 'Home'} shows {bad!r}:\n{body[:2000]}"
             assert page.locator('[data-testid="stException"]').count() == 0
-            nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")
+            nav = page.locator('[data-testid="stSidebar"]').inner_text().split("\n")
             # the pages by name, not by file (the icons' names are text too: material icon ligatures)
             assert "app" not in nav and nav.index("Home") < nav.index("Train") < nav.index("Width slider"), nav
             page.screenshot(path=str(shots / f"{i}-{path or 'Home'}.png"), full_page=True)

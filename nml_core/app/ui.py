@@ -24,6 +24,27 @@ from ..store.runs import has_weights as store_has_weights
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# The app's pages in the order of the sidebar's menu: (script, name, icon, what it is for). The menu is drawn by
+# `page` rather than by Streamlit, which would name the first page after its file ("app").
+MENU = [("app.py", "Home", ":material/stacks:", None),
+        ("pages/1_Train.py", "Train", ":material/model_training:", "distil a teacher into nested students"),
+        ("pages/2_Width_slider.py", "Width slider", ":material/tune:", "size, speed and text at any width"),
+        ("pages/3_Compare.py", "Compare", ":material/compare:", "teacher vs students, token by token"),
+        ("pages/4_Pareto.py", "Pareto", ":material/show_chart:", "quality vs latency, hardware what-if"),
+        ("pages/5_Runs.py", "Runs", ":material/folder_open:", "model cards, rename, delete"),
+        ("pages/6_Fine-tune.py", "Fine-tune", ":material/school:", "students as starting points")]
+
+
+def page(name: str) -> None:
+    """A page's first call: its title and icon, the wide layout, and the sidebar's menu."""
+    icon = next(icon for _, n, icon, _ in MENU if n == name)
+    st.set_page_config(page_title="NML Explorer" if name == "Home" else f"{name} · NML Explorer", page_icon=icon,
+                       layout="wide")
+    with st.sidebar:
+        for script, n, icon, _ in MENU:
+            st.page_link(script, label=n, icon=icon)
+
+
 def app_device():
     """The device the app loads models on and measures latency on (nml_core.device resolves it)."""
     return devices.resolve(os.environ.get("NML_DEVICE", "auto"))
