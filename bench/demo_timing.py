@@ -24,6 +24,7 @@ from pathlib import Path
 
 from nml_core import api
 from nml_core.device import device_info, resolve
+from nml_core.docs import demo_timing_report
 from nml_core.files import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,17 +102,12 @@ def main(argv=None) -> int:
         res["standalone"] = standalone(Path(tmp), device)
         if a.browser:
             res["browser"] = in_browser(Path(tmp))
-    print(demo_table(res))
+    print(demo_timing_report(res))
     if a.write:
         path = ROOT / "bench" / "results" / f"demo_timing-{res['device']['device_key']}.json"
         atomic_write_json(path, res)
         print(f"wrote {path}")
     return 0
-
-
-def demo_table(res: dict) -> str:
-    from nml_core.docs import demo_timing_report
-    return demo_timing_report(res)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,13 @@ def device_info(device: str | torch.device, threads: int) -> dict:
             "device_key": re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")}
 
 
+def device_label(device: str, threads: int | None, precision: str | None = None) -> str:
+    """Where a measurement ran, for a menu: '2 threads' on a CPU, the device kind elsewhere; the precision where
+    not fp32."""
+    at = f"{threads} threads" if device == "cpu" and threads else device
+    return at + (f", {precision}" if precision else "")
+
+
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host batch onto the device: pinned and non-blocking on CUDA (the copy overlaps the running step)."""
     if device.type == "cuda" and t.device.type == "cpu":

@@ -318,8 +318,7 @@ def demo_timing_report(res: dict) -> str:
              f"bench {rec['bench_repeats']} repeats. Estimate (the Train page's, all included): **{est:.2f} min**.", "",
              f"| started from | wall time, start to card (target ≤ {DEMO_TARGETS['wall_min']} min) | Estimate error "
              f"(target ≤ {DEMO_TARGETS['estimate_error']:.0%}) | training loop | width {ways[0][2]['small_width']:g}: naive "
-             f"slice → NML "
-             f"(target ≥ {DEMO_TARGETS['ratio']:g}x) | width 1 / teacher ppl |", "|---|---|---|---|---|---|"]
+             f"slice → NML (target ≥ {DEMO_TARGETS['ratio']:g}x) | width 1 / teacher ppl |", "|---|---|---|---|---|---|"]
     for _, label, r in ways:
         ratio, err = r["naive_ppl"] / r["nml_ppl"], est / r["wall_min"] - 1
         lines.append(f"| {label} | {r['wall_min']:.2f} min — {meets(r['wall_min'] <= DEMO_TARGETS['wall_min'])} | "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from ..device import device_label
 from ..errors import NMLError
 
 PROFILE_VERSION = 1
@@ -69,9 +70,7 @@ class DeviceProfile:
         return self.gemv_gbs or self.read_gbs
 
     def where(self) -> str:
-        """'2 threads' on a CPU, the device kind elsewhere; the precision where not fp32."""
-        at = f"{self.threads} threads" if self.device == "cpu" and self.threads else self.device
-        return at + (f", {self.precision}" if self.precision else "")
+        return device_label(self.device, self.threads, self.precision)
 
     @classmethod
     def from_json(cls, d: dict, where: str = "profile") -> "DeviceProfile":

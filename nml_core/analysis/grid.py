@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from transformers import GPT2Config
 
+from ..nesting.depth import same_subnet
 from ..nesting.width import available_widths
 from ..store.runs import Run
 
@@ -19,14 +20,10 @@ def grid_subnets(cfg: GPT2Config, axes) -> list[tuple[float, float]]:
     return [(w, d) for w in available_widths(cfg, axes) for d in depths]
 
 
-def same_subnet(row: dict, width: float, depth: float) -> bool:
-    return abs(row["width"] - width) < 1e-6 and abs(row.get("depth", 1.0) - depth) < 1e-3
-
-
 def subnet_row(run: Run, width: float, depth: float = 1.0) -> dict | None:
     """The scored row of one (width, depth): eval.json's (the fuller evaluation) where trained, else grid.json's."""
     for source in (run.eval() or {}).get("widths", []), (run.grid() or {}).get("rows", []):
-        row = next((r for r in source if same_subnet(r, width, depth)), None)
+        row = next((r for r in source if same_subnet(r["width"], r.get("depth", 1.0), width, depth)), None)
         if row:
             return row
     return None

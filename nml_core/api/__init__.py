@@ -11,7 +11,7 @@ from ..analysis import budget, whatif
 from ..analysis.finetune_results import summarize
 from ..analysis.finetune_results import verdict as finetune_verdict
 from ..analysis.generate import diagnose, generate_ids
-from ..analysis.grid import same_subnet, subnet_row
+from ..analysis.grid import subnet_row
 from ..analysis.latency import bench_widths
 from ..analysis.pareto import COST, QUALITY, pareto_front, run_points
 from ..arch.gpt2 import cost

@@ -82,6 +82,11 @@ def subnet_key(width: float, depth: float = 1.0) -> str:
     return f"{width:g}" if depth == 1 else f"{width:g}@d{depth:.4g}"
 
 
+def same_subnet(width: float, depth: float, other_width: float, other_depth: float) -> bool:
+    """Whether two (width, depth) pairs name one sub-model (widths written as 1/3 and 0.333333 are one)."""
+    return abs(width - other_width) < 1e-6 and abs(depth - other_depth) < 1e-3
+
+
 def parse_subnet_key(key: str) -> Subnet:
     width, _, depth = key.partition("@d")
     return float(width), float(depth) if depth else 1.0

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..device import device_label
 from ..errors import NMLError
+from ..nesting.depth import same_subnet
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,10 @@ class LatencyReport:
     provenance: str | None = None   # a file brought from elsewhere (a reference GPU)
 
     def row(self, width: float, depth: float = 1.0) -> LatencyRow | None:
-        return next((r for r in self.rows if abs(r.width - width) < 1e-6 and abs(r.depth - depth) < 1e-3), None)
+        return next((r for r in self.rows if same_subnet(r.width, r.depth, width, depth)), None)
 
     def where(self) -> str:
-        """'2 threads' on a CPU, the device kind elsewhere; the precision where not fp32."""
-        at = f"{self.threads} threads" if self.device == "cpu" and self.threads else self.device
-        return at + (f", {self.precision}" if self.precision else "")
+        return device_label(self.device, self.threads, self.precision)
 
     @classmethod
     def from_json(cls, d: dict, where: str = "latency file") -> "LatencyReport":
