@@ -68,13 +68,22 @@ def set_threads(threads: int | None) -> int:
 def _cpuinfo(field: str) -> str | None:
     """The first value of a /proc/cpuinfo field (None where there is no such file or field)."""
     try:
-        return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith(field)), None)
+        with open("/proc/cpuinfo") as f:
+            return next((value.strip() for key, _, value in (line.partition(":") for line in f)
+                         if key.strip() == field), None)
     except OSError:
         return None
 
 
 def cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
+    """The CPU's model name; where it names no model number (a VM's "AMD EPYC" covers Zen 4 and Zen 5 alike, whose
+    LM heads ran 2x apart in this project's measurements), with its family and model, so that measurements of two
+    CPUs never share a device key."""
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    if not any(c.isdigit() for c in name) and family and model:
+        return f"{name} (family {family}, model {model})"
+    return name
 
 
 def cpu_flags() -> set[str]:

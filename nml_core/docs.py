@@ -219,6 +219,23 @@ def whatif_error(root: Path) -> str:
     return "\n".join(lines)
 
 
+def head_rates(root: Path) -> str:
+    """Each CPU profile's measured rate of the batch-1 scoring LM head by inner dim (head_fp32), beside the rate its
+    size-indexed matmul table gives the same FLOPs (what the projection charged before the field existed)."""
+    from .analysis.device_profile import HEAD_ROWS
+    from .analysis.profile import GPT2_VOCAB, load_profiles
+    from .analysis.whatif import rate_gflops
+    profiles = {k: p for k, p in load_profiles(root).items() if p.head_fp32}
+    if not profiles:
+        return "No shipped profile measures the LM head yet (`python -m nml_core profile-device`)."
+    ks = [k for k, _ in next(iter(profiles.values())).head_fp32]
+    lines = [f"| profile | {' | '.join(f'K = {k}' for k in ks)} |", "|---|" + "---|" * len(ks)]
+    for key, p in sorted(profiles.items()):
+        lines.append(f"| {key} | " + " | ".join(
+            f"{r:.0f} ({rate_gflops(p, 2 * HEAD_ROWS * k * GPT2_VOCAB):.0f})" for k, r in p.head_fp32) + " |")
+    return "\n".join(lines)
+
+
 def depth_family(root: Path) -> str:
     """The width x depth run against its baselines at equal steps (eval.json): the targets of depth nesting."""
     run = _run(root, DEFAULT_RUN)
@@ -451,7 +468,7 @@ def blocks(repo: Path) -> dict[str, str]:
     root = repo / "cached_runs"
     out = {"headline": lambda: headline(root), "build-cost": lambda: build_cost(root), "matta": lambda: matta(root),
            "finetune-genre": lambda: finetune(root, "genre"), "finetune-domain": lambda: finetune(root, "domain"),
-           "whatif-error": lambda: whatif_error(root), "reliability": lambda: reliability(repo),
+           "whatif-error": lambda: whatif_error(root), "head-rates": lambda: head_rates(root), "reliability": lambda: reliability(repo),
            "train-vs-val": lambda: train_vs_val(root), "data": lambda: data_and_weights(root),
            "depth-family": lambda: depth_family(root), "depth-grid": lambda: depth_grid(root),
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),

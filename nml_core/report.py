@@ -105,7 +105,7 @@ def format_latency(report: LatencyReport) -> str:
         fast = f" {num(r.decode_static.median if r.decode_static else None, '.1f', 12)}" if static else ""
         cells = " ".join(f"{r.ms(k):>14.2f} {full.ms(k) / r.ms(k):>7.2f}x" for _, k in measures)
         lines.append(f"{row_label(r):>9} {full.flops_per_token / r.flops_per_token:>9.2f}x {cells} "
-                     f"{r.decode.median:>12.1f}{fast} {r.elastic_overhead():>+10.1%}")
+                     f"{r.decode.median:>12.1f}{fast} {overhead_cell(report, r):>11}")
     return "\n".join(lines)
 
 
@@ -134,8 +134,16 @@ def latency_markdown(report: LatencyReport, title: str) -> str:
             s1, s8 = full.ms(f"{k}_b1_ms") / t1, full.ms(f"{k}_b8_ms") / t8
             cells += f" {t1:.2f} | {s1:.2f}x | {t8:.2f} | {s8:.2f}x | {s1 / ratio:.2f} / {s8 / ratio:.2f} |"
         lines.append(f"| {row_label(r)} | {r.n_head} / {r.n_embd} / {r.n_inner} | {ratio:.2f}x |{cells} "
-                     f"{r.decode.median:.0f} | {r.elastic_overhead():+.1%} |")
+                     f"{r.decode.median:.0f} | {overhead_cell(report, r)} |")
     return "\n".join(lines)
+
+
+def overhead_cell(report: LatencyReport, r: LatencyRow) -> str:
+    """The elastic overhead, or what stands in its place: the superseded forward a file timed, or nothing timed."""
+    ov = report.elastic_overhead(r)
+    if ov is not None:
+        return f"{ov:+.1%}"
+    return "old forward" if report.elastic_views else "—"
 
 
 def format_runs(runs: list[Run]) -> str:

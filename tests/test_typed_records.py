@@ -58,3 +58,15 @@ def test_a_profile_with_a_malformed_host_cost_is_one_line():
     stored["prefill"] = {"fixed": 1.0}
     with pytest.raises(NMLError, match="malformed field .*profile-device"):
         DeviceProfile.from_json(stored, "x.json")
+
+
+def test_the_elastic_overhead_of_a_file_that_timed_the_superseded_forward_is_not_shown():
+    """Files whose protocol says they timed "ElasticGPT2 views" (strided prefixes of the shared weights) say
+    nothing about today's elastic forward (a stock student of contiguous copies): no overhead figure from them."""
+    run = load_run(ROOT / "shakespeare-nml", require_model=False)
+    old, now = run.latency()["cuda-nvidia-h100-80gb-hbm3"], run.latency()["cuda-nvidia-h200"]
+    assert old.elastic_views and all(old.elastic_overhead(r) is None for r in old.rows)
+    assert old.rows[1].ms("elastic_prefill_b1_ms")  # the timing itself is kept, as measured
+    assert not now.elastic_views
+    row = now.rows[1]
+    assert now.elastic_overhead(row) == pytest.approx(row.ms("elastic_prefill_b1_ms") / row.ms("prefill_b1_ms") - 1)

@@ -9,7 +9,7 @@ from transformers import GPT2LMHeadModel
 from nml_core.analysis import whatif
 from nml_core.analysis.memory import peak_allocated_mb
 from nml_core.analysis.device_profile import DeviceProfile
-from nml_core.analysis.profile import (PRESETS, check_profile, load_profiles, preset_base, preset_profile, profile_device,
+from nml_core.analysis.profile import (HEAD_K, PRESETS, check_profile, load_profiles, preset_base, preset_profile, profile_device,
                                        save_profile)
 from nml_core.arch.gpt2 import cost
 from nml_core.errors import NMLError
@@ -223,6 +223,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     check_profile(prof.to_json())
     assert prof.threads == 1 and prof.device_key.endswith("-1t") and prof.ops_per_layer > 10
     assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
+    assert [k for k, _ in prof.head_fp32] == list(HEAD_K) and all(r > 0 for _, r in prof.head_fp32)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
@@ -255,3 +256,61 @@ def test_a_gpu_profile_from_another_torch_still_loads(tmp_path):
     save_profile(gpu, tmp_path)
     save_profile(cpu_profile(torch="1.13.1"), tmp_path)
     assert list(load_profiles(tmp_path)) == ["cuda-test-gpu"]
+
+
+def test_a_measured_head_rate_prices_batch_1_scoring_by_its_inner_dim():
+    """A profile's head_fp32 (the 128-token scoring LM head's rate by inner dim K) prices that head, and only it:
+    time to first token and batch-8 scoring (logits past FRESH_BYTES) keep their costs; a profile without the
+    table keeps the size-indexed rate."""
+    table = [[32, 10.0], [64, 20.0], [256, 80.0]]
+    plain, measured = cpu_profile(), cpu_profile(head_fp32=table)
+    for w, k in ((1.0, 64), (0.5, 32)):
+        head = whatif.breakdown(measured, CFG, dims(w), 1, 128)["head_us"]
+        assert head == pytest.approx(2 * 128 * k * 50257 / (dict(table)[k] * 1e3))
+        for batch, kind in ((1, "ttft"), (8, "prefill"), (8, "ttft")):
+            assert whatif.forward_us(measured, CFG, dims(w), batch, 128, kind=kind) == \
+                   whatif.forward_us(plain, CFG, dims(w), batch, 128, kind=kind)
+    mid = whatif.breakdown(measured, CFG, dims(1.0), 1, 128)["head_us"]  # K = 64: between the table's entries
+    assert whatif.breakdown(cpu_profile(head_fp32=[[32, 10.0], [128, 40.0]]), CFG, dims(1.0), 1, 128)["head_us"] == \
+           pytest.approx(mid)  # log-log: the rate doubles with K in both tables
+    assert whatif.breakdown(plain, CFG, dims(0.5), 1, 128)["head_us"] != \
+           whatif.breakdown(measured, CFG, dims(0.5), 1, 128)["head_us"]
+
+
+@pytest.mark.parametrize("name,family,model,expected", [
+    ("AMD EPYC", "25", "17", "AMD EPYC (family 25, model 17)"),         # a VM's name: Zen 4 and Zen 5 alike
+    ("Intel(R) Xeon(R) Processor", "6", "143", "Intel(R) Xeon(R) Processor (family 6, model 143)"),
+    ("AMD EPYC 9654 96-Core Processor", "25", "17", "AMD EPYC 9654 96-Core Processor"),  # names its model
+    ("AMD EPYC", None, None, "AMD EPYC")])                              # no family to add
+def test_two_cpus_never_share_a_device_key(monkeypatch, name, family, model, expected):
+    from nml_core import device
+    fields = {"model name": name, "cpu family": family, "model": model}
+    monkeypatch.setattr(device, "_cpuinfo", fields.get)
+    assert device.cpu_name() == expected
+    assert device.device_info("cpu", 2)["device_key"].startswith("cpu-" + expected.split(" (")[0][:3].lower())
+
+
+def test_renaming_a_cpus_files_moves_them_to_the_new_key_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "run" / "latency").mkdir(parents=True)
+    (tmp_path / "device_profiles").mkdir()
+    old = {"device_name": "AMD EPYC", "device_key": "cpu-amd-epyc-2t", "widths": []}
+    (tmp_path / "run" / "latency" / "cpu-amd-epyc-2t.json").write_text(json.dumps(old))
+    (tmp_path / "device_profiles" / "cpu-amd-epyc-1t.json").write_text(json.dumps({**old, "device_key": "cpu-amd-epyc-1t"}))
+    (tmp_path / "device_profiles" / "cpu-amd-epyc-other-1t.json").write_text("{}")  # another CPU: left alone
+    cmd = [sys.executable, str(repo / "scripts" / "rename_cpu_device.py"), "cpu-amd-epyc", "26", "2", "--roots", str(tmp_path)]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    moved = json.loads((tmp_path / "run" / "latency" / "cpu-amd-epyc-family-26-model-2-2t.json").read_text())
+    assert moved == {**old, "device_name": "AMD EPYC (family 26, model 2)", "device_key": "cpu-amd-epyc-family-26-model-2-2t"}
+    assert (tmp_path / "device_profiles" / "cpu-amd-epyc-family-26-model-2-1t.json").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*.json")) == [
+        "cpu-amd-epyc-family-26-model-2-1t.json", "cpu-amd-epyc-family-26-model-2-2t.json", "cpu-amd-epyc-other-1t.json"]
+    (tmp_path / "device_profiles" / "cpu-amd-epyc-1t.json").write_text(json.dumps(old))  # its target exists now
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.json")}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists already" in r.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.json")} == before, "nothing renamed"

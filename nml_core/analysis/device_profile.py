@@ -11,6 +11,7 @@ from ..errors import NMLError
 
 PROFILE_VERSION = 1
 HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
+HEAD_ROWS = 128  # head_fp32 is measured on the LM head of one 128-token scoring call
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class DeviceProfile:
     asynchronous: bool                   # a GPU: host work and device work overlap
     ttft: HostCost | None = None         # profiles without it use prefill's
     gemv_gbs: float | None = None        # profiles without it use read_gbs
+    head_fp32: list[list[float]] | None = None  # CPU: [K, GFLOP/s] of the 128-token scoring LM head, by inner dim
     matmul_model: MatmulModel | None = None
     matmul_half: list[list[float]] | None = None
     threads: int | None = None

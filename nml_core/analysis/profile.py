@@ -18,6 +18,11 @@ A profile (JSON, named by the device key of nml_core.device):
                                    EPYC of this project: 12 against 40 GB/s); profiles without it use read_gbs
   fresh_write_gbs                  writing a new large tensor (on a CPU its pages fault in first)
   fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
+  head_fp32                        (CPU) [K, achieved GFLOP/s] of the LM head of a 128-token scoring call,
+                                   (128 x K) @ (K x 50257), for the inner dims of the runs' widths: a product this
+                                   flat runs at a rate of its own K, not of its size (an AMD EPYC of this project:
+                                   39 GFLOP/s at K = 32, 61 at K = 64, 4x below the size-indexed table there);
+                                   profiles without it cost the head by that table
   asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
   bf16_probe                       (CPU) a training step in fp32 and under bf16 autocast: what --mixed-precision
                                    auto decides by (nml_core.training.precision)
@@ -36,7 +41,7 @@ from ..errors import NMLError
 from ..training.precision import bf16_probe
 from ..files import atomic_write_json, read_json
 from ..store.runs import now
-from .device_profile import HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel
+from .device_profile import HEAD_ROWS, HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel
 from .latency import interleaved_timings
 
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
@@ -149,6 +154,21 @@ def _bandwidths(device: torch.device, repeats: int) -> dict:
             "fresh_output_gbs": _fresh_output_gbs(device, repeats), "gemv_gbs": _gemv_gbs(device, repeats)}
 
 
+HEAD_K = (32, 64, 128, 256, 512, 768)  # the LM head's inner dim at the widths of the runs and of GPT-2 small
+
+
+def _head_rates(device: torch.device, repeats: int) -> list[list[float]]:
+    """[K, GFLOP/s] of the batch-1 scoring LM head, (128 x K) @ (K x 50257) with a new output as the model makes
+    it, at each HEAD_K."""
+    table = []
+    with torch.inference_mode():
+        for k in HEAD_K:
+            x, w = torch.randn(HEAD_ROWS, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
+            us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
+            table.append([k, round(2 * HEAD_ROWS * k * GPT2_VOCAB / us / 1e3, 2)])
+    return table
+
+
 def _gemv_gbs(device: torch.device, repeats: int) -> float:
     """Weight bytes per second of a (1 x 256) @ (256 x 50257) product, the LM head of a generated token, each call
     on the next of several copies of the weight (a decode step reads it from memory, not from cache)."""
@@ -185,6 +205,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         prof["matmul_half"] = _matmul_rates(dev, half, repeats)
     else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.training.precision)
+        prof["head_fp32"] = _head_rates(dev, repeats)
         prof["bf16_probe"] = bf16_probe()
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
     prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}

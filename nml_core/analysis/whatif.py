@@ -21,7 +21,7 @@ import math
 
 from ..arch.gpt2 import StudentDims, cost, n_layers
 from ..nesting.depth import subnet_dims
-from .device_profile import DeviceProfile
+from .device_profile import HEAD_ROWS, DeviceProfile
 
 # the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
 # scoring (the logits of every position)
@@ -67,12 +67,17 @@ def rate_gflops(profile: DeviceProfile, flops: float) -> float:
         dt = f_top / r_top - f_prev / r_prev
         marginal = (f_top - f_prev) / dt if dt > 0 else r_top
         return flops / (f_top / r_top + (flops - f_top) / max(marginal, r_top))
-    xs = [math.log(f) for f, _ in table]
-    ys = [math.log(r) for _, r in table]
-    x = math.log(flops)
-    i = bisect.bisect_right(xs, x)
-    t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
-    return math.exp(ys[i - 1] + t * (ys[i] - ys[i - 1]))
+    return _loglog(table, flops)
+
+
+def _loglog(table: list[list[float]], x: float) -> float:
+    """y at x by log-log interpolation in a table of [x, y] sorted by x, held at its ends outside it."""
+    if x <= table[0][0] or x >= table[-1][0]:
+        return table[0][1] if x <= table[0][0] else table[-1][1]
+    xs = [math.log(a) for a, _ in table]
+    i = bisect.bisect_right(xs, math.log(x))
+    t = (math.log(x) - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return math.exp(math.log(table[i - 1][1]) + t * (math.log(table[i][1]) - math.log(table[i - 1][1])))
 
 
 def _arithmetic_envelope(table: list[list[float]]) -> list[list[float]]:
@@ -107,6 +112,17 @@ def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype
     return max(compute, memory)
 
 
+def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: int) -> float:
+    """The LM head over m rows. A CPU profile that measured its heads (head_fp32) prices one of HEAD_ROWS rows or
+    more whose logits stay below FRESH_BYTES (batch-1 scoring) at the rate measured for its inner dim K: a
+    (128 x K) @ (K x 50257) product runs at a rate of its own K that a table indexed by size does not show. Any
+    other head is a matmul like the rest."""
+    fits_table = m >= HEAD_ROWS and dtype_bytes * m * vocab <= FRESH_BYTES and dtype_bytes == 4
+    if profile.head_fp32 and fits_table and not profile.asynchronous:
+        return 2 * m * k * vocab / (_loglog(profile.head_fp32, k) * 1e3)
+    return _matmul_us(profile, m, k, vocab, 1, dtype_bytes)
+
+
 def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
               dtype_bytes: int = 4) -> dict:
     """Projected microseconds of one forward: host side, the layers' arithmetic, the LM head, and the total.
@@ -116,7 +132,7 @@ def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int
     layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile.bandwidth_gbs * 1e3)
     if kind == "ttft":  # each layer writes its keys and values into the cache
         layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile.write_gbs * 1e3)
-    head = _matmul_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, 1, dtype_bytes)
+    head = _head_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, dtype_bytes)
     host_cost = profile.host(kind)
     L = n_layers(cfg, dims)  # a depth-reduced student runs fewer blocks: fewer launches and less arithmetic
     host = host_cost.fixed_us + L * host_cost.per_layer_us

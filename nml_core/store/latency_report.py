@@ -57,11 +57,6 @@ class LatencyRow:
         t = self.timings.get(measure)
         return t.median_ms if t else None
 
-    def elastic_overhead(self) -> float | None:
-        """The elastic forward's batch-1 scoring time over the extracted student's, minus 1."""
-        el, own = self.ms("elastic_prefill_b1_ms"), self.ms("prefill_b1_ms")
-        return el / own - 1 if el and own else None
-
     def shape(self, full_layers: int) -> tuple[int, int, int, int]:
         return self.n_head, self.n_embd, self.n_inner, self.n_layer or full_layers
 
@@ -98,12 +93,21 @@ class LatencyReport:
     weights: str | None = None      # what was timed: the run's trained weights, or its shapes with random ones
     precision: str | None = None    # bf16 reports; None: fp32
     provenance: str | None = None   # a file brought from elsewhere (a reference GPU)
+    elastic_views: bool = False     # it timed the superseded elastic forward (see elastic_overhead)
 
     def row(self, width: float, depth: float = 1.0) -> LatencyRow | None:
         return next((r for r in self.rows if same_subnet(r.width, r.depth, width, depth)), None)
 
     def where(self) -> str:
         return device_label(self.device, self.threads, self.precision)
+
+    def elastic_overhead(self, row: LatencyRow) -> float | None:
+        """The elastic forward's batch-1 scoring time over the extracted student's, minus 1; None where the row
+        lacks it, or where the file timed the elastic forward of strided views of the shared weights (its
+        protocol says "ElasticGPT2 views"), which inference no longer runs: since 2026-12-03 it runs a stock
+        student of contiguous copies (nesting.elastic.ElasticGPT2.view_student), so that figure is of code gone."""
+        el, own = row.ms("elastic_prefill_b1_ms"), row.ms("prefill_b1_ms")
+        return el / own - 1 if el and own and not self.elastic_views else None
 
     @classmethod
     def from_json(cls, d: dict, where: str = "latency file") -> "LatencyReport":
@@ -112,7 +116,8 @@ class LatencyReport:
             head = {k: d.get(k) for k in ("threads", "weights", "precision", "provenance")}
             return cls(device=d["device"], device_name=d["device_name"], device_key=d["device_key"], torch=d["torch"],
                        measured=d["measured"], protocol=d["protocol"], prefill_len=d["prefill_len"],
-                       decode_new_tokens=d["decode_new_tokens"], matmul_gflops=d["matmul_gflops"], rows=rows, **head)
+                       decode_new_tokens=d["decode_new_tokens"], matmul_gflops=d["matmul_gflops"], rows=rows,
+                       elastic_views="ElasticGPT2 views" in d["protocol"], **head)
         except (KeyError, TypeError) as e:
             raise NMLError(f"{where} is not a latency report ({type(e).__name__}: {e}); time the run again: "
                            "python -m nml_core bench RUN") from None
