@@ -48,9 +48,9 @@ HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
 GPT2_VOCAB = 50257
 # (M, K, N) of matmuls like the runs' layers and LM heads, small to large, outputs below FRESH_OUTPUT (the
 # arithmetic rate); a large output's write is measured apart (fresh_output_gbs)
-MATMULS = [(1, 32, 32), (1, 256, 1024), (1, 256, 50257), (8, 256, 768), (128, 32, 128), (128, 256, 768),
-           (128, 256, 1024), (128, 768, 3072), (128, 256, 50257), (1024, 256, 1024), (1024, 768, 3072),
-           (4096, 768, 768)]
+MATMULS = [(1, 32, 32), (1, 256, 1024), (1, 256, 50257), (8, 256, 768), (128, 32, 128), (128, 64, 256),
+           (128, 128, 512), (128, 256, 768), (128, 256, 1024), (128, 768, 3072), (128, 256, 50257), (1024, 32, 128),
+           (1024, 64, 256), (1024, 256, 1024), (1024, 768, 3072), (4096, 768, 768)]
 # on a GPU, also the sizes where it reaches its rate: batch 32-128 x 128 tokens through GPT-2-small's layers and head
 MATMULS_CUDA = [(16384, 768, 3072), (4096, 768, 50257), (16384, 768, 50257)]
 
