@@ -314,3 +314,18 @@ def test_renaming_a_cpus_files_moves_them_to_the_new_key_and_never_overwrites(tm
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists already" in r.stderr
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.json")} == before, "nothing renamed"
+
+
+def test_on_a_gpu_the_last_kernel_is_not_hidden_behind_the_host():
+    """The host's launches overlap the layers' kernels, but the LM head, issued last, runs after the host is done:
+    launch-bound at batch 1 (host side + head), device-bound at a large batch (layers + head)."""
+    h100 = preset_profile("NVIDIA H100 SXM", cpu_profile())
+    small = whatif.breakdown(h100, CFG, dims(1.0), 1, 128)
+    assert small["host_us"] > small["layers_us"] and small["total_us"] == pytest.approx(small["host_us"] + small["head_us"])
+    from transformers import GPT2Config
+    gpt2 = GPT2Config()  # GPT-2 small: its layers outgrow the host side at batch 64
+    large = whatif.breakdown(h100, gpt2, WidthSpec(1.0, ALL_AXES).dims(gpt2), 64, 128)
+    assert large["layers_us"] > large["host_us"]
+    assert large["total_us"] == pytest.approx(large["layers_us"] + large["head_us"])
+    cpu = whatif.breakdown(cpu_profile(), CFG, dims(1.0), 1, 128)
+    assert cpu["total_us"] == pytest.approx(cpu["host_us"] + cpu["layers_us"] + cpu["head_us"]), "a CPU adds all three"

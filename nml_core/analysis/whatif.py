@@ -8,8 +8,10 @@ FLOPs and bytes (arch.gpt2 dims: d residual, a attention, f FFN, V vocab):
   elementwise  2 LayerNorms, softmax over B heads n (p+n), GELU over Bn f, 2 residual adds; the logits written
 and each costs max(FLOPs / achieved rate at that size, bytes / bandwidth). The host side costs
 fixed + L x per_layer (measured on tiny models: Python, dispatch, kernel launches). On a CPU the two add up;
-on a GPU they overlap, so a call costs the larger: at small batch every width of a small model then costs the
-same (launch-bound) and the speedup of small widths appears only once the arithmetic outgrows the host side.
+on a GPU they overlap, so a call costs the larger of the host side and the layers, plus the LM head (the last
+kernel: issued last, nothing of the host's is left to hide it): at small batch every width of a small model then
+costs about the same (launch-bound) and the speedup of small widths appears only once the arithmetic outgrows
+the host side. The LM head of batch-1 scoring on a CPU is priced by its inner dimension (head_fp32).
 A decoded token is a forward of n = 1 over the cache, plus generate's own per-token work (in decode.fixed_us).
 Memory = weights + KV cache (2 L B (p+n) d) + the largest activations alive (the logits, or one layer's),
 checked against the bytes a forward really allocates (analysis.memory, bench/whatif_accuracy.py --memory).
@@ -136,8 +138,9 @@ def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int
     host_cost = profile.host(kind)
     L = n_layers(cfg, dims)  # a depth-reduced student runs fewer blocks: fewer launches and less arithmetic
     host = host_cost.fixed_us + L * host_cost.per_layer_us
-    device = L * layer + head
-    total = max(host, device) if profile.asynchronous else host + device
+    # a GPU overlaps the host's launches with the layers' kernels, but the LM head is the forward's last kernel:
+    # the host issues it last, so no host work is left to hide it behind (a CPU does the two in turn)
+    total = max(host, L * layer) + head if profile.asynchronous else host + L * layer + head
     return {"host_us": host, "layers_us": L * layer, "head_us": head, "total_us": total}
 
 
