@@ -233,6 +233,11 @@ def head_rates(root: Path) -> str:
     for key, p in sorted(profiles.items()):
         lines.append(f"| {key} | " + " | ".join(
             f"{r:.0f} ({rate_gflops(p, 2 * HEAD_ROWS * k * GPT2_VOCAB):.0f})" for k, r in p.head_fp32) + " |")
+    lines += ["", "A generated token's LM head, (1 x K) @ (K x 50257) re-read call after call (`gemv_by_k`): GB/s of "
+              "weight read, and in brackets the one rate used before (`gemv_gbs`, K = 256, weight cold):", "",
+              f"| profile | {' | '.join(f'K = {k}' for k in ks)} |", "|---|" + "---|" * len(ks)]
+    lines += [f"| {key} | " + " | ".join(f"{r:.1f} ({p.gemv_gbs:.1f})" for _, r in p.gemv_by_k) + " |"
+              for key, p in sorted(profiles.items()) if p.gemv_by_k]
     return "\n".join(lines)
 
 

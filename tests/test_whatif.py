@@ -224,6 +224,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     assert prof.threads == 1 and prof.device_key.endswith("-1t") and prof.ops_per_layer > 10
     assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
     assert [k for k, _ in prof.head_fp32] == list(HEAD_K) and all(r > 0 for _, r in prof.head_fp32)
+    assert [k for k, _ in prof.gemv_by_k] == list(HEAD_K) and all(r > 0 for _, r in prof.gemv_by_k)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
@@ -329,3 +330,18 @@ def test_on_a_gpu_the_last_kernel_is_not_hidden_behind_the_host():
     assert large["total_us"] == pytest.approx(large["layers_us"] + large["head_us"])
     cpu = whatif.breakdown(cpu_profile(), CFG, dims(1.0), 1, 128)
     assert cpu["total_us"] == pytest.approx(cpu["host_us"] + cpu["layers_us"] + cpu["head_us"]), "a CPU adds all three"
+
+
+def test_a_generated_tokens_head_reads_at_the_rate_measured_for_its_inner_dim():
+    """gemv_by_k (the matrix-vector LM head's weight read by K: a BLAS's kernel changes with K) prices the decode
+    and batch-1 time-to-first-token heads; scoring's and the layers' products keep their rates."""
+    by_k = [[32, 30.0], [64, 30.0], [128, 6.0], [256, 6.0]]
+    plain, measured = cpu_profile(gemv_gbs=15.0), cpu_profile(gemv_gbs=15.0, gemv_by_k=by_k)
+    for w, k in ((1.0, 64), (0.5, 32)):
+        got = whatif.breakdown(measured, CFG, dims(w), 1, 1, past=16, kind="decode")
+        was = whatif.breakdown(plain, CFG, dims(w), 1, 1, past=16, kind="decode")
+        read, write = 4 * (k + k * 50257) / (dict(by_k)[k] * 1e3), 4 * 50257 / (8.0 * 1e3)  # + the logits written
+        assert got["head_us"] == pytest.approx(read + write)
+        assert got["head_us"] < was["head_us"] and got["layers_us"] == was["layers_us"]
+        assert whatif.forward_us(measured, CFG, dims(w), 1, 128) == whatif.forward_us(plain, CFG, dims(w), 1, 128)
+    assert measured.head_read_gbs(48) == pytest.approx(30.0) and measured.head_read_gbs(1024) == 6.0

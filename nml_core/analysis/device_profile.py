@@ -4,6 +4,8 @@ and stored as <root>/device_profiles/<device key>.json. The fields are described
 """
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..device import device_label
@@ -12,6 +14,16 @@ from ..errors import NMLError
 PROFILE_VERSION = 1
 HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
 HEAD_ROWS = 128  # head_fp32 is measured on the LM head of one 128-token scoring call
+
+
+def loglog(table: list[list[float]], x: float) -> float:
+    """y at x by log-log interpolation in a table of [x, y] sorted by x, held at its ends outside it."""
+    if x <= table[0][0] or x >= table[-1][0]:
+        return table[0][1] if x <= table[0][0] else table[-1][1]
+    xs = [math.log(a) for a, _ in table]
+    i = bisect.bisect_right(xs, math.log(x))
+    t = (math.log(x) - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return math.exp(math.log(table[i - 1][1]) + t * (math.log(table[i][1]) - math.log(table[i - 1][1])))
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class DeviceProfile:
     ttft: HostCost | None = None         # profiles without it use prefill's
     gemv_gbs: float | None = None        # profiles without it use read_gbs
     head_fp32: list[list[float]] | None = None  # CPU: [K, GFLOP/s] of the 128-token scoring LM head, by inner dim
+    gemv_by_k: list[list[float]] | None = None  # CPU: [K, GB/s] of the generated token's LM head, by inner dim
     matmul_model: MatmulModel | None = None
     matmul_half: list[list[float]] | None = None
     threads: int | None = None
@@ -70,6 +83,12 @@ class DeviceProfile:
     def gemv_read_gbs(self) -> float:
         """The weight read rate of a matrix-vector product (the batch-1 decode LM head)."""
         return self.gemv_gbs or self.read_gbs
+
+    def head_read_gbs(self, k: int) -> float:
+        """The weight read rate of a matrix-vector LM head (a generated token's) of inner dim k: measured by K where
+        the profile has it (gemv_by_k: a BLAS may read a (50257 x 64) weight 5x faster than a (50257 x 128) one),
+        else gemv_read_gbs."""
+        return loglog(self.gemv_by_k, k) if self.gemv_by_k else self.gemv_read_gbs
 
     def where(self) -> str:
         return device_label(self.device, self.threads, self.precision)

@@ -13,6 +13,8 @@ A profile (JSON, named by the device key of nml_core.device):
   matmul_fp32 (and matmul_half on CUDA)  achieved GFLOP/s against FLOPs per matmul, across the shapes the runs use
   bandwidth_gbs                    a large copy's read + write bytes per second (elementwise ops)
   read_gbs / write_gbs             reading a large tensor; writing into memory already in use
+  gemv_by_k                        (CPU) [K, GB/s] of a generated token's LM head, (1 x K) @ (K x 50257) re-read
+                                   call after call, by inner dim: the BLAS's kernel changes with K
   gemv_gbs                         the weight read of a matrix-vector product (the batch-1 decode LM head, its
                                    weight cold): a BLAS may read far slower there than a plain sum does (an AMD
                                    EPYC of this project: 12 against 40 GB/s); profiles without it use read_gbs
@@ -41,8 +43,8 @@ from ..errors import NMLError
 from ..training.precision import bf16_probe
 from ..files import atomic_write_json, read_json
 from ..store.runs import now
-from .device_profile import HEAD_ROWS, HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel
-from .latency import interleaved_timings
+from .device_profile import HEAD_ROWS, HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel, loglog
+from .latency import DECODE_NEW, DECODE_PROMPT, interleaved_timings
 
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
 GPT2_VOCAB = 50257
@@ -75,22 +77,25 @@ def _tiny(n_layer: int, device: torch.device, vocab: int = 64) -> GPT2LMHeadMode
     return GPT2LMHeadModel(cfg).to(device).eval()
 
 
-def _host_costs(device: torch.device, repeats: int, gemv_gbs: float) -> dict:
+def _host_costs(device: torch.device, repeats: int, head_read_gbs: float) -> dict:
     """fixed + per-layer host time of a prefill forward and of a generated token, from 1- and 4-layer tiny
     models timed in turn (their arithmetic is negligible: what is left is the framework). The decoding models
     have GPT-2's 50257-token vocabulary, because `generate` does vocabulary-sized work per token (logits
-    copies, processors, argmax) that a run pays whatever its width; their own LM-head read is taken out."""
+    copies, processors, argmax) that a run pays whatever its width; their own LM-head read (at head_read_gbs, the
+    rate measured for their K, re-read token after token) is taken out."""
     x = torch.zeros(1, 8, dtype=torch.long, device=device)
-    prompt = torch.zeros(1, 4, dtype=torch.long, device=device)
+    # decode as the latency files measure it: its prompt's prefill and generate's setup are shared by its tokens
+    prompt = torch.zeros(1, DECODE_PROMPT, dtype=torch.long, device=device)
     calls = {"prefill": (1, lambda m: m(input_ids=x, use_cache=False)),
              "ttft": (1, lambda m: m(input_ids=x, use_cache=True, logits_to_keep=1)),
-             "decode": (16, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
-                                                 min_new_tokens=16, do_sample=False, pad_token_id=0))}
+             "decode": (DECODE_NEW, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                                         max_new_tokens=DECODE_NEW, min_new_tokens=DECODE_NEW,
+                                                         do_sample=False, pad_token_id=0))}
     out = {}
     for name, (per, call) in calls.items():
         vocab = GPT2_VOCAB if name == "decode" else 64
         fns = {n: (lambda m=_tiny(n, device, vocab): call(m)) for n in (1, HOST_LAYERS)}
-        head_us = 32 * vocab * 4 / (gemv_gbs * 1e3) if name == "decode" else 0.0
+        head_us = 32 * vocab * 4 / (head_read_gbs * 1e3) if name == "decode" else 0.0
         times = interleaved_timings(fns, device.type, repeats=3 * repeats)  # drift hits both alike
         t1, tn = (times[n]["median_ms"] * 1e3 / per for n in fns)
         per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
@@ -180,6 +185,19 @@ def _gemv_gbs(device: torch.device, repeats: int) -> float:
     return round(50257 * 256 * 4 / us / 1e3, 2)
 
 
+def _gemv_by_k(device: torch.device, repeats: int) -> list[list[float]]:
+    """[K, GB/s] of the weight read of a (1 x K) @ (K x 50257) product re-read call after call, as a generated token
+    re-reads the LM head the last one read, at each HEAD_K: the BLAS's kernel changes with K (an AMD EPYC of this
+    project read 24-37 GB/s at K = 32 and 64, 7 at K = 128 and 256)."""
+    out = []
+    with torch.inference_mode():
+        for k in HEAD_K:
+            x, w = torch.randn(1, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
+            us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
+            out.append([k, round(GPT2_VOCAB * k * 4 / us / 1e3, 2)])
+    return out
+
+
 def _fresh_output_gbs(device: torch.device, repeats: int) -> float:
     """Bytes per second of an LM-head-like matmul whose (1024 x 50257) output is new memory and whose inner
     dimension (32) leaves almost no arithmetic: what writing a large logits tensor costs on this device."""
@@ -196,16 +214,18 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     info = devices.device_info(dev, threads)
     t0 = time.time()
     bandwidths = _bandwidths(dev, repeats)
-    passes = [_host_costs(dev, repeats, bandwidths["gemv_gbs"])]
+    by_k = _gemv_by_k(dev, repeats) if dev.type == "cpu" else None
+    tiny_head = loglog(by_k, 32) if by_k else bandwidths["gemv_gbs"]  # the decoding tiny models' head: K = 32
+    passes = [_host_costs(dev, repeats, tiny_head)]
     matmuls = _matmul_rates(dev, torch.float32, repeats)
-    passes += [_host_costs(dev, repeats, bandwidths["gemv_gbs"]) for _ in range(HOST_PASSES - 1)]
+    passes += [_host_costs(dev, repeats, tiny_head) for _ in range(HOST_PASSES - 1)]
     prof = {"version": PROFILE_VERSION, **info, "measured": now(), "kind": "measured", **_median_pass(passes),
             **_op_counts(dev), **bandwidths, "matmul_fp32": matmuls, "asynchronous": dev.type == "cuda"}
     if dev.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         prof["matmul_half"] = _matmul_rates(dev, half, repeats)
     else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.training.precision)
-        prof["head_fp32"] = _head_rates(dev, repeats)
+        prof["head_fp32"], prof["gemv_by_k"] = _head_rates(dev, repeats), by_k
         prof["bf16_probe"] = bf16_probe()
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
     prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}

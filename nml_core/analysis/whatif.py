@@ -18,18 +18,16 @@ checked against the bytes a forward really allocates (analysis.memory, bench/wha
 """
 from __future__ import annotations
 
-import bisect
-import math
 
 from ..arch.gpt2 import StudentDims, cost, n_layers
 from ..nesting.depth import subnet_dims
-from .device_profile import HEAD_ROWS, DeviceProfile
+from .device_profile import HEAD_ROWS, DeviceProfile, loglog
+from .latency import DECODE_NEW, DECODE_PROMPT  # a decode step projected as the latency files measure it
 
 # the latency files' measures at batch 1 and 8, by workload: TTFT (generation's prefill, last logits only) and
 # scoring (the logits of every position)
 MEASURES = {"ttft_b1_ms": 1, "ttft_b8_ms": 8, "prefill_b1_ms": 1, "prefill_b8_ms": 8}
 WORKLOADS = {"ttft": "time to first token (KV cache, last logits)", "prefill": "scoring (all logits)"}
-DECODE_PROMPT, DECODE_NEW = 16, 32                   # as nml_core.analysis.latency measures decode
 
 
 def matmul_ops(dims: StudentDims, batch: int, n: int, past: int) -> list[tuple[int, int, int, int]]:
@@ -69,17 +67,8 @@ def rate_gflops(profile: DeviceProfile, flops: float) -> float:
         dt = f_top / r_top - f_prev / r_prev
         marginal = (f_top - f_prev) / dt if dt > 0 else r_top
         return flops / (f_top / r_top + (flops - f_top) / max(marginal, r_top))
-    return _loglog(table, flops)
+    return loglog(table, flops)
 
-
-def _loglog(table: list[list[float]], x: float) -> float:
-    """y at x by log-log interpolation in a table of [x, y] sorted by x, held at its ends outside it."""
-    if x <= table[0][0] or x >= table[-1][0]:
-        return table[0][1] if x <= table[0][0] else table[-1][1]
-    xs = [math.log(a) for a, _ in table]
-    i = bisect.bisect_right(xs, math.log(x))
-    t = (math.log(x) - xs[i - 1]) / (xs[i] - xs[i - 1])
-    return math.exp(math.log(table[i - 1][1]) + t * (math.log(table[i][1]) - math.log(table[i - 1][1])))
 
 
 def _arithmetic_envelope(table: list[list[float]]) -> list[list[float]]:
@@ -98,9 +87,11 @@ def _arithmetic_envelope(table: list[list[float]]) -> list[list[float]]:
 FRESH_BYTES = 32 * 2 ** 20  # outputs above this get fresh memory from the OS (glibc's largest mmap threshold)
 
 
-def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype_bytes: int) -> float:
+def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype_bytes: int,
+               gemv_gbs: float | None = None) -> float:
     """max(arithmetic, memory traffic); on a CPU a large new output (the logits) is written after the
-    arithmetic, page by page, so its write adds (measured as fresh_output_gbs)."""
+    arithmetic, page by page, so its write adds (measured as fresh_output_gbs). gemv_gbs: the weight read rate of
+    a matrix-vector product (M = 1) where the caller knows it better than the profile's one rate (the LM head's, by K)."""
     flops = 2 * m * k * n
     if profile.asynchronous:  # a GPU runs a batched matmul (per-head scores, SDPA) as one kernel
         compute = count * flops / (rate_gflops(profile, count * flops) * 1e3)
@@ -109,7 +100,7 @@ def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype
     out = dtype_bytes * m * n * count
     if out > FRESH_BYTES and not profile.asynchronous:
         return compute + out / (profile.fresh_output_gbs * 1e3)
-    read = profile.gemv_read_gbs if m == 1 else profile.read_gbs  # a matrix-vector product
+    read = (gemv_gbs or profile.gemv_read_gbs) if m == 1 else profile.read_gbs  # a matrix-vector product
     memory = count * dtype_bytes * (m * k + k * n) / (read * 1e3) + out / (profile.write_gbs * 1e3)
     return max(compute, memory)
 
@@ -118,11 +109,12 @@ def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: in
     """The LM head over m rows. A CPU profile that measured its heads (head_fp32) prices one of HEAD_ROWS rows or
     more whose logits stay below FRESH_BYTES (batch-1 scoring) at the rate measured for its inner dim K: a
     (128 x K) @ (K x 50257) product runs at a rate of its own K that a table indexed by size does not show. Any
-    other head is a matmul like the rest."""
+    other head is a matmul like the rest; a matrix-vector one (a generated token's) reads its weight at the rate
+    measured for its K (gemv_by_k)."""
     fits_table = m >= HEAD_ROWS and dtype_bytes * m * vocab <= FRESH_BYTES and dtype_bytes == 4
     if profile.head_fp32 and fits_table and not profile.asynchronous:
-        return 2 * m * k * vocab / (_loglog(profile.head_fp32, k) * 1e3)
-    return _matmul_us(profile, m, k, vocab, 1, dtype_bytes)
+        return 2 * m * k * vocab / (loglog(profile.head_fp32, k) * 1e3)
+    return _matmul_us(profile, m, k, vocab, 1, dtype_bytes, profile.head_read_gbs(k) if m == 1 else None)
 
 
 def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
