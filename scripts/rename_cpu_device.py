@@ -42,7 +42,7 @@ def main() -> int:
     for old, new in plan:
         d = read_json(old)
         d["device_name"] = f"{d['device_name']} (family {a.family}, model {a.model})"
-        d["device_key"] = new.stem.removesuffix("-bf16")
+        d["device_key"] = new.stem  # a file is named by its key (a bf16 report's ends in -bf16)
         atomic_write_json(new, d)
         old.unlink()
         print(f"{old} -> {new}")

@@ -301,6 +301,7 @@ def test_renaming_a_cpus_files_moves_them_to_the_new_key_and_never_overwrites(tm
     old = {"device_name": "AMD EPYC", "device_key": "cpu-amd-epyc-2t", "widths": []}
     (tmp_path / "run" / "latency" / "cpu-amd-epyc-2t.json").write_text(json.dumps(old))
     (tmp_path / "device_profiles" / "cpu-amd-epyc-1t.json").write_text(json.dumps({**old, "device_key": "cpu-amd-epyc-1t"}))
+    (tmp_path / "run" / "latency" / "cpu-amd-epyc-2t-bf16.json").write_text(json.dumps({**old, "device_key": "cpu-amd-epyc-2t-bf16"}))
     (tmp_path / "device_profiles" / "cpu-amd-epyc-other-1t.json").write_text("{}")  # another CPU: left alone
     cmd = [sys.executable, str(repo / "scripts" / "rename_cpu_device.py"), "cpu-amd-epyc", "26", "2", "--roots", str(tmp_path)]
     env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
@@ -308,8 +309,11 @@ def test_renaming_a_cpus_files_moves_them_to_the_new_key_and_never_overwrites(tm
     moved = json.loads((tmp_path / "run" / "latency" / "cpu-amd-epyc-family-26-model-2-2t.json").read_text())
     assert moved == {**old, "device_name": "AMD EPYC (family 26, model 2)", "device_key": "cpu-amd-epyc-family-26-model-2-2t"}
     assert (tmp_path / "device_profiles" / "cpu-amd-epyc-family-26-model-2-1t.json").exists()
+    bf16 = json.loads((tmp_path / "run" / "latency" / "cpu-amd-epyc-family-26-model-2-2t-bf16.json").read_text())
+    assert bf16["device_key"] == "cpu-amd-epyc-family-26-model-2-2t-bf16", "a bf16 report keeps its -bf16 key"
     assert sorted(p.name for p in tmp_path.rglob("*.json")) == [
-        "cpu-amd-epyc-family-26-model-2-1t.json", "cpu-amd-epyc-family-26-model-2-2t.json", "cpu-amd-epyc-other-1t.json"]
+        "cpu-amd-epyc-family-26-model-2-1t.json", "cpu-amd-epyc-family-26-model-2-2t-bf16.json",
+        "cpu-amd-epyc-family-26-model-2-2t.json", "cpu-amd-epyc-other-1t.json"]
     (tmp_path / "device_profiles" / "cpu-amd-epyc-1t.json").write_text(json.dumps(old))  # its target exists now
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.json")}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
