@@ -47,16 +47,15 @@ def format_eval(report: dict) -> str:
     return "\n".join(lines)
 
 
-def format_budget(answer, choice: dict, batch: int, workload: str) -> str:
+def format_budget(answer, choice, batch: int, workload: str) -> str:
     """`nml whatif`: the frontier (measured or projected +- the what-if's error), the best within budget, why."""
     from .analysis.budget import why
     key = answer.latency_key
-    err = choice.get("error")
-    pm = f" ± {err['median']:.0%}" if err else ""
+    pm = f" ± {choice.error.median:.0%}" if choice.error else ""
     what = {"ttft": f"time to first token {batch}x128", "prefill": f"scoring {batch}x128",
             "decode": "ms per generated token"}[workload]
     tokens = answer.points[0].get("tokens") if answer.points else None
-    lines = [f"{choice['label']}: {what}; frontier of {len(answer.points)} (width, depth) students"
+    lines = [f"{choice.label}: {what}; frontier of {len(answer.points)} (width, depth) students"
              + (f" (val ppl on the same {tokens:,} tokens for all)" if tokens else ""),
              f"{'width':>6} {'depth':>6} {'layers':>6} {'heads':>5} {'ppl':>8} {'ms':>9} {'':<14} {'MB':>7}"]
     for p in answer.frontier:
@@ -70,7 +69,7 @@ def format_budget(answer, choice: dict, batch: int, workload: str) -> str:
         lines.append(f"best within budget: width {b['width']:g} x depth {b['depth']:.3g} ({b['n_head']} heads, "
                      f"{b['n_layer']} layers): ppl {b['ppl']:.1f}, {b[key]:.3f} ms "
                      f"({'measured' if b['latency_measured'] else 'projected' + pm}), {b['memory_mb']:.1f} MB")
-    text = why(answer, choice["name"], batch)
+    text = why(answer, choice.name, batch)
     return "\n".join(lines + ([text] if text else []))
 
 

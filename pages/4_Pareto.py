@@ -28,7 +28,7 @@ workload = st.radio("Deploy for", list(api.whatif.WORKLOADS), horizontal=True, k
 c = st.columns(4)
 quality = c[0].selectbox("Quality", list(api.QUALITY), format_func=lambda k: api.QUALITY[k][0], key="pareto_quality")
 cost = c[1].selectbox("Cost", list(api.COST), format_func=lambda k: api.COST[k][0], key="pareto_cost")
-labels = [d["label"] for d in choices]
+labels = [d.label for d in choices]
 choice = choices[labels.index(c[2].selectbox("Device", labels, key="pareto_device"))]
 batch = int(ui.number_field(c[3], ui.command_input("whatif", "--batch"), "pareto_batch"))
 prefill_label = f"{'time to first token' if workload == 'ttft' else 'scoring'} {batch}x128"
@@ -36,11 +36,11 @@ prefill_label = f"{'time to first token' if workload == 'ttft' else 'scoring'} {
 points = []
 with ui.friendly_errors():
     for r in family_runs:
-        rows = api.run_points(r, choice["key"] if choice["kind"] == "measured" else None)
+        rows = api.run_points(r, choice.key if choice.measured else None)
         if r.grid():  # the rest of its width x depth family: cuts never trained as their own target (Mix'n'Match)
-            cuts = api.budget.family_points(r, choice["key"] if choice["kind"] == "measured" else None)
+            cuts = api.budget.family_points(r, choice.key if choice.measured else None)
             rows += [{**p, "group": "NML untrained cut"} for p in cuts if not p["trained"]]
-        if choice["kind"] == "projected":  # no measured latency leaks into a projection
+        if not choice.measured:  # no measured latency leaks into a projection
             rows = [{k: v for k, v in p.items() if k not in (*api.whatif.MEASURES, "decode_tok_s")} for p in rows]
         if points:  # one teacher point per chart
             rows = [p for p in rows if p["group"] != "teacher"]
@@ -49,32 +49,32 @@ if not points:
     st.info("The selected runs have no eval.json yet: run `python -m nml_core eval <run>` (the Train page does it "
             "automatically when a run finishes).")
     st.stop()
-if choice["kind"] == "projected":
-    prof = choice["profile"]
-    st.caption(f"**Projected** for {choice['name']} from its device profile ({prof.kind}"
+if not choice.measured:
+    prof = choice.profile
+    st.caption(f"**Projected** for {choice.name} from its device profile ({prof.kind}"
                f"{', ' + prof.note if prof.note else ''}) and each width's own ops — "
                "nml_core/analysis/whatif.py. Not a measurement"
-               + (f"; the what-if's measured error on this class of device: median {choice['error']['median']:.0%}, "
-                  f"worst {choice['error']['worst']:.0%} over {choice['error']['n']} measurements "
-                  "(bench/whatif_accuracy.py)." if choice.get("error") else "."))
-elif choice.get("provenance"):
-    st.caption(f"Measured: {choice['provenance']}")
-missing = [p for p in points if choice["kind"] == "measured" and not p["prefill_measured"]]
+               + (f"; the what-if's measured error on this class of device: median {choice.error.median:.0%}, "
+                  f"worst {choice.error.worst:.0%} over {choice.error.n} measurements "
+                  "(bench/whatif_accuracy.py)." if choice.error else "."))
+elif choice.provenance:
+    st.caption(f"Measured: {choice.provenance}")
+missing = [p for p in points if choice.measured and not p["prefill_measured"]]
 unpriced = [p for p in missing if p.get("prefill_ms") is None]
 what = f"{api.whatif.WORKLOADS[workload]} at batch {batch}"
 if missing and not unpriced:
-    st.caption(f"{choice['name']} was not measured for {what} for {len(missing)} of the {len(points)} models: "
-               f"their latencies are **projected** from {choice['profile'].device_name}'s "
-               f"{choice['profile'].kind} profile, marked ⊙ on the chart.")
+    st.caption(f"{choice.name} was not measured for {what} for {len(missing)} of the {len(points)} models: "
+               f"their latencies are **projected** from {choice.profile.device_name}'s "
+               f"{choice.profile.kind} profile, marked ⊙ on the chart.")
 elif unpriced:  # no profile to project from (a bf16 file, say: profiles are fp32): left out, and said so
-    st.caption(f"{choice['name']} has no measurement of {what} for {len(unpriced)} of the {len(points)} models "
+    st.caption(f"{choice.name} has no measurement of {what} for {len(unpriced)} of the {len(points)} models "
                f"(runs: {', '.join(sorted({p['run'] for p in unpriced}))}) and no profile to project them from: "
                "they are left off this chart.")
     points = [p for p in points if p.get("prefill_ms") is not None]
     if not points:
         st.stop()
 cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else api.COST[cost][0]) + \
-    (f" — projected on {choice['name']}" if choice["kind"] == "projected" and cost.endswith(("_ms", "_s")) else "")
+    (f" — projected on {choice.name}" if not choice.measured and cost.endswith(("_ms", "_s")) else "")
 front = api.pareto_front(points, quality, cost)
 st.plotly_chart(pareto_figure(points, front, quality, cost, cost_title), width="stretch")
 st.caption("Latency depends only on a student's shape, so naive-slice and independent-KD students take the "
@@ -102,7 +102,7 @@ table = pd.DataFrame([{"model": p["group"], "run": p["run"], "width": p["width"]
                        "speedup": full["prefill_ms"] / p["prefill_ms"] if p.get("prefill_ms") and full.get("prefill_ms")
                        else None,
                        "decode (ms/token)": p.get("decode_ms"), api.QUALITY[quality][0]: p.get(quality)} for p in points])
-measured_here = bool(best) and (best["prefill_measured"] if metric == "prefill_ms" else choice["kind"] == "measured")
+measured_here = bool(best) and (best["prefill_measured"] if metric == "prefill_ms" else choice.measured)
 if not (lat_budget or mem_budget):
     st.caption("Set a latency or a memory budget to see the best NML student within it.")
 elif best is None:
@@ -130,7 +130,7 @@ st.caption(f"FLOP ratio and speedup are against the full width ({prefill_label})
 # ---- why: what bounds the small widths on this device
 # built for the selected run's family (the first on the chart otherwise), on the selected device
 explained = next((r for r in family_runs if r.name == run.name), family_runs[0] if family_runs else None)
-lesson = api.whatif.lesson(choice.get("profile"), api.run_config(explained), explained.axes,
+lesson = api.whatif.lesson(choice.profile, api.run_config(explained), explained.axes,
                            [p for p in family if p["run"] == explained.name], batch, workload=workload) \
     if explained else None
 if lesson:
@@ -140,7 +140,7 @@ for r in family_runs:  # a width x depth run: which axis pays on this device, at
         with ui.friendly_errors():
             answer = api.budget.search(r, api.run_config(r), choice, batch, "prefill" if workload == "prefill" else "ttft",
                                    lat_budget or None, mem_budget or None)
-        st.info(f"`{r.name}`: " + api.budget.why(answer, choice["name"], batch))
+        st.info(f"`{r.name}`: " + api.budget.why(answer, choice.name, batch))
 
 # ---- measure this machine: a profile + the latency of the runs on the chart; it then joins the device list
 with st.expander("Measure this machine"):

@@ -190,14 +190,14 @@ def test_the_budget_search_names_the_frontier_the_best_fit_and_the_axis_that_pai
     api.evaluate_grid(run_dir, max_tokens=256)
     save_profile(_shipped_cpu_profile(), run_dir.parent)
     answer, choice = api.budget_search(run_dir, "preset-nvidia-h100-sxm", batch=1)
-    assert choice["kind"] == "projected" and len(answer.points) == 32
+    assert not choice.measured and len(answer.points) == 32
     keys = [(p["width"], p["depth"]) for p in answer.frontier]
     assert keys and all(p["latency_measured"] is False for p in answer.frontier)
     lat = [p[answer.latency_key] for p in answer.frontier]
     ppl = [p["ppl"] for p in answer.frontier]
     assert lat == sorted(lat) and ppl == sorted(ppl, reverse=True), "faster along the frontier costs quality"
     cfg = run_config(load_run(run_dir))
-    prof = choice["profile"]
+    prof = choice.profile
     full, half = (project(prof, cfg, subnet_dims(cfg, ["ffn", "heads", "hidden"], 1.0, d), batches=(1,))["ttft_b1_ms"]
                   for d in (1.0, 0.5))
     assert answer.depth_speedup == pytest.approx(full / half)

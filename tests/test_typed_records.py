@@ -70,3 +70,17 @@ def test_the_elastic_overhead_of_a_file_that_timed_the_superseded_forward_is_not
     assert not now.elastic_views
     row = now.rows[1]
     assert now.elastic_overhead(row) == pytest.approx(row.ms("elastic_prefill_b1_ms") / row.ms("prefill_b1_ms") - 1)
+
+
+def test_the_devices_a_page_can_pick_are_typed_measured_first_each_projection_with_its_error():
+    from nml_core.analysis.profile import load_profiles, load_whatif_errors
+    from nml_core.analysis.whatif import DeviceChoice, ErrorBand, device_choices
+    run = load_run(ROOT / "shakespeare-nml", require_model=False)
+    choices = device_choices([run], load_profiles(ROOT), load_whatif_errors(ROOT))
+    assert all(isinstance(c, DeviceChoice) for c in choices)
+    kinds = [c.measured for c in choices]
+    assert kinds == sorted(kinds, reverse=True) and set(run.latency()) == {c.key for c in choices if c.measured}
+    projected = [c for c in choices if not c.measured]
+    assert projected and all(isinstance(c.error, ErrorBand) and f"± {c.error.median:.0%}" in c.label for c in projected)
+    h100 = next(c for c in choices if c.key == "cuda-nvidia-h100-80gb-hbm3")
+    assert h100.provenance and h100.profile.kind == "preset", "a reference file's gaps are projected from its preset"

@@ -90,7 +90,7 @@ def test_device_points_take_the_chosen_workload_measured_where_the_file_has_it()
     prof = cpu_profile()
     points = [{"width": 1.0, "ttft_b1_ms": 7.0, "prefill_b1_ms": 11.0, "decode_tok_s": 100.0},
               {"width": 0.5, "prefill_b1_ms": 6.0, "decode_tok_s": 150.0}]  # an older file: no ttft
-    choice = {"kind": "measured", "profile": prof}
+    choice = whatif.DeviceChoice("cpu-test-2t", "measured", "test CPU", "test CPU (2 threads) — measured", prof)
     ttft = whatif.device_points(points, CFG, ALL_AXES, choice, 1, workload="ttft")
     assert ttft[0]["prefill_ms"] == 7.0 and ttft[0]["prefill_measured"]
     assert not ttft[1]["prefill_measured"] and ttft[1]["prefill_ms"] == pytest.approx(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .pareto import pareto_front, with_latency
-from .whatif import best_within_budget, device_points
+from .whatif import DeviceChoice, best_within_budget, device_points
 
 LATENCY_KEYS = {"ttft": "prefill_ms", "prefill": "prefill_ms", "decode": "decode_ms"}
 WORKLOAD_NAMES = {"ttft": "time to first token", "prefill": "scoring time", "decode": "time per generated token"}
@@ -46,14 +46,14 @@ class BudgetAnswer:
         return "depth" if self.depth_speedup > self.width_speedup else "width"
 
 
-def search(run, cfg, choice: dict, batch: int, workload: str = "ttft", latency_ms: float | None = None,
+def search(run, cfg, choice: DeviceChoice, batch: int, workload: str = "ttft", latency_ms: float | None = None,
            memory_mb: float | None = None, ctx: int = 128) -> BudgetAnswer:
     """The budget search on one device choice (whatif.device_choices) at one batch and workload."""
-    rows = family_points(run, choice["key"] if choice["kind"] == "measured" else None)
+    rows = family_points(run, choice.key if choice.measured else None)
     points = device_points(rows, cfg, run.axes, choice, batch, ctx, "prefill" if workload == "prefill" else "ttft")
     key = LATENCY_KEYS[workload]
     for p in points:
-        p["latency_measured"] = p["prefill_measured"] if key == "prefill_ms" else choice["kind"] == "measured"
+        p["latency_measured"] = p["prefill_measured"] if key == "prefill_ms" else choice.measured
     front = [p for p, on in zip(points, pareto_front(points, "ppl", key)) if on]
     at = {(p["width"], p["depth"]): p for p in points}
     full = at.get((1.0, 1.0))

@@ -18,6 +18,7 @@ checked against the bytes a forward really allocates (analysis.memory, bench/wha
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 from ..arch.gpt2 import StudentDims, cost, n_layers
 from ..nesting.depth import subnet_dims
@@ -203,7 +204,36 @@ def best_within_budget(rows: list[dict], latency_key: str, latency_budget: float
 
 # ---------------------------------------------------------------- the devices a page can pick, and their points
 
-def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[dict]:
+@dataclass(frozen=True)
+class ErrorBand:
+    """The what-if's measured error on a class of device (bench/whatif_accuracy.py): |projected / measured - 1|."""
+    median: float
+    worst: float
+    n: int
+
+    @classmethod
+    def of(cls, d: dict | None) -> "ErrorBand | None":
+        return cls(d["median"], d["worst"], d["n"]) if d else None
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """A device the Pareto page and `nml whatif` can pick. Measured: a latency file of one of the runs (its profile,
+    else its preset, projects what the file lacks). Projected: a measured profile or a preset, nothing measured."""
+    key: str
+    kind: str                         # measured / projected
+    name: str
+    label: str
+    profile: DeviceProfile | None
+    error: ErrorBand | None = None    # for what is projected on it
+    provenance: str | None = None     # a measured file brought from elsewhere (a reference GPU)
+
+    @property
+    def measured(self) -> bool:
+        return self.kind == "measured"
+
+
+def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[DeviceChoice]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
     from .profile import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
@@ -217,22 +247,21 @@ def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict 
                 # what a workload or batch its latency file lacks is projected from: its own profile, else its preset
                 fallback = profiles.get(key) or (preset_profile(PRESET_FOR_KEY[key], base)
                                                  if key in PRESET_FOR_KEY and base else None)
-                out.append({"key": key, "kind": "measured", "name": lat.device_name, "profile": fallback,
-                            "label": f"{lat.device_name} ({lat.where()}) — measured", "provenance": lat.provenance,
-                            "error": errors.get("by_device", {}).get(key)})  # for the shapes it projects
+                out.append(DeviceChoice(key, "measured", lat.device_name, f"{lat.device_name} ({lat.where()}) — measured",
+                                        fallback, ErrorBand.of(errors.get("by_device", {}).get(key)), lat.provenance))
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
     for prof in candidates:
-        err = (errors.get("by_device", {}).get(prof.device_key) or errors.get("by_class", {}).get(prof.device)
-               or errors.get("all"))
-        pm = f" ± {err['median']:.0%}" if err else " (error not measured)"
-        out.append({"key": prof.device_key, "kind": "projected", "name": prof.device_name, "profile": prof,
-                    "label": f"{prof.device_name}{' (' + prof.where() + ')' if prof.kind == 'measured' else ''}"
-                             f" — projected{pm}", "error": err})
+        err = ErrorBand.of(errors.get("by_device", {}).get(prof.device_key) or errors.get("by_class", {}).get(prof.device)
+                           or errors.get("all"))
+        pm = f" ± {err.median:.0%}" if err else " (error not measured)"
+        where = f" ({prof.where()})" if prof.kind == "measured" else ""
+        out.append(DeviceChoice(prof.device_key, "projected", prof.device_name,
+                                f"{prof.device_name}{where} — projected{pm}", prof, err))
     return out
 
 
-def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: int = 128,
+def device_points(points: list[dict], cfg, axes, choice: DeviceChoice, batch: int, ctx: int = 128,
                   workload: str = "ttft") -> list[dict]:
     """run_points rows with this device's figures. prefill_ms: the workload's prefill (ttft or scoring) at the
     chosen batch, measured where the device has a latency file with it (prefill_measured), else projected from
@@ -244,19 +273,19 @@ def device_points(points: list[dict], cfg, axes, choice: dict, batch: int, ctx: 
         row = {**p, **memory_mb(cfg, dims, batch, ctx)}
         if p.get("decode_tok_s"):
             row["decode_ms"] = 1e3 / p["decode_tok_s"]
-        measured_here = choice["kind"] == "measured" and p.get(key) is not None
+        measured_here = choice.measured and p.get(key) is not None
         row["prefill_ms"] = p.get(key) if measured_here else None
-        if choice.get("profile"):
-            proj = project(choice["profile"], cfg, dims, n=ctx, batches=tuple(sorted({1, 8, batch})))
+        if choice.profile:
+            proj = project(choice.profile, cfg, dims, n=ctx, batches=tuple(sorted({1, 8, batch})))
             if not measured_here:
                 row["prefill_ms"] = proj[key]
             if row.get("decode_ms") is None:
                 row["decode_ms"] = proj["decode_ms"]
-            if choice["kind"] == "projected":
+            if not choice.measured:
                 row.update(decode_ms=proj["decode_ms"], decode_tok_s=proj["decode_tok_s"],
                            **{m: proj[m] for m in MEASURES})
         row["prefill_measured"] = measured_here
-        row["projected_here"] = choice["kind"] == "measured" and not measured_here and row["prefill_ms"] is not None
+        row["projected_here"] = choice.measured and not measured_here and row["prefill_ms"] is not None
         out.append(row)
     return out
 

@@ -65,10 +65,10 @@ def budget_search(run_path, target: str, batch: int = 1, workload: str = "ttft",
         raise NMLError(f"no device is measured or profiled for {run.path.name}: run python -m nml_core profile-device "
                        f"--out {run.path.parent} (or bench the run), or name a folder holding one with --profiles")
     wanted = target.lower()
-    choice = next((c for c in choices if wanted in (c["key"].lower(), c["name"].lower())), None) or \
-        next((c for c in choices if wanted in c["label"].lower()), None)
+    choice = next((c for c in choices if wanted in (c.key.lower(), c.name.lower())), None) or \
+        next((c for c in choices if wanted in c.label.lower()), None)
     if choice is None:
         raise NMLError(f"--target {target!r} is not a measured, profiled or preset device here; choose one of: "
-                       + "; ".join(c["key"] for c in choices))
+                       + "; ".join(c.key for c in choices))
     answer = budget.search(run, run_config(run), choice, batch, workload, latency_ms, memory_mb)
     return answer, choice
