@@ -147,7 +147,7 @@ ALL = (
         count("--ctx", "context length", 128, low=2, high=2 ** 20),
         count("--seed", "first seed", 0, low=0, high=SEED_MAX),
         device_flag())),
-    Command("profile-device", "measure what the hardware what-if needs on this device (< 60 s)", (
+    Command("profile-device", "measure what the hardware what-if needs on this device (about a minute)", (
         device_flag(), threads_flag(),
         Input("--out", "folder whose device_profiles/ receives <device key>.json", default="runs"))),
     Command("card", "write a run's model card (README.md in the run) from its own files", (run_arg(),)),

@@ -220,8 +220,9 @@ def whatif_error(root: Path) -> str:
 
 
 def head_rates(root: Path) -> str:
-    """Each CPU profile's measured rate of the batch-1 scoring LM head by inner dim (head_fp32), beside the rate its
-    size-indexed matmul table gives the same FLOPs (what the projection charged before the field existed)."""
+    """Each CPU profile's measured rate of the scoring LM head by inner dim at 128 and 1024 rows (head_fp32,
+    head_b8_fp32), beside the rate its size-indexed matmul table gives the same FLOPs (charged before those fields),
+    and its generated token's head read by inner dim (gemv_by_k) beside the one rate used before."""
     from .analysis.device_profile import HEAD_ROWS
     from .analysis.profile import GPT2_VOCAB, load_profiles
     from .analysis.whatif import rate_gflops
@@ -229,10 +230,11 @@ def head_rates(root: Path) -> str:
     if not profiles:
         return "No shipped profile measures the LM head yet (`python -m nml_core profile-device`)."
     ks = [k for k, _ in next(iter(profiles.values())).head_fp32]
-    lines = [f"| profile | {' | '.join(f'K = {k}' for k in ks)} |", "|---|" + "---|" * len(ks)]
+    lines = [f"| profile | rows | {' | '.join(f'K = {k}' for k in ks)} |", "|---|---|" + "---|" * len(ks)]
     for key, p in sorted(profiles.items()):
-        lines.append(f"| {key} | " + " | ".join(
-            f"{r:.0f} ({rate_gflops(p, 2 * HEAD_ROWS * k * GPT2_VOCAB):.0f})" for k, r in p.head_fp32) + " |")
+        for rows, table in ((HEAD_ROWS, p.head_fp32), (8 * HEAD_ROWS, p.head_b8_fp32)):
+            lines += [f"| {key} | {rows} | " + " | ".join(
+                f"{r:.0f} ({rate_gflops(p, 2 * rows * k * GPT2_VOCAB):.0f})" for k, r in table) + " |"] if table else []
     lines += ["", "A generated token's LM head, (1 x K) @ (K x 50257) re-read call after call (`gemv_by_k`): GB/s of "
               "weight read, and in brackets the one rate used before (`gemv_gbs`, K = 256, weight cold):", "",
               f"| profile | {' | '.join(f'K = {k}' for k in ks)} |", "|---|" + "---|" * len(ks)]

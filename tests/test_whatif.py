@@ -225,6 +225,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
     assert [k for k, _ in prof.head_fp32] == list(HEAD_K) and all(r > 0 for _, r in prof.head_fp32)
     assert [k for k, _ in prof.gemv_by_k] == list(HEAD_K) and all(r > 0 for _, r in prof.gemv_by_k)
+    assert [k for k, _ in prof.head_b8_fp32] == list(HEAD_K) and all(r > 0 for _, r in prof.head_b8_fp32)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
@@ -349,3 +350,20 @@ def test_a_generated_tokens_head_reads_at_the_rate_measured_for_its_inner_dim():
         assert got["head_us"] < was["head_us"] and got["layers_us"] == was["layers_us"]
         assert whatif.forward_us(measured, CFG, dims(w), 1, 128) == whatif.forward_us(plain, CFG, dims(w), 1, 128)
     assert measured.head_read_gbs(48) == pytest.approx(30.0) and measured.head_read_gbs(1024) == 6.0
+
+
+def test_batch_8_scoring_reads_the_head_measured_at_1024_rows_and_between_them_by_rows():
+    """head_b8_fp32 (the head over 1024 rows, its new output's page faults included) prices batch-8 scoring; a batch
+    between 1 and 8 takes a rate between the two tables', log-log by rows; without it batch 8 keeps the old rule."""
+    one, eight = [[32, 10.0], [64, 20.0]], [[32, 40.0], [64, 80.0]]
+    plain, both = cpu_profile(head_fp32=one), cpu_profile(head_fp32=one, head_b8_fp32=eight)
+    for w, k in ((1.0, 64), (0.5, 32)):
+        b8 = whatif.breakdown(both, CFG, dims(w), 8, 128)["head_us"]
+        assert b8 == pytest.approx(2 * 1024 * k * 50257 / (dict(eight)[k] * 1e3))
+        b1 = whatif.breakdown(both, CFG, dims(w), 1, 128)["head_us"]
+        assert b1 == whatif.breakdown(plain, CFG, dims(w), 1, 128)["head_us"]
+        b2 = whatif.breakdown(both, CFG, dims(w), 2, 128)["head_us"]
+        # the rate grows 4x over 8x the rows, so 4 ** (1/3) at twice the rows (log-log)
+        assert b2 == pytest.approx(2 * 256 * k * 50257 / (dict(one)[k] * 4 ** (1 / 3) * 1e3))
+        assert whatif.breakdown(plain, CFG, dims(w), 8, 128)["head_us"] == \
+               whatif.breakdown(cpu_profile(), CFG, dims(w), 8, 128)["head_us"]

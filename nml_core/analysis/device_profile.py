@@ -60,6 +60,7 @@ class DeviceProfile:
     ttft: HostCost | None = None         # profiles without it use prefill's
     gemv_gbs: float | None = None        # profiles without it use read_gbs
     head_fp32: list[list[float]] | None = None  # CPU: [K, GFLOP/s] of the 128-token scoring LM head, by inner dim
+    head_b8_fp32: list[list[float]] | None = None  # CPU: the same over 8 x 128 positions (a new 206 MB output)
     gemv_by_k: list[list[float]] | None = None  # CPU: [K, GB/s] of the generated token's LM head, by inner dim
     matmul_model: MatmulModel | None = None
     matmul_half: list[list[float]] | None = None

@@ -1,4 +1,4 @@
-"""Device profiles: what the what-if needs to know about a device, measured on it in under a minute
+"""Device profiles: what the what-if needs to know about a device, measured on it in about a minute
 (`python -m nml_core profile-device`), or, for devices we cannot reach, a preset of vendor peaks with
 overheads taken from measured devices of the same class. Every field says whether it was measured or assumed.
 
@@ -22,9 +22,11 @@ A profile (JSON, named by the device key of nml_core.device):
   fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
   head_fp32                        (CPU) [K, achieved GFLOP/s] of the LM head of a 128-token scoring call,
                                    (128 x K) @ (K x 50257), for the inner dims of the runs' widths: a product this
-                                   flat runs at a rate of its own K, not of its size (an AMD EPYC of this project:
-                                   39 GFLOP/s at K = 32, 61 at K = 64, 4x below the size-indexed table there);
+                                   flat runs at a rate of its own K, not of its size (an AMD EPYC of this project,
+                                   2 threads: 43 GFLOP/s at K = 32, where its size-indexed table said 159);
                                    profiles without it cost the head by that table
+  head_b8_fp32                     (CPU) the same over 1024 positions (batch-8 scoring), its 206 MB output new:
+                                   a flat product's own rate plus the output's page faults, measured together
   asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
   bf16_probe                       (CPU) a training step in fp32 and under bf16 autocast: what --mixed-precision
                                    auto decides by (nml_core.training.precision)
@@ -162,15 +164,15 @@ def _bandwidths(device: torch.device, repeats: int) -> dict:
 HEAD_K = (32, 64, 128, 256, 512, 768)  # the LM head's inner dim at the widths of the runs and of GPT-2 small
 
 
-def _head_rates(device: torch.device, repeats: int) -> list[list[float]]:
-    """[K, GFLOP/s] of the batch-1 scoring LM head, (128 x K) @ (K x 50257) with a new output as the model makes
-    it, at each HEAD_K."""
+def _head_rates(device: torch.device, repeats: int, rows: int = HEAD_ROWS) -> list[list[float]]:
+    """[K, GFLOP/s] of the scoring LM head over `rows` positions, (rows x K) @ (K x 50257) with a new output as the
+    model makes it, at each HEAD_K."""
     table = []
     with torch.inference_mode():
         for k in HEAD_K:
-            x, w = torch.randn(HEAD_ROWS, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
+            x, w = torch.randn(rows, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
             us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
-            table.append([k, round(2 * HEAD_ROWS * k * GPT2_VOCAB / us / 1e3, 2)])
+            table.append([k, round(2 * rows * k * GPT2_VOCAB / us / 1e3, 2)])
     return table
 
 
@@ -188,7 +190,7 @@ def _gemv_gbs(device: torch.device, repeats: int) -> float:
 def _gemv_by_k(device: torch.device, repeats: int) -> list[list[float]]:
     """[K, GB/s] of the weight read of a (1 x K) @ (K x 50257) product re-read call after call, as a generated token
     re-reads the LM head the last one read, at each HEAD_K: the BLAS's kernel changes with K (an AMD EPYC of this
-    project read 24-37 GB/s at K = 32 and 64, 7 at K = 128 and 256)."""
+    project read 32-43 GB/s at K = 32 and 64, 6-7 at K = 128 and 256)."""
     out = []
     with torch.inference_mode():
         for k in HEAD_K:
@@ -208,7 +210,7 @@ def _fresh_output_gbs(device: torch.device, repeats: int) -> float:
 
 
 def profile_device(device: str = "auto", threads: int | None = None, repeats: int = 7) -> DeviceProfile:
-    """Measure this device (about 20-60 s) -> a profile (see the module doc)."""
+    """Measure this device (about 20-60 s; a 2-core CPU at 1 thread, 54 s) -> a profile (see the module doc)."""
     dev = devices.resolve(device)
     threads = devices.set_threads(threads)
     info = devices.device_info(dev, threads)
@@ -226,6 +228,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
         prof["matmul_half"] = _matmul_rates(dev, half, repeats)
     else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.training.precision)
         prof["head_fp32"], prof["gemv_by_k"] = _head_rates(dev, repeats), by_k
+        prof["head_b8_fp32"] = _head_rates(dev, 3, 8 * HEAD_ROWS)  # 0.1-1 s a call: 3 timed calls
         prof["bf16_probe"] = bf16_probe()
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
     prof["fields"] = {k: "measured" for k in prof if k not in ("version", "kind", "fields")}

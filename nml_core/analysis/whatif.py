@@ -107,14 +107,18 @@ def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype
 
 
 def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: int) -> float:
-    """The LM head over m rows. A CPU profile that measured its heads (head_fp32) prices one of HEAD_ROWS rows or
-    more whose logits stay below FRESH_BYTES (batch-1 scoring) at the rate measured for its inner dim K: a
-    (128 x K) @ (K x 50257) product runs at a rate of its own K that a table indexed by size does not show. Any
-    other head is a matmul like the rest; a matrix-vector one (a generated token's) reads its weight at the rate
-    measured for its K (gemv_by_k)."""
-    fits_table = m >= HEAD_ROWS and dtype_bytes * m * vocab <= FRESH_BYTES and dtype_bytes == 4
-    if profile.head_fp32 and fits_table and not profile.asynchronous:
-        return 2 * m * k * vocab / (loglog(profile.head_fp32, k) * 1e3)
+    """The LM head over m rows. A CPU profile that measured its scoring heads prices one of HEAD_ROWS rows or more
+    at the rate measured for its inner dim K (head_fp32 at 128 rows, head_b8_fp32 at 1024 with its new output's
+    page faults; log-log between them by rows, held past 1024): a (rows x K) @ (K x 50257) product runs at a rate
+    of its own K that a table indexed by size does not show. Without the 1024-row table only a head whose logits
+    stay below FRESH_BYTES is priced so. Any other head is a matmul like the rest; a matrix-vector one (a generated
+    token's) reads its weight at the rate measured for its K (gemv_by_k)."""
+    if profile.head_fp32 and m >= HEAD_ROWS and dtype_bytes == 4 and not profile.asynchronous:
+        rates = [[HEAD_ROWS, loglog(profile.head_fp32, k)]]
+        if profile.head_b8_fp32:
+            rates.append([8 * HEAD_ROWS, loglog(profile.head_b8_fp32, k)])
+        if len(rates) == 2 or dtype_bytes * m * vocab <= FRESH_BYTES:
+            return 2 * m * k * vocab / (loglog(rates, m) * 1e3)
     return _matmul_us(profile, m, k, vocab, 1, dtype_bytes, profile.head_read_gbs(k) if m == 1 else None)
 
 
