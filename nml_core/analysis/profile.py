@@ -27,7 +27,7 @@ A profile (JSON, named by the device key of nml_core.device):
                                    profiles without it cost the head by that table
   head_b8_fp32                     (CPU) the same over 1024 positions (batch-8 scoring), its 206 MB output new:
                                    a flat product's own rate plus the output's page faults, measured together
-  asynchronous                     true on CUDA: host work and device work overlap (time = the larger)
+  asynchronous                     true on CUDA: host work and the layers overlap (time = the larger, + the LM head)
   bf16_probe                       (CPU) a training step in fp32 and under bf16 autocast: what --mixed-precision
                                    auto decides by (nml_core.training.precision)
 """
