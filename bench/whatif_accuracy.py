@@ -3,10 +3,12 @@ width) with a measured latency is projected from a profile of that device alone 
 microbenchmarks on tiny models, or for an unmeasurable device its preset built on this CPU's profile) —
 never from the latencies it is checked against.
 
-  python -m bench.whatif_accuracy [--roots cached_runs runs] [--write]
+  python -m bench.whatif_accuracy [--roots cached_runs runs] [--write] [--without FIELD ...]
 
 Prints the error table per device and measure, and last the line
   what-if error: median X%, worst Y% over N measurements
+--without head_fp32 head_b8_fp32 gemv_by_k projects as if the profiles lacked those fields: what they are worth on
+the same measurements.
 --write stores the per-device-class errors in cached_runs/device_profiles/whatif_error.json, which the
 Pareto page shows as the "± x%" of its projections.
 --large-batch prints each GPU preset's projected prefill at batch 1-128 against the FLOP time at its rate.
@@ -20,6 +22,7 @@ Peak RSS growth is printed beside it (what the OS sees; page reuse makes it nois
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -45,8 +48,13 @@ def profile_for(key: str, profiles: dict[str, DeviceProfile]) -> tuple[DevicePro
     return None, "no profile"
 
 
-def check(roots: list[str]) -> list[dict]:
-    profiles = load_profiles(*map(Path, roots))
+OPTIONAL_FIELDS = ("head_fp32", "head_b8_fp32", "gemv_by_k", "gemv_gbs", "ttft")  # a profile may lack them
+
+
+def check(roots: list[str], without: tuple[str, ...] = ()) -> list[dict]:
+    """Every measured latency against its projection; `without`: the profiles read as if they lacked those
+    optional fields (what a field is worth, on the same measurements)."""
+    profiles = {k: dataclasses.replace(p, **dict.fromkeys(without)) for k, p in load_profiles(*map(Path, roots)).items()}
     rows = []
     for run in find_runs(*roots):
         if run.kind != "nested" or run.status != "done":
@@ -178,7 +186,12 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--large-batch", action="store_true", help="GPU presets' projections at batch 1-128 vs FLOP time")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where --memory measures")
+    ap.add_argument("--without", nargs="+", default=[], choices=OPTIONAL_FIELDS, metavar="FIELD",
+                    help=f"read every profile as if it lacked these fields (one of {', '.join(OPTIONAL_FIELDS)}); "
+                         "never with --write")
     a = ap.parse_args()
+    if a.without and a.write:
+        ap.error("--without reads the profiles as they are not: it never writes the error file")
     if a.memory:
         mem = check_memory(first_run_with_weights(a.roots), a.device)
         print("| width | batch | peak allocated in the prefill (MB) | peak RSS growth (MB) | projected KV + "
@@ -192,7 +205,7 @@ def main() -> None:
     if a.large_batch:
         large_batch_table(a.roots)
         return
-    rows = check(a.roots)
+    rows = check(a.roots, tuple(a.without))
     print("| run | device | profile | width | measure | measured | projected | error |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['device']} | {r['source']} | {r['width']:g}x{r['depth']:.3g} | {r['measure']} | {r['measured']:.2f} | "

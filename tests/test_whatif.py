@@ -367,3 +367,17 @@ def test_batch_8_scoring_reads_the_head_measured_at_1024_rows_and_between_them_b
         assert b2 == pytest.approx(2 * 256 * k * 50257 / (dict(one)[k] * 4 ** (1 / 3) * 1e3))
         assert whatif.breakdown(plain, CFG, dims(w), 8, 128)["head_us"] == \
                whatif.breakdown(cpu_profile(), CFG, dims(w), 8, 128)["head_us"]
+
+
+def test_the_accuracy_check_can_read_the_profiles_without_a_field():
+    """bench/whatif_accuracy.py --without: the same measurements projected as if the profiles lacked a field — it
+    moves only the rows of profiles that have it, and only the measures that field prices."""
+    from pathlib import Path
+    from bench.whatif_accuracy import check
+    root = str(Path(__file__).resolve().parent.parent / "cached_runs")
+    key = lambda r: (r["run"], r["device"], r["width"], r["depth"], r["measure"])  # noqa: E731
+    full, without = ({key(r): r["projected"] for r in check([root], w)} for w in ((), ("head_fp32", "head_b8_fp32")))
+    moved = {k for k in full if full[k] != without[k]}
+    with_table = {k for k, p in load_profiles(Path(root)).items() if p.head_fp32}
+    assert moved and {k[1] for k in moved} <= with_table
+    assert {k[4] for k in moved} <= {"prefill_b1_ms", "prefill_b8_ms"}
