@@ -112,7 +112,7 @@ def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: in
     page faults; log-log between them by rows, held past 1024): a (rows x K) @ (K x 50257) product runs at a rate
     of its own K that a table indexed by size does not show. Without the 1024-row table only a head whose logits
     stay below FRESH_BYTES is priced so. Any other head is a matmul like the rest; a matrix-vector one (a generated
-    token's) reads its weight at the rate measured for its K (gemv_by_k)."""
+    token's, or the last position's at batch 1) reads its weight at the rate measured for its K (gemv_by_k)."""
     if profile.head_fp32 and m >= HEAD_ROWS and dtype_bytes == 4 and not profile.asynchronous:
         rates = [[HEAD_ROWS, loglog(profile.head_fp32, k)]]
         if profile.head_b8_fp32:
