@@ -192,7 +192,7 @@ st.session_state["job_path"] = str(job_path)
 
 # The job shares the machine with this server and the browser: on two cores, the classroom demo's panel (a refresh
 # every 2 s, the curves redrawn at each) took 66 CPU s from a 4.2-minute job, 44 s with a refresh every 3 s and the
-# curves redrawn every 10 steps (bench/demo_timing.py)
+# curves redrawn every 10 steps, 28 s with the settings below (bench/demo_timing.py)
 REFRESH_S = 5      # how often the job panel looks at the run
 CURVE_EVERY = 10   # steps between redraws of the curves
 

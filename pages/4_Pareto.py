@@ -36,9 +36,9 @@ prefill_label = f"{'time to first token' if workload == 'ttft' else 'scoring'} {
 points = []
 with ui.friendly_errors():
     for r in family_runs:
-        rows = api.run_points(r, choice.key if choice.measured else None)
+        rows = api.run_points(r, choice.file_key)
         if r.grid():  # the rest of its width x depth family: cuts never trained as their own target (Mix'n'Match)
-            cuts = api.budget.family_points(r, choice.key if choice.measured else None)
+            cuts = api.budget.family_points(r, choice.file_key)
             rows += [{**p, "group": "NML untrained cut"} for p in cuts if not p["trained"]]
         if not choice.measured:  # no measured latency leaks into a projection
             rows = [{k: v for k, v in p.items() if k not in (*api.whatif.MEASURES, "decode_tok_s")} for p in rows]

@@ -49,7 +49,7 @@ class BudgetAnswer:
 def search(run, cfg, choice: DeviceChoice, batch: int, workload: str = "ttft", latency_ms: float | None = None,
            memory_mb: float | None = None, ctx: int = 128) -> BudgetAnswer:
     """The budget search on one device choice (whatif.device_choices) at one batch and workload."""
-    rows = family_points(run, choice.key if choice.measured else None)
+    rows = family_points(run, choice.file_key)
     points = device_points(rows, cfg, run.axes, choice, batch, ctx, "prefill" if workload == "prefill" else "ttft")
     key = LATENCY_KEYS[workload]
     for p in points:

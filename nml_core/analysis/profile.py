@@ -164,16 +164,20 @@ def _bandwidths(device: torch.device, repeats: int) -> dict:
 HEAD_K = (32, 64, 128, 256, 512, 768)  # the LM head's inner dim at the widths of the runs and of GPT-2 small
 
 
-def _head_rates(device: torch.device, repeats: int, rows: int = HEAD_ROWS) -> list[list[float]]:
-    """[K, GFLOP/s] of the scoring LM head over `rows` positions, (rows x K) @ (K x 50257) with a new output as the
-    model makes it, at each HEAD_K."""
-    table = []
+def _head_times_us(device: torch.device, repeats: int, rows: int) -> list[tuple[int, float]]:
+    """(K, microseconds) of the LM head over `rows` positions, (rows x K) @ (K x 50257) with a new output as the
+    model makes it, the same weight call after call, at each HEAD_K."""
+    out = []
     with torch.inference_mode():
         for k in HEAD_K:
             x, w = torch.randn(rows, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
-            us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
-            table.append([k, round(2 * rows * k * GPT2_VOCAB / us / 1e3, 2)])
-    return table
+            out.append((k, _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)))
+    return out
+
+
+def _head_rates(device: torch.device, repeats: int, rows: int = HEAD_ROWS) -> list[list[float]]:
+    """[K, GFLOP/s] of the scoring LM head over `rows` positions, at each HEAD_K."""
+    return [[k, round(2 * rows * k * GPT2_VOCAB / us / 1e3, 2)] for k, us in _head_times_us(device, repeats, rows)]
 
 
 def _gemv_gbs(device: torch.device, repeats: int) -> float:
@@ -191,13 +195,7 @@ def _gemv_by_k(device: torch.device, repeats: int) -> list[list[float]]:
     """[K, GB/s] of the weight read of a (1 x K) @ (K x 50257) product re-read call after call, as a generated token
     re-reads the LM head the last one read, at each HEAD_K: the BLAS's kernel changes with K (an AMD EPYC of this
     project read 32-43 GB/s at K = 32 and 64, 6-7 at K = 128 and 256)."""
-    out = []
-    with torch.inference_mode():
-        for k in HEAD_K:
-            x, w = torch.randn(1, k, device=device), torch.randn(GPT2_VOCAB, k, device=device)
-            us = _median_us(lambda: torch.nn.functional.linear(x, w), device, repeats)
-            out.append([k, round(GPT2_VOCAB * k * 4 / us / 1e3, 2)])
-    return out
+    return [[k, round(GPT2_VOCAB * k * 4 / us / 1e3, 2)] for k, us in _head_times_us(device, repeats, 1)]
 
 
 def _fresh_output_gbs(device: torch.device, repeats: int) -> float:

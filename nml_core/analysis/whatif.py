@@ -236,6 +236,11 @@ class DeviceChoice:
     def measured(self) -> bool:
         return self.kind == "measured"
 
+    @property
+    def file_key(self) -> str | None:
+        """The latency file a run's figures on this device are read from (None: nothing measured, all projected)."""
+        return self.key if self.measured else None
+
 
 def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[DeviceChoice]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
