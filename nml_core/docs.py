@@ -216,6 +216,12 @@ def whatif_error(root: Path) -> str:
                   "error |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['run']} | {r['device']} | {r['width']:g} x {r['depth']:g} | {r['measure']} | "
                   f"{r['measured']:.2f} | {r['projected']:.2f} | {r['error']:+.0%} |" for r in err["worst"]]
+    from .analysis.profile import load_profiles, outdated
+    stale = {key: outdated(p) for key, p in sorted(load_profiles(root).items()) if outdated(p)}
+    if stale:
+        lines += ["", "Shipped profiles measured before parts the projection now reads (those parts fall back to "
+                  "coarser figures; `python -m nml_core profile-device` on that device measures them):", ""]
+        lines += [f"- {key}: {'; '.join(what)}" for key, what in stale.items()]
     return "\n".join(lines)
 
 

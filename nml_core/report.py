@@ -70,7 +70,8 @@ def format_budget(answer, choice, batch: int, workload: str) -> str:
                      f"{b['n_layer']} layers): ppl {b['ppl']:.1f}, {b[key]:.3f} ms "
                      f"({'measured' if b['latency_measured'] else 'projected' + pm}), {b['memory_mb']:.1f} MB")
     text = why(answer, choice.name, batch)
-    return "\n".join(lines + ([text] if text else []))
+    stale = choice.outdated_note() if any(not p["latency_measured"] for p in answer.frontier) else None
+    return "\n".join(lines + [t for t in (text, stale) if t])
 
 
 def grid_markdown(grid: dict) -> str:

@@ -229,8 +229,14 @@ def test_pareto_renders_every_device_for_every_workload(monkeypatch):
     """Every device in the list (measured, profiled, preset) with each workload: no error box and no missing
     latency; a measured device whose file lacks the workload falls back to its projection, and says so."""
     monkeypatch.delenv("NML_RUN_DIRS", raising=False)
+    from nml_core.analysis.profile import load_profiles, load_whatif_errors
+    from nml_core.analysis.whatif import device_choices
     at = open_page("pages/4_Pareto.py")
-    at.multiselect(key="pareto_runs").set_value(["shakespeare-nml-depth", "shakespeare-nml"]).run()
+    names = ["shakespeare-nml-depth", "shakespeare-nml"]
+    at.multiselect(key="pareto_runs").set_value(names).run()
+    runs = [load_run(ROOT / "cached_runs" / n, require_model=False) for n in names]
+    by_label = {c.label: c for c in device_choices(runs, load_profiles(ROOT / "cached_runs"),
+                                                   load_whatif_errors(ROOT / "cached_runs"))}
     for workload in ("ttft", "prefill"):
         at.radio(key="pareto_workload").set_value(workload).run()
         for device in at.selectbox(key="pareto_device").options:
@@ -240,5 +246,10 @@ def test_pareto_renders_every_device_for_every_workload(monkeypatch):
             table = at.dataframe[0].value
             latency = next(c for c in table.columns if c.endswith("x128 (ms)"))
             assert table[latency].notna().all(), (workload, device, table[table[latency].isna()].to_string()[:800])
+            stale = any("predates what profile-device measures now" in c.value for c in at.caption)
+            # what is projected from a profile measured before a field the what-if reads says so, and nothing else
+            choice = by_label[device]
+            projects = not choice.measured or any("not measured for" in c.value for c in at.caption)
+            assert stale == (bool(choice.outdated) and projects), (workload, device)
             if "H100 80GB" in device and workload == "ttft":  # its reference file predates time to first token
                 assert any("not measured for" in c.value and "projected" in c.value for c in at.caption)

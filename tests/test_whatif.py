@@ -229,6 +229,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     assert [k for k, _ in prof.gemv_by_k] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.gemv_by_k)
     assert [k for k, _ in prof.head_b8_fp32] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.head_b8_fp32)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
+    assert profile.outdated(prof) == (), "a profile measured now lacks nothing the projection reads"
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
 
@@ -383,3 +384,27 @@ def test_the_accuracy_check_can_read_the_profiles_without_a_field():
     with_table = {k for k, p in load_profiles(Path(root)).items() if p.head_fp32}
     assert moved and {k[1] for k in moved} <= with_table
     assert {k[4] for k in moved} <= {"prefill_b1_ms", "prefill_b8_ms"}
+
+
+def test_a_profile_measured_before_a_field_says_what_it_lacks_and_how_to_measure_it_again():
+    from nml_core.analysis.budget import BudgetAnswer
+    from nml_core.analysis.profile import MATMULS, outdated
+    from nml_core.report import format_budget
+    table = sorted([2 * m * k * n, 50.0] for m, k, n in MATMULS)
+    tables = {f: [[k, 10.0] for k in HEAD_K] for f in ("head_fp32", "head_b8_fp32", "gemv_by_k")}
+    current = cpu_profile(matmul_fp32=table, gemv_gbs=10.0, ttft={"fixed_us": 200.0, "per_layer_us": 100.0}, **tables)
+    old = cpu_profile(device_key="cpu-old-2t", device_name="old CPU", measured="2026-12-01T08:00:00+0000",
+                      matmul_fp32=[r for r in table if r[0] != 2 * 128 * 64 * 256])  # before the LM-head tables too
+    assert outdated(current) == () and outdated(preset_profile("NVIDIA H100 SXM", current)) == ()
+    assert outdated(old) == ("ttft", "gemv_gbs", "gemv_by_k", "head_fp32", "head_b8_fp32",
+                             f"1 of the {len(MATMULS)} matmul_fp32 shapes")
+    choices = {c.key: c for c in whatif.device_choices([], {"cpu-old-2t": old, "cpu-test-2t": current})}
+    note = choices["cpu-old-2t"].outdated_note()
+    assert "old CPU" in note and "2026-12-01" in note and "head_fp32" in note and note.endswith("profile-device --threads 2")
+    assert choices["cpu-test-2t"].outdated_note() is None
+    assert all(c.outdated_note() is None for k, c in choices.items() if k not in ("cpu-old-2t",))
+    point = {"width": 1.0, "depth": 1.0, "n_layer": 2, "n_head": 2, "ppl": 50.0, "ttft_b1_ms": 3.0,
+             "latency_measured": False, "memory_mb": 10.0}
+    answer = BudgetAnswer([point], [point], point, "ttft_b1_ms", "ttft", None, None, None, None)
+    assert note in format_budget(answer, choices["cpu-old-2t"], 1, "ttft").splitlines()
+    assert note not in format_budget(answer, choices["cpu-test-2t"], 1, "ttft")

@@ -234,6 +234,21 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     return DeviceProfile.from_json(prof)
 
 
+def outdated(profile: DeviceProfile) -> tuple[str, ...]:
+    """What profile_device measures today that this stored measured profile lacks, measured before the code did:
+    the projection takes an older rule there (bench/whatif_accuracy.py reads what that costs on the shipped
+    profiles). () for a current profile or a preset."""
+    if profile.kind != "measured":
+        return ()
+    later = ("ttft", "gemv_gbs") + (("gemv_by_k", "head_fp32", "head_b8_fp32") if profile.device == "cpu"
+                                    else ("matmul_half",))
+    shapes = MATMULS + (MATMULS_CUDA if profile.device == "cuda" else [])
+    have = {flops for flops, _ in profile.matmul_fp32}
+    unmeasured = sum(2 * m * k * n not in have for m, k, n in shapes)
+    return tuple(f for f in later if getattr(profile, f) is None) + \
+        ((f"{unmeasured} of the {len(shapes)} matmul_fp32 shapes",) if unmeasured else ())
+
+
 # ---------------------------------------------------------------- stored profiles and presets
 
 def profiles_dir(root: Path) -> Path:
