@@ -64,17 +64,21 @@ def test_a_gpu_is_launch_bound_at_batch_1_and_pays_off_at_larger_batches():
     assert "launch-bound" in lesson and f"from batch {first} on" in lesson
 
 
-def test_on_a_cpu_the_logits_write_caps_small_widths():
+def test_on_a_cpu_the_lm_head_caps_small_widths_when_scoring():
     prof = cpu_profile()
     small = whatif.breakdown(prof, CFG, dims(0.125), 8, 128)
     assert small["head_us"] > small["layers_us"], "the vocab-sized head outweighs the 1/8 model's layers"
-    assert "logits write caps small widths" in whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8,
-                                                             workload="prefill")
+    family = [{"width": w} for w in WIDTHS]
+    text = whatif.lesson(prof, CFG, ALL_AXES, family, 8, workload="prefill")
+    assert "LM head caps small widths" in text and "GFLOP/s" not in text, "no head rate the profile did not measure"
+    measured = cpu_profile(head_fp32=[[8, 5.0], [64, 40.0]])  # CFG's widths 1 and 1/8: inner dims 64 and 8
+    text = whatif.lesson(measured, CFG, ALL_AXES, family, 8, workload="prefill")
+    assert "at 5 GFLOP/s at width 0.125 (inner dimension 8) against 40 at width 1" in text
 
 
 def test_time_to_first_token_skips_the_logits_of_all_but_the_last_position():
     """Generation's prefill: the head over one position, so on a CPU small widths approach their FLOP ratio,
-    where scoring (all logits) stays capped by the logits write."""
+    where scoring (all logits) stays capped by the LM head over every position."""
     prof = cpu_profile()
     for w in WIDTHS:
         proj = whatif.project(prof, CFG, dims(w), batches=(1, 8))
@@ -83,7 +87,7 @@ def test_time_to_first_token_skips_the_logits_of_all_but_the_last_position():
                whatif.forward_us(prof, CFG, dims(0.125), 8, 128, kind=k) for k in whatif.WORKLOADS}
     assert speedup["ttft"] > speedup["prefill"]
     text = whatif.lesson(prof, CFG, ALL_AXES, [{"width": w} for w in WIDTHS], 8, workload="ttft")
-    assert "last position only" in text and "logits write caps" not in text
+    assert "last position only" in text and "head caps" not in text
 
 
 def test_device_points_take_the_chosen_workload_measured_where_the_file_has_it():

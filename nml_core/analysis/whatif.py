@@ -339,8 +339,14 @@ def lesson(profile: DeviceProfile | None, cfg, axes, family: list[dict], batch: 
              f"{w_small:g} is projected {ratio:.1f}x faster than width 1 ({share}).")
     if workload == "prefill":
         logits_mb = batch * n * cfg.vocab_size * 4 / 1e6
-        return (intro + f" Scoring writes {batch}x{n}x{cfg.vocab_size} fp32 logits ({logits_mb:.0f} MB) whatever the "
-                "width — the logits write caps small widths. Generation does not pay it: its prefill keeps only "
+        k_small = spec(w_small).n_embd
+        rates = (f" This CPU runs that product over {HEAD_ROWS} positions at {loglog(profile.head_fp32, k_small):.0f} "
+                 f"GFLOP/s at width {w_small:g} (inner dimension {k_small}) against "
+                 f"{loglog(profile.head_fp32, cfg.n_embd):.0f} at width 1: a product this flat runs at a rate of its "
+                 "own inner dimension." if profile.head_fp32 else "")
+        return (intro + f" Scoring computes {batch}x{n}x{cfg.vocab_size} fp32 logits ({logits_mb:.0f} MB) whatever the "
+                f"width: the width shrinks only the LM head's inner dimension, never its {cfg.vocab_size:,} outputs per "
+                f"position — the LM head caps small widths.{rates} Generation does not pay it: its prefill keeps only "
                 "the last position's logits (time to first token).")
     return (intro + f" Generation's prefill computes the logits of the last position only ({batch}x{cfg.vocab_size}), "
             "so the layers' arithmetic, which shrinks with the width, is most of the cost — small widths pay off.")
