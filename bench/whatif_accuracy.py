@@ -27,7 +27,8 @@ import statistics
 from pathlib import Path
 
 from nml_core.analysis.device_profile import DeviceProfile
-from nml_core.analysis.profile import PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile, profiles_dir
+from nml_core.analysis.profile import (LATER_FIELDS, PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile,
+                                       profiles_dir)
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
@@ -48,7 +49,7 @@ def profile_for(key: str, profiles: dict[str, DeviceProfile]) -> tuple[DevicePro
     return None, "no profile"
 
 
-OPTIONAL_FIELDS = ("head_fp32", "head_b8_fp32", "gemv_by_k", "gemv_gbs", "ttft")  # a profile may lack them
+OPTIONAL_FIELDS = sorted({f for fields in LATER_FIELDS.values() for f in fields})  # a profile may lack them
 
 
 def check(roots: list[str], without: tuple[str, ...] = ()) -> list[dict]:

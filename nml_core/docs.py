@@ -21,6 +21,7 @@ from .errors import NMLError
 from .files import atomic_write_bytes
 from .nesting.depth import subnet_key
 from .store.runs import load_run
+from .report import num
 
 BLOCK = re.compile(r"(<!-- nml:begin (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- nml:end (?P=name) -->)", re.S)
 FRACTIONS = {1.0: "1", 0.5: "1/2", 0.25: "1/4", 0.125: "1/8"}
@@ -228,7 +229,7 @@ def whatif_error(root: Path) -> str:
 def head_rates(root: Path) -> str:
     """Each CPU profile's measured rate of the scoring LM head by inner dim at 128 and 1024 rows (head_fp32,
     head_b8_fp32), beside the rate its size-indexed matmul table gives the same FLOPs (charged before those fields),
-    and its generated token's head read by inner dim (gemv_by_k) beside the one rate used before."""
+    and the head over one position read by inner dim, re-read (gemv_by_k) and cold (gemv_cold_by_k)."""
     from .analysis.device_profile import HEAD_ROWS
     from .analysis.profile import GPT2_VOCAB, load_profiles
     from .analysis.whatif import rate_gflops
@@ -241,11 +242,16 @@ def head_rates(root: Path) -> str:
         for rows, table in ((HEAD_ROWS, p.head_fp32), (8 * HEAD_ROWS, p.head_b8_fp32)):
             lines += [f"| {key} | {rows} | " + " | ".join(
                 f"{r:.0f} ({rate_gflops(p, 2 * rows * k * GPT2_VOCAB):.0f})" for k, r in table) + " |"] if table else []
-    lines += ["", "A generated token's LM head, (1 x K) @ (K x 50257) re-read call after call (`gemv_by_k`): GB/s of "
-              "weight read, and in brackets the one rate used before (`gemv_gbs`, K = 256, weight cold):", "",
-              f"| profile | {' | '.join(f'K = {k}' for k in ks)} |", "|---|" + "---|" * len(ks)]
-    lines += [f"| {key} | " + " | ".join(f"{r:.1f} ({p.gemv_gbs:.1f})" for _, r in p.gemv_by_k) + " |"
-              for key, p in sorted(profiles.items()) if p.gemv_by_k]
+    lines += ["", "The LM head over one position, (1 x K) @ (K x 50257): GB/s of weight read, re-read call after call as a "
+              "generated token re-reads it (`gemv_by_k`) / cold, on the next of several copies, as a prefill's last "
+              "position reads it (`gemv_cold_by_k`); in brackets the one cold rate at K = 256 that both were read at "
+              "before (`gemv_gbs`):", "",
+              f"| profile | {' | '.join(f'K = {k}' for k in ks)} | (gemv_gbs) |", "|---|" + "---|" * (len(ks) + 1)]
+    for key, p in sorted(profiles.items()):
+        if p.gemv_by_k:
+            cold = dict(p.gemv_cold_by_k or [])
+            lines.append(f"| {key} | " + " | ".join(f"{r:.1f} / {cold[k]:.1f}" if k in cold else f"{r:.1f} / —"
+                                                     for k, r in p.gemv_by_k) + f" | ({p.gemv_gbs:.1f}) |")
     return "\n".join(lines)
 
 
@@ -334,6 +340,19 @@ def app_timings(repo: Path) -> str:
 
 
 DEMO_TARGETS = {"wall_min": 3.5, "ratio": 5.0, "estimate_error": 0.25}  # the classroom demo's targets
+
+
+def cold_head_report(res: dict) -> str:
+    """bench.cold_head's results: each shape's batch-1 time to first token with its weights cold and hot."""
+    dev = res["device"]
+    lines = [f"{dev['device_name']} ({dev['threads']} threads), {res['run']}, {res['repeats']} rounds "
+             f"(`{res['command']}`):", "",
+             "| width x depth | LM head K | head weight MB | cold ms | hot ms | cold - hot ms | the what-if's head, "
+             "cold - re-read ms |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['width']:g} x {r['depth']:g} | {r['head_k']} | {r['head_mb']:.1f} | {r['cold_ms']:.2f} | "
+              f"{r['hot_ms']:.2f} | {r['cold_ms'] - r['hot_ms']:+.2f} | {num(r.get('projected_head_gap_ms'), '+.2f')} |"
+              for r in res["rows"]]
+    return "\n".join(lines)
 
 
 def demo_timing_report(res: dict) -> str:
@@ -487,7 +506,8 @@ def blocks(repo: Path) -> dict[str, str]:
            "depth-speed": lambda: depth_speed(root), "app-timings": lambda: app_timings(repo),
            "nested-step": lambda: bench_results(repo, "nested_step", nested_step_report), "gpu-h200": lambda: gpu_measured(repo),
            "graph-step": lambda: bench_results(repo, "graph_step", graph_step_report),
-           "demo-timing": lambda: bench_results(repo, "demo_timing", demo_timing_report)}
+           "demo-timing": lambda: bench_results(repo, "demo_timing", demo_timing_report),
+           "cold-head": lambda: bench_results(repo, "cold_head", cold_head_report)}
     for path in sorted((root / "shakespeare-nml" / "latency").glob("cpu-*.json")):
         out[f"latency-{path.stem}"] = lambda key=path.stem: latency(root, key)
     return out

@@ -231,6 +231,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
     assert [k for k, _ in prof.head_fp32] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.head_fp32)
     assert [k for k, _ in prof.gemv_by_k] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.gemv_by_k)
+    assert [k for k, _ in prof.gemv_cold_by_k] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.gemv_cold_by_k)
     assert [k for k, _ in prof.head_b8_fp32] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.head_b8_fp32)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     assert profile.outdated(prof) == (), "a profile measured now lacks nothing the projection reads"
@@ -345,8 +346,9 @@ def test_on_a_gpu_the_last_kernel_is_not_hidden_behind_the_host():
 
 
 def test_a_generated_tokens_head_reads_at_the_rate_measured_for_its_inner_dim():
-    """gemv_by_k (the matrix-vector LM head's weight read by K: a BLAS's kernel changes with K) prices the decode
-    and batch-1 time-to-first-token heads; scoring's and the layers' products keep their rates."""
+    """gemv_by_k (the matrix-vector LM head's weight re-read call after call, by K) prices the decode head, which
+    the token before read; the batch-1 time-to-first-token head is read once per prefill, cold (gemv_cold_by_k,
+    else gemv_gbs); scoring's and the layers' products keep their rates."""
     by_k = [[32, 30.0], [64, 30.0], [128, 6.0], [256, 6.0]]
     plain, measured = cpu_profile(gemv_gbs=15.0), cpu_profile(gemv_gbs=15.0, gemv_by_k=by_k)
     for w, k in ((1.0, 64), (0.5, 32)):
@@ -356,6 +358,13 @@ def test_a_generated_tokens_head_reads_at_the_rate_measured_for_its_inner_dim():
         assert got["head_us"] == pytest.approx(read + write)
         assert got["head_us"] < was["head_us"] and got["layers_us"] == was["layers_us"]
         assert whatif.forward_us(measured, CFG, dims(w), 1, 128) == whatif.forward_us(plain, CFG, dims(w), 1, 128)
+        ttft = whatif.breakdown(measured, CFG, dims(w), 1, 128, kind="ttft")
+        assert ttft == whatif.breakdown(plain, CFG, dims(w), 1, 128, kind="ttft"), "the cold read, not the table"
+        assert ttft["head_us"] == pytest.approx(4 * (k + k * 50257) / (15.0 * 1e3) + write)
+        cold = cpu_profile(gemv_gbs=15.0, gemv_by_k=by_k, gemv_cold_by_k=[[32, 12.0], [64, 12.0], [128, 5.0]])
+        got = whatif.breakdown(cold, CFG, dims(w), 1, 128, kind="ttft")
+        assert got["head_us"] == pytest.approx(4 * (k + k * 50257) / (12.0 * 1e3) + write)
+        assert whatif.breakdown(cold, CFG, dims(w), 1, 1, past=16, kind="decode")["head_us"] == pytest.approx(read + write)
     assert measured.head_read_gbs(48) == pytest.approx(30.0) and measured.head_read_gbs(1024) == 6.0
 
 
@@ -395,12 +404,12 @@ def test_a_profile_measured_before_a_field_says_what_it_lacks_and_how_to_measure
     from nml_core.analysis.profile import MATMULS, outdated
     from nml_core.report import format_budget
     table = sorted([2 * m * k * n, 50.0] for m, k, n in MATMULS)
-    tables = {f: [[k, 10.0] for k in HEAD_K] for f in ("head_fp32", "head_b8_fp32", "gemv_by_k")}
+    tables = {f: [[k, 10.0] for k in HEAD_K] for f in ("head_fp32", "head_b8_fp32", "gemv_by_k", "gemv_cold_by_k")}
     current = cpu_profile(matmul_fp32=table, gemv_gbs=10.0, ttft={"fixed_us": 200.0, "per_layer_us": 100.0}, **tables)
     old = cpu_profile(device_key="cpu-old-2t", device_name="old CPU", measured="2026-12-01T08:00:00+0000",
                       matmul_fp32=[r for r in table if r[0] != 2 * 128 * 64 * 256])  # before the LM-head tables too
     assert outdated(current) == () and outdated(preset_profile("NVIDIA H100 SXM", current)) == ()
-    assert outdated(old) == ("ttft", "gemv_gbs", "gemv_by_k", "head_fp32", "head_b8_fp32",
+    assert outdated(old) == ("ttft", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32", "head_b8_fp32",
                              f"1 of the {len(MATMULS)} matmul_fp32 shapes")
     choices = {c.key: c for c in whatif.device_choices([], {"cpu-old-2t": old, "cpu-test-2t": current})}
     note = choices["cpu-old-2t"].outdated_note()
@@ -412,3 +421,17 @@ def test_a_profile_measured_before_a_field_says_what_it_lacks_and_how_to_measure
     answer = BudgetAnswer([point], [point], point, "ttft_b1_ms", "ttft", None, None, None, None)
     assert note in format_budget(answer, choices["cpu-old-2t"], 1, "ttft").splitlines()
     assert note not in format_budget(answer, choices["cpu-test-2t"], 1, "ttft")
+
+
+def test_the_cold_head_bench_times_every_shape_cold_and_hot(nested_run):
+    """bench/cold_head.py: each (width, depth) of a run timed after a cache flush and right after itself, with its
+    LM head's inner dim and weight size, rendered as BENCHMARKS.md shows it."""
+    from bench.cold_head import cold_and_hot
+    from nml_core.docs import cold_head_report
+    rows = cold_and_hot(str(nested_run), repeats=2, warmup=1)
+    assert [(r["width"], r["depth"]) for r in rows] == [(w, 1.0) for w in (1.0, 0.5, 0.25, 0.125)]
+    assert [r["head_k"] for r in rows] == [64, 32, 16, 8] and all(r["cold_ms"] > 0 and r["hot_ms"] > 0 for r in rows)
+    res = {"device": {"device_name": "test CPU", "threads": 1}, "run": "nested", "repeats": 2, "command": "c",
+           "rows": [{**r, "projected_head_gap_ms": None} for r in rows]}
+    table = cold_head_report(res).splitlines()
+    assert len(table) == 4 + len(rows) and table[-1].startswith("| 0.125 x 1 | 8 |") and table[-1].endswith("| — |")

@@ -62,6 +62,7 @@ class DeviceProfile:
     head_fp32: list[list[float]] | None = None  # CPU: [K, GFLOP/s] of the 128-token scoring LM head, by inner dim
     head_b8_fp32: list[list[float]] | None = None  # CPU: the same over 8 x 128 positions (a new 206 MB output)
     gemv_by_k: list[list[float]] | None = None  # CPU: [K, GB/s] of the generated token's LM head, by inner dim
+    gemv_cold_by_k: list[list[float]] | None = None  # CPU: the same read cold (a prefill's last position's head)
     matmul_model: MatmulModel | None = None
     matmul_half: list[list[float]] | None = None
     threads: int | None = None
@@ -82,14 +83,16 @@ class DeviceProfile:
 
     @property
     def gemv_read_gbs(self) -> float:
-        """The weight read rate of a matrix-vector product (the batch-1 decode LM head)."""
+        """The weight read rate of a matrix-vector product whose weight is cold (gemv_gbs, else read_gbs)."""
         return self.gemv_gbs or self.read_gbs
 
-    def head_read_gbs(self, k: int) -> float:
-        """The weight read rate of a matrix-vector LM head (a generated token's) of inner dim k: measured by K where
-        the profile has it (gemv_by_k: a BLAS may read a (50257 x 64) weight 6x faster than a (50257 x 128) one),
+    def head_read_gbs(self, k: int, cold: bool = False) -> float:
+        """The weight read rate of a matrix-vector LM head of inner dim k, re-read call after call as a generated
+        token re-reads it (gemv_by_k), or cold as a prefill's last position reads it (gemv_cold_by_k): measured by K
+        where the profile has the table (a BLAS may read a (50257 x 64) weight 6x faster than a (50257 x 128) one),
         else gemv_read_gbs."""
-        return loglog(self.gemv_by_k, k) if self.gemv_by_k else self.gemv_read_gbs
+        table = self.gemv_cold_by_k if cold else self.gemv_by_k
+        return loglog(table, k) if table else self.gemv_read_gbs
 
     def where(self) -> str:
         return device_label(self.device, self.threads, self.precision)

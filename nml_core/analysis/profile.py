@@ -15,9 +15,13 @@ A profile (JSON, named by the device key of nml_core.device):
   read_gbs / write_gbs             reading a large tensor; writing into memory already in use
   gemv_by_k                        (CPU) [K, GB/s] of a generated token's LM head, (1 x K) @ (K x 50257) re-read
                                    call after call, by inner dim: the BLAS's kernel changes with K
-  gemv_gbs                         the weight read of a matrix-vector product (the batch-1 decode LM head, its
-                                   weight cold): a BLAS may read far slower there than a plain sum does (an AMD
-                                   EPYC of this project: 12 against 40 GB/s); profiles without it use read_gbs
+  gemv_cold_by_k                   (CPU) the same with the weight cold, each call on the next of several copies:
+                                   the last position's LM head in a batch-1 prefill, read once after other work
+                                   (an AMD EPYC of this project: 14-17 GB/s at K = 32, 33-35 re-read)
+  gemv_gbs                         the weight read of a matrix-vector product at K = 256, its weight cold (the LM
+                                   heads of profiles without the two tables by K): a BLAS may read far slower there
+                                   than a plain sum does (an AMD EPYC of this project: 12 against 40 GB/s);
+                                   profiles without it use read_gbs
   fresh_write_gbs                  writing a new large tensor (on a CPU its pages fault in first)
   fresh_output_gbs                 a matmul writing a large new output (the LM head's logits)
   head_fp32                        (CPU) [K, achieved GFLOP/s] of the LM head of a 128-token scoring call,
@@ -158,7 +162,7 @@ def _bandwidths(device: torch.device, repeats: int) -> dict:
             "read_gbs": gbs(4 * n, _median_us(lambda: x.sum(), device, repeats)),
             "write_gbs": gbs(4 * n, _median_us(lambda: x.fill_(1.0), device, repeats)),
             "fresh_write_gbs": gbs(4 * n, _median_us(lambda: torch.empty(n, device=device).fill_(1.0), device, repeats)),
-            "fresh_output_gbs": _fresh_output_gbs(device, repeats), "gemv_gbs": _gemv_gbs(device, repeats)}
+            "fresh_output_gbs": _fresh_output_gbs(device, repeats), "gemv_gbs": _gemv_cold_gbs(device, repeats)}
 
 
 HEAD_K = (32, 64, 128, 256, 512, 768)  # the LM head's inner dim at the widths of the runs and of GPT-2 small
@@ -180,15 +184,16 @@ def _head_rates(device: torch.device, repeats: int, rows: int = HEAD_ROWS) -> li
     return [[k, round(2 * rows * k * GPT2_VOCAB / us / 1e3, 2)] for k, us in _head_times_us(device, repeats, rows)]
 
 
-def _gemv_gbs(device: torch.device, repeats: int) -> float:
-    """Weight bytes per second of a (1 x 256) @ (256 x 50257) product, the LM head of a generated token, each call
-    on the next of several copies of the weight (a decode step reads it from memory, not from cache)."""
-    copies = 1 + COLD_BYTES // (50257 * 256 * 4)
-    x, ws = torch.randn(1, 256, device=device), [torch.randn(50257, 256, device=device) for _ in range(copies)]
+def _gemv_cold_gbs(device: torch.device, repeats: int, k: int = 256) -> float:
+    """Weight bytes per second of a (1 x k) @ (k x 50257) product, an LM head over one position, each call on the
+    next of several copies of the weight: read from memory, not from cache, as a prefill's last position reads
+    it (a generated token re-reads the head the one before it read: _gemv_by_k)."""
+    copies = 1 + COLD_BYTES // (GPT2_VOCAB * k * 4)
+    x, ws = torch.randn(1, k, device=device), [torch.randn(GPT2_VOCAB, k, device=device) for _ in range(copies)]
     turn = iter(range(10 ** 9))
     with torch.inference_mode():
         us = _median_us(lambda: torch.nn.functional.linear(x, ws[next(turn) % copies]), device, repeats)
-    return round(50257 * 256 * 4 / us / 1e3, 2)
+    return round(GPT2_VOCAB * k * 4 / us / 1e3, 2)
 
 
 def _gemv_by_k(device: torch.device, repeats: int) -> list[list[float]]:
@@ -226,6 +231,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
         prof["matmul_half"] = _matmul_rates(dev, half, repeats)
     else:  # kept here, the probe `--mixed-precision auto` reads on this CPU (nml_core.training.precision)
         prof["head_fp32"], prof["gemv_by_k"] = _head_rates(dev, repeats), by_k
+        prof["gemv_cold_by_k"] = [[k, _gemv_cold_gbs(dev, repeats, k)] for k in HEAD_K]
         prof["head_b8_fp32"] = _head_rates(dev, 3, 8 * HEAD_ROWS)  # 0.1-1 s a call: 3 timed calls
         prof["bf16_probe"] = bf16_probe()
     prof["op_overhead_us"] = round(prof["prefill"]["per_layer_us"] / max(1, prof["ops_per_layer"]), 3)
@@ -234,18 +240,21 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     return DeviceProfile.from_json(prof)
 
 
+# the optional fields profile_device measures, by device type: a stored profile without one was measured before it
+LATER_FIELDS = {"cpu": ("ttft", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32", "head_b8_fp32"),
+                "cuda": ("ttft", "gemv_gbs", "matmul_half")}
+
+
 def outdated(profile: DeviceProfile) -> tuple[str, ...]:
     """What profile_device measures today that this stored measured profile lacks, measured before the code did:
     the projection takes an older rule there (bench/whatif_accuracy.py reads what that costs on the shipped
     profiles). () for a current profile or a preset."""
     if profile.kind != "measured":
         return ()
-    later = ("ttft", "gemv_gbs") + (("gemv_by_k", "head_fp32", "head_b8_fp32") if profile.device == "cpu"
-                                    else ("matmul_half",))
     shapes = MATMULS + (MATMULS_CUDA if profile.device == "cuda" else [])
     have = {flops for flops, _ in profile.matmul_fp32}
     unmeasured = sum(2 * m * k * n not in have for m, k, n in shapes)
-    return tuple(f for f in later if getattr(profile, f) is None) + \
+    return tuple(f for f in LATER_FIELDS[profile.device] if getattr(profile, f) is None) + \
         ((f"{unmeasured} of the {len(shapes)} matmul_fp32 shapes",) if unmeasured else ())
 
 

@@ -11,7 +11,9 @@ fixed + L x per_layer (measured on tiny models: Python, dispatch, kernel launche
 on a GPU they overlap, so a call costs the larger of the host side and the layers, plus the LM head (the last
 kernel: issued last, nothing of the host's is left to hide it): at small batch every width of a small model then
 costs about the same (launch-bound) and the speedup of small widths appears only once the arithmetic outgrows
-the host side. The LM head of batch-1 scoring on a CPU is priced by its inner dimension (head_fp32).
+the host side. The LM head of scoring on a CPU is priced by its inner dimension (head_fp32, head_b8_fp32); a
+matrix-vector head reads its weight at its K's rate, cold in a prefill (gemv_cold_by_k) and re-read token after
+token in decode (gemv_by_k).
 A decoded token is a forward of n = 1 over the cache, plus generate's own per-token work (in decode.fixed_us).
 Memory = weights + KV cache (2 L B (p+n) d) + the largest activations alive (the logits, or one layer's),
 checked against the bytes a forward really allocates (analysis.memory, bench/whatif_accuracy.py --memory).
@@ -106,20 +108,24 @@ def _matmul_us(profile: DeviceProfile, m: int, k: int, n: int, count: int, dtype
     return max(compute, memory)
 
 
-def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: int) -> float:
+def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: int, reread: bool = False) -> float:
     """The LM head over m rows. A CPU profile that measured its scoring heads prices one of HEAD_ROWS rows or more
     at the rate measured for its inner dim K (head_fp32 at 128 rows, head_b8_fp32 at 1024 with its new output's
     page faults; log-log between them by rows, held past 1024): a (rows x K) @ (K x 50257) product runs at a rate
     of its own K that a table indexed by size does not show. Without the 1024-row table only a head whose logits
-    stay below FRESH_BYTES is priced so. Any other head is a matmul like the rest; a matrix-vector one (a generated
-    token's, or the last position's at batch 1) reads its weight at the rate measured for its K (gemv_by_k)."""
+    stay below FRESH_BYTES is priced so. Any other head is a matmul like the rest. A matrix-vector one reads its
+    weight at the rate measured for its K: re-read call after call (gemv_by_k) where `reread`, a generated token's
+    head, which the token before it read; else cold (gemv_cold_by_k), the last position's at batch 1, read once per
+    prefill after other work (bench/cold_head.py: an AMD EPYC of this project ran the time to first token of
+    widths 1/4 and 1/8 0.8-1.1 ms slower after a cache flush than right after the same call, 1 thread)."""
     if profile.head_fp32 and m >= HEAD_ROWS and dtype_bytes == 4 and not profile.asynchronous:
         rates = [[HEAD_ROWS, loglog(profile.head_fp32, k)]]
         if profile.head_b8_fp32:
             rates.append([8 * HEAD_ROWS, loglog(profile.head_b8_fp32, k)])
         if len(rates) == 2 or dtype_bytes * m * vocab <= FRESH_BYTES:
             return 2 * m * k * vocab / (loglog(rates, m) * 1e3)
-    return _matmul_us(profile, m, k, vocab, 1, dtype_bytes, profile.head_read_gbs(k) if m == 1 else None)
+    gemv = profile.head_read_gbs(k, cold=not reread) if m == 1 else None
+    return _matmul_us(profile, m, k, vocab, 1, dtype_bytes, gemv)
 
 
 def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int, past: int = 0, kind: str = "prefill",
@@ -131,7 +137,8 @@ def breakdown(profile: DeviceProfile, cfg, dims: StudentDims, batch: int, n: int
     layer += elementwise_bytes(dims, batch, n, past, dtype_bytes) / (profile.bandwidth_gbs * 1e3)
     if kind == "ttft":  # each layer writes its keys and values into the cache
         layer += 2 * batch * n * dims.attn_dim * dtype_bytes / (profile.write_gbs * 1e3)
-    head = _head_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, dtype_bytes)
+    head = _head_us(profile, batch * (1 if kind == "ttft" else n), dims.n_embd, cfg.vocab_size, dtype_bytes,
+                    reread=kind == "decode")
     host_cost = profile.host(kind)
     L = n_layers(cfg, dims)  # a depth-reduced student runs fewer blocks: fewer launches and less arithmetic
     host = host_cost.fixed_us + L * host_cost.per_layer_us
