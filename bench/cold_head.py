@@ -1,24 +1,22 @@
-"""Time to first token at batch 1, each student's weights cold and hot: what the what-if's cold prefill head rests on.
+"""Time to first token at batch 1, each student's weights cold and hot: why the what-if prices a call as cold.
 
   python -m bench.cold_head cached_runs/shakespeare-nml-depth [--threads 1] [--repeats 25] [--write]
 
-`bench` interleaves every model's calls, so each call finds its weights evicted by the others; a generated token
-re-reads the LM head the token before it read. Per (width, depth) of the run, the same prefill (1 x 128 tokens,
-KV cache, last position's logits) is timed cold (after a 128 MB cache flush, untimed) and hot (right after an
-untimed call of its own), the two orders alternating round by round, all shapes interleaved; medians. Beside each
-gap, what the what-if charges for the LM head's weight read cold rather than re-read (this device's profile in
-cached_runs/device_profiles: gemv_cold_by_k against gemv_by_k, whatif._head_us). --write keeps bench/results/cold_head-<device key>.json (rendered into BENCHMARKS.md).
+`bench` interleaves every model's calls, so each call finds the caches full of the others' weights and logits; a
+generated token re-reads what the token before it read. Per (width, depth) of the run, the same prefill (1 x 128
+tokens, KV cache, last position's logits) is timed cold (after latency.evict_caches, untimed) and hot (right after
+an untimed call of its own), all interleaved (latency.interleaved_timings); medians. Beside each gap, what the
+what-if charges for the LM head's weight read cold rather than re-read (this device's profile in
+cached_runs/device_profiles: gemv_cold_by_k against gemv_by_k); the rest of the gap is the framework's own code and
+data run cold, which the profile's host costs now include (profile._host_costs). --write keeps
+bench/results/cold_head-<device key>.json (rendered into BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-import torch
-
-from nml_core.analysis.latency import prefill_fn
+from nml_core.analysis.latency import evict_caches, interleaved_timings, prefill_fn
 from nml_core.device import device_info, set_threads
 from nml_core.docs import cold_head_report
 from nml_core.analysis.profile import GPT2_VOCAB, load_profiles
@@ -30,7 +28,6 @@ from nml_core.store.models import load_run_model
 from nml_core.store.runs import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
-FLUSH_BYTES = 128 * 2 ** 20  # well past a last-level cache of this project's CPUs (32 MB on a Zen 4 CCD)
 
 
 def cold_and_hot(run_path: str, repeats: int, warmup: int = 3) -> list[dict]:
@@ -38,28 +35,19 @@ def cold_and_hot(run_path: str, repeats: int, warmup: int = 3) -> list[dict]:
     run = load_run(run_path)
     model = load_run_model(run)[0].eval()
     elastic = ElasticGPT2(model, run.axes, run.layer_rank).eval()
-    flush = torch.ones(FLUSH_BYTES // 4)
-    calls = {}
+    fns = {}
     for w, d in subnets(run.widths, run.depths):
         s = extract_student(model, WidthSpec(w, run.axes), elastic.dims(w, d).layers).eval()
-        calls[(w, d)] = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=True, logits_to_keep=1), 1, model.config, "cpu")
-    prepare = {"cold": lambda call: flush.mul_(1.0), "hot": lambda call: call()}
-    times = {(key, how): [] for key in calls for how in prepare}
-    with torch.inference_mode():
-        for r in range(warmup + repeats):
-            for key, call in calls.items():
-                for how in (("cold", "hot") if r % 2 else ("hot", "cold")):
-                    prepare[how](call)
-                    t = time.perf_counter()
-                    call()
-                    if r >= warmup:
-                        times[(key, how)].append((time.perf_counter() - t) * 1e3)
+        call = prefill_fn(lambda x, s=s: s(input_ids=x, use_cache=True, logits_to_keep=1), 1, model.config, "cpu")
+        fns[f"{w}/{d}/cold"] = fns[f"{w}/{d}/hot"] = call
+    evict = evict_caches()
+    times = interleaved_timings(fns, "cpu", repeats, warmup,
+                                before=lambda name: evict() if name.endswith("/cold") else fns[name]())
     rows = []
-    for (w, d) in calls:
+    for w, d in subnets(run.widths, run.depths):
         k = WidthSpec(w, run.axes).dims(model.config).n_embd
-        cold, hot = (statistics.median(times[((w, d), how)]) for how in prepare)
         rows.append({"width": w, "depth": d, "head_k": k, "head_mb": round(model.config.vocab_size * k * 4 / 1e6, 1),
-                     "cold_ms": round(cold, 3), "hot_ms": round(hot, 3)})
+                     "cold_ms": times[f"{w}/{d}/cold"]["median_ms"], "hot_ms": times[f"{w}/{d}/hot"]["median_ms"]})
     return rows
 
 

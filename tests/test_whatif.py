@@ -405,11 +405,12 @@ def test_a_profile_measured_before_a_field_says_what_it_lacks_and_how_to_measure
     from nml_core.report import format_budget
     table = sorted([2 * m * k * n, 50.0] for m, k, n in MATMULS)
     tables = {f: [[k, 10.0] for k in HEAD_K] for f in ("head_fp32", "head_b8_fp32", "gemv_by_k", "gemv_cold_by_k")}
-    current = cpu_profile(matmul_fp32=table, gemv_gbs=10.0, ttft={"fixed_us": 200.0, "per_layer_us": 100.0}, **tables)
+    current = cpu_profile(matmul_fp32=table, gemv_gbs=10.0, ttft={"fixed_us": 200.0, "per_layer_us": 100.0},
+                          host_evicted=True, **tables)
     old = cpu_profile(device_key="cpu-old-2t", device_name="old CPU", measured="2026-12-01T08:00:00+0000",
                       matmul_fp32=[r for r in table if r[0] != 2 * 128 * 64 * 256])  # before the LM-head tables too
     assert outdated(current) == () and outdated(preset_profile("NVIDIA H100 SXM", current)) == ()
-    assert outdated(old) == ("ttft", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32", "head_b8_fp32",
+    assert outdated(old) == ("ttft", "host_evicted", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32", "head_b8_fp32",
                              f"1 of the {len(MATMULS)} matmul_fp32 shapes")
     choices = {c.key: c for c in whatif.device_choices([], {"cpu-old-2t": old, "cpu-test-2t": current})}
     note = choices["cpu-old-2t"].outdated_note()
@@ -435,3 +436,15 @@ def test_the_cold_head_bench_times_every_shape_cold_and_hot(nested_run):
            "rows": [{**r, "projected_head_gap_ms": None} for r in rows]}
     table = cold_head_report(res).splitlines()
     assert len(table) == 4 + len(rows) and table[-1].startswith("| 0.125 x 1 | 8 |") and table[-1].endswith("| — |")
+
+
+def test_the_timer_runs_its_before_hook_untimed_ahead_of_every_timed_call():
+    """interleaved_timings(before=...): the profile evicts the caches ahead of each host-cost call, as `bench`'s
+    interleaving leaves them; the hook gets the name of the call it precedes and is not in its time."""
+    import time
+    from nml_core.analysis.latency import interleaved_timings
+    seen = []
+    times = interleaved_timings({"a": lambda: None, "b": lambda: None}, "cpu", repeats=3, warmup=1,
+                                before=lambda name: (seen.append(name), time.sleep(0.02)))
+    assert seen == ["a", "b", "b", "a", "a", "b"], "every timed call, in the round's order"
+    assert all(t["median_ms"] < 10 for t in times.values()), "the hook's 20 ms are not timed"

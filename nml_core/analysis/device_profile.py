@@ -63,6 +63,7 @@ class DeviceProfile:
     head_b8_fp32: list[list[float]] | None = None  # CPU: the same over 8 x 128 positions (a new 206 MB output)
     gemv_by_k: list[list[float]] | None = None  # CPU: [K, GB/s] of the generated token's LM head, by inner dim
     gemv_cold_by_k: list[list[float]] | None = None  # CPU: the same read cold (a prefill's last position's head)
+    host_evicted: bool | None = None     # host costs timed with the caches evicted first (before: timed hot)
     matmul_model: MatmulModel | None = None
     matmul_half: list[list[float]] | None = None
     threads: int | None = None

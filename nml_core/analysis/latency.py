@@ -35,10 +35,13 @@ PREFILL_LEN = 128
 DECODE_PROMPT, DECODE_NEW = 16, 32
 
 
-def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
+def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10, warmup: int = 2,
+                        before: Callable[[str], object] | None = None) -> dict[str, dict]:
     """name -> {min_ms, median_ms, max_ms, repeats}; each round calls every fn once, in turn, and every other round
     in the reverse turn: a call's time depends on what ran just before it (the memory a large output left freed,
-    the caches), so each fn is measured after both of its neighbours, not always after the same one."""
+    the caches), so each fn is measured after both of its neighbours, not always after the same one. `before`:
+    called with the name of the fn about to be timed, untimed, ahead of every timed call (evict_caches: each call
+    as it runs after other work)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     order = list(fns.items())
     with torch.inference_mode():
@@ -48,12 +51,26 @@ def interleaved_timings(fns: dict[str, Callable], device: str, repeats: int = 10
         synchronize(device)
         for i in range(repeats):
             for name, fn in (order if i % 2 == 0 else order[::-1]):
+                if before:
+                    before(name)
+                    synchronize(device)
                 t = time.perf_counter()
                 fn()
                 synchronize(device)
                 times[name].append((time.perf_counter() - t) * 1e3)
     return {k: {"min_ms": round(min(v), 3), "median_ms": round(statistics.median(v), 3), "max_ms": round(max(v), 3),
                 "repeats": len(v)} for k, v in times.items()}
+
+
+EVICT_BYTES = 128 * 2 ** 20  # well past the last-level cache of this project's CPUs (32 MB on a Zen 4 CCD)
+
+
+def evict_caches() -> Callable[[], None]:
+    """A call that rewrites EVICT_BYTES of host memory: the CPU's caches then hold none of what ran before it, as
+    `bench` leaves them for each call (every model's calls interleaved: the others' weights and logits pass
+    through the caches in between)."""
+    buffer = torch.ones(EVICT_BYTES // 4)
+    return lambda: buffer.mul_(1.0)
 
 
 def matmul_gflops(device: str, n: int = 1024, repeats: int = 10) -> float:

@@ -4,7 +4,9 @@ overheads taken from measured devices of the same class. Every field says whethe
 
 A profile (JSON, named by the device key of nml_core.device):
   prefill.fixed_us / per_layer_us  host time of one HF GPT-2 forward that does no arithmetic to speak of
-                                   (tiny 1- and 4-layer models, use_cache=False): Python, dispatch, launches
+                                   (tiny 1- and 4-layer models, use_cache=False): Python, dispatch, launches,
+                                   each call timed with the caches evicted first, as `bench` leaves them
+                                   (host_evicted; profiles without it timed them hot)
   ttft.fixed_us / per_layer_us     the same for the prefill `generate` runs (KV cache, last logits only);
                                    profiles without it use prefill's
   decode.fixed_us / per_layer_us   the same per generated token through HF `generate` (KV cache)
@@ -50,7 +52,7 @@ from ..training.precision import bf16_probe
 from ..files import atomic_write_json, read_json
 from ..store.runs import now
 from .device_profile import HEAD_ROWS, HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel, loglog
-from .latency import DECODE_NEW, DECODE_PROMPT, interleaved_timings
+from .latency import DECODE_NEW, DECODE_PROMPT, evict_caches, interleaved_timings
 
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
 GPT2_VOCAB = 50257
@@ -88,7 +90,10 @@ def _host_costs(device: torch.device, repeats: int, head_read_gbs: float) -> dic
     models timed in turn (their arithmetic is negligible: what is left is the framework). The decoding models
     have GPT-2's 50257-token vocabulary, because `generate` does vocabulary-sized work per token (logits
     copies, processors, argmax) that a run pays whatever its width; their own LM-head read (at head_read_gbs, the
-    rate measured for their K, re-read token after token) is taken out."""
+    rate measured for their K, re-read token after token) is taken out. Each call is timed with the caches evicted
+    (latency.evict_caches), as `bench` times a run's calls among its other models' calls: the framework's own code
+    and data run cold then (an AMD EPYC of this project: 0.6-1.0 ms more per prefill of widths 1/2 to 1/8,
+    bench/cold_head.py, most of it outside the aten ops)."""
     x = torch.zeros(1, 8, dtype=torch.long, device=device)
     # decode as the latency files measure it: its prompt's prefill and generate's setup are shared by its tokens
     prompt = torch.zeros(1, DECODE_PROMPT, dtype=torch.long, device=device)
@@ -97,12 +102,13 @@ def _host_costs(device: torch.device, repeats: int, head_read_gbs: float) -> dic
              "decode": (DECODE_NEW, lambda m: m.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                          max_new_tokens=DECODE_NEW, min_new_tokens=DECODE_NEW,
                                                          do_sample=False, pad_token_id=0))}
-    out = {}
+    out, evict = {}, evict_caches()
     for name, (per, call) in calls.items():
         vocab = GPT2_VOCAB if name == "decode" else 64
         fns = {n: (lambda m=_tiny(n, device, vocab): call(m)) for n in (1, HOST_LAYERS)}
         head_us = 32 * vocab * 4 / (head_read_gbs * 1e3) if name == "decode" else 0.0
-        times = interleaved_timings(fns, device.type, repeats=3 * repeats)  # drift hits both alike
+        # the two models in turn, drift hits both alike; each call after an eviction, as bench's calls run
+        times = interleaved_timings(fns, device.type, repeats=3 * repeats, before=lambda _: evict())
         t1, tn = (times[n]["median_ms"] * 1e3 / per for n in fns)
         per_layer = max(0.0, (tn - t1) / (HOST_LAYERS - 1))
         out[name] = {"fixed_us": round(max(0.0, t1 - per_layer - head_us), 2), "per_layer_us": round(per_layer, 2)}
@@ -225,6 +231,7 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
     matmuls = _matmul_rates(dev, torch.float32, repeats)
     passes += [_host_costs(dev, repeats, tiny_head) for _ in range(HOST_PASSES - 1)]
     prof = {"version": PROFILE_VERSION, **info, "measured": now(), "kind": "measured", **_median_pass(passes),
+            "host_evicted": True,
             **_op_counts(dev), **bandwidths, "matmul_fp32": matmuls, "asynchronous": dev.type == "cuda"}
     if dev.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -241,8 +248,9 @@ def profile_device(device: str = "auto", threads: int | None = None, repeats: in
 
 
 # the optional fields profile_device measures, by device type: a stored profile without one was measured before it
-LATER_FIELDS = {"cpu": ("ttft", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32", "head_b8_fp32"),
-                "cuda": ("ttft", "gemv_gbs", "matmul_half")}
+LATER_FIELDS = {"cpu": ("ttft", "host_evicted", "gemv_gbs", "gemv_by_k", "gemv_cold_by_k", "head_fp32",
+                        "head_b8_fp32"),
+                "cuda": ("ttft", "host_evicted", "gemv_gbs", "matmul_half")}
 
 
 def outdated(profile: DeviceProfile) -> tuple[str, ...]:

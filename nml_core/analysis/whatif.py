@@ -116,8 +116,9 @@ def _head_us(profile: DeviceProfile, m: int, k: int, vocab: int, dtype_bytes: in
     stay below FRESH_BYTES is priced so. Any other head is a matmul like the rest. A matrix-vector one reads its
     weight at the rate measured for its K: re-read call after call (gemv_by_k) where `reread`, a generated token's
     head, which the token before it read; else cold (gemv_cold_by_k), the last position's at batch 1, read once per
-    prefill after other work (bench/cold_head.py: an AMD EPYC of this project ran the time to first token of
-    widths 1/4 and 1/8 0.8-1.1 ms slower after a cache flush than right after the same call, 1 thread)."""
+    prefill after other work (bench/cold_head.py: of the 0.8-1.0 ms more that an AMD EPYC of this project took for
+    the time to first token of widths 1/4 and 1/8 with the caches evicted, 0.2-0.4 ms was this read; the rest is
+    the framework's code and data run cold, in the profile's host costs)."""
     if profile.head_fp32 and m >= HEAD_ROWS and dtype_bytes == 4 and not profile.asynchronous:
         rates = [[HEAD_ROWS, loglog(profile.head_fp32, k)]]
         if profile.head_b8_fp32:
