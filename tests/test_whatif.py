@@ -219,7 +219,7 @@ def test_a_bad_profile_is_one_line_and_never_used(tmp_path, edit, words):
     assert load_profiles(tmp_path) == {}, "the page falls back to no projection rather than a wrong number"
 
 
-def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
+def test_profile_device_measures_this_cpu(tmp_path, monkeypatch, capfd):
     from nml_core.training import precision  # the bf16 probe at a small size (tests/test_precision has it whole)
     monkeypatch.setattr(precision, "PROBE_SHAPE", dict(n_layer=1, n_embd=32, n_head=2, n_positions=16))
     monkeypatch.setattr(precision, "PROBE_BATCH", (2, 16))
@@ -235,6 +235,7 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch):
     assert [k for k, _ in prof.head_b8_fp32] == list(HEAD_K[:2]) and all(r > 0 for _, r in prof.head_b8_fp32)
     assert all(r > 0 for _, r in prof.matmul_fp32) and set(prof.fields.values()) == {"measured"}
     assert profile.outdated(prof) == (), "a profile measured now lacks nothing the projection reads"
+    assert "profiler_start" not in capfd.readouterr().err, "torch's profiler lines stay out of the command's output"
     path = save_profile(prof, tmp_path)
     assert load_profiles(tmp_path)[prof.device_key] == prof and path.exists(), "it reads back as it was measured"
 

@@ -39,7 +39,10 @@ A profile (JSON, named by the device key of nml_core.device):
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -125,12 +128,27 @@ def _median_pass(passes: list[dict]) -> dict:
             for kind in passes[0]}
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The process's stderr (fd 2) sent to /dev/null: torch's profiler writes two lines there from C++ at each start
+    and stop ("USDT: ... profiler_start"), noise in `profile-device`'s output. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _op_counts(device: torch.device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     def leaf_ops(model):
         x = torch.zeros(1, 8, dtype=torch.long, device=device)
-        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch.inference_mode(), _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
             model(input_ids=x, use_cache=False)
         return sum(1 for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children)
     one, two = leaf_ops(_tiny(1, device)), leaf_ops(_tiny(2, device))
