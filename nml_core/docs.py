@@ -218,7 +218,7 @@ def whatif_error(root: Path) -> str:
         lines += [f"| {r['run']} | {r['device']} | {r['width']:g} x {r['depth']:g} | {r['measure']} | "
                   f"{r['measured']:.2f} | {r['projected']:.2f} | {r['error']:+.0%} |" for r in err["worst"]]
     from .analysis.profile import load_profiles, outdated
-    stale = {key: outdated(p) for key, p in sorted(load_profiles(root).items()) if outdated(p)}
+    stale = {key: what for key, p in sorted(load_profiles(root).items()) if (what := outdated(p))}
     if stale:
         lines += ["", "Shipped profiles measured before parts the projection now reads (those parts fall back to "
                   "coarser figures; `python -m nml_core profile-device` on that device measures them):", ""]

@@ -73,8 +73,9 @@ elif unpriced:  # no profile to project from (a bf16 file, say: profiles are fp3
     points = [p for p in points if p.get("prefill_ms") is not None]
     if not points:
         st.stop()
-if choice.outdated_note() and (not choice.measured or missing):
-    st.caption(choice.outdated_note())
+stale = choice.outdated_note()
+if stale and (not choice.measured or missing):  # only where a figure on the chart comes from that profile
+    st.caption(stale)
 cost_title = (prefill_label + " (ms)" if cost == "prefill_ms" else api.COST[cost][0]) + \
     (f" — projected on {choice.name}" if not choice.measured and cost.endswith(("_ms", "_s")) else "")
 front = api.pareto_front(points, quality, cost)
