@@ -19,7 +19,8 @@ from pathlib import Path
 from nml_core.analysis.latency import evict_caches, interleaved_timings, prefill_fn
 from nml_core.device import device_info, set_threads
 from nml_core.docs import cold_head_report
-from nml_core.analysis.profile import GPT2_VOCAB, load_profiles
+from nml_core.analysis.profile import GPT2_VOCAB
+from nml_core.analysis.device_profile import load_profiles
 from nml_core.files import atomic_write_json
 from nml_core.nesting.depth import subnets
 from nml_core.nesting.elastic import ElasticGPT2, extract_student

@@ -155,7 +155,8 @@ def section_decode(a, out: Path, partial: dict) -> dict:
 
 
 def section_profile_bench(a, out: Path, partial: dict) -> dict:
-    from nml_core.analysis.profile import profile_device, save_profile
+    from nml_core.analysis.profile import profile_device
+    from nml_core.analysis.device_profile import save_profile
     from nml_core.analysis.latency import bench_widths
     from nml_core.nesting.depth import subnet_key, subnets
     from nml_core.store.runs import has_weights, load_run
@@ -175,7 +176,8 @@ def section_profile_bench(a, out: Path, partial: dict) -> dict:
 
 def section_whatif(a, out: Path, partial: dict) -> dict:
     from bench.whatif_accuracy import check_memory, compare, summary
-    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
+    from nml_core.analysis.device_profile import load_profiles
+    from nml_core.analysis.presets import PRESET_FOR_KEY, preset_base, preset_profile
     from nml_core.store.models import run_config
     from nml_core.store.runs import load_run
     if getattr(a, "latency", None) is None:
@@ -207,7 +209,8 @@ def section_depth(a, out: Path, partial: dict) -> dict:
     (extracted, interleaved), beside the matching preset's projection (issue target: depth 1/2 >= 1.6x at batch 1
     on an H100)."""
     from nml_core.analysis.latency import bench_widths
-    from nml_core.analysis.profile import PRESET_FOR_KEY, load_profiles, preset_base, preset_profile
+    from nml_core.analysis.device_profile import load_profiles
+    from nml_core.analysis.presets import PRESET_FOR_KEY, preset_base, preset_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
     from nml_core.store.models import run_config

@@ -215,7 +215,7 @@ def loss_floor(elements: int, dtype: torch.dtype, device_name: str) -> dict:
     """Bytes one width's fused loss must move (read its logits and the teacher's fp32 probabilities, write the
     gradient in the logits' dtype) and the time that takes at this machine's measured read / write bandwidth
     (its device profile, if one is stored), the floor the loss is compared with."""
-    from nml_core.analysis.profile import load_profiles
+    from nml_core.analysis.device_profile import load_profiles
     from nml_core.device import device_info
     size = torch.tensor([], dtype=dtype).element_size()
     read, write = elements * (size + 4), elements * size

@@ -27,8 +27,9 @@ import statistics
 from pathlib import Path
 
 from nml_core.analysis.device_profile import DeviceProfile
-from nml_core.analysis.profile import (LATER_FIELDS, PRESET_FOR_KEY, PRESETS, load_profiles, preset_base, preset_profile,
-                                       profiles_dir)
+from nml_core.analysis.profile import LATER_FIELDS
+from nml_core.analysis.device_profile import load_profiles, profiles_dir
+from nml_core.analysis.presets import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims
 from nml_core.nesting.width import WidthSpec
@@ -156,7 +157,7 @@ def large_batch_table(roots: list[str]) -> None:
     GPT-2-small shape, beside the FLOP time at the preset's sustained rate (the floor a large batch approaches)."""
     from transformers import GPT2Config
 
-    from nml_core.analysis.profile import SUSTAINED
+    from nml_core.analysis.presets import SUSTAINED
     from nml_core.analysis.whatif import forward_us
     from nml_core.arch.gpt2 import cost
     profiles = load_profiles(*map(Path, roots))

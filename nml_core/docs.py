@@ -217,7 +217,8 @@ def whatif_error(root: Path) -> str:
                   "error |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['run']} | {r['device']} | {r['width']:g} x {r['depth']:g} | {r['measure']} | "
                   f"{r['measured']:.2f} | {r['projected']:.2f} | {r['error']:+.0%} |" for r in err["worst"]]
-    from .analysis.profile import load_profiles, outdated
+    from .analysis.profile import outdated
+    from .analysis.device_profile import load_profiles
     stale = {key: what for key, p in sorted(load_profiles(root).items()) if (what := outdated(p))}
     if stale:
         lines += ["", "Shipped profiles measured before parts the projection now reads (those parts fall back to "
@@ -231,7 +232,8 @@ def head_rates(root: Path) -> str:
     head_b8_fp32), beside the rate its size-indexed matmul table gives the same FLOPs (charged before those fields),
     and the head over one position read by inner dim, re-read (gemv_by_k) and cold (gemv_cold_by_k)."""
     from .analysis.device_profile import HEAD_ROWS
-    from .analysis.profile import GPT2_VOCAB, load_profiles
+    from .analysis.profile import GPT2_VOCAB
+    from .analysis.device_profile import load_profiles
     from .analysis.whatif import rate_gflops
     profiles = {k: p for k, p in load_profiles(root).items() if p.head_fp32}
     if not profiles:
@@ -294,7 +296,8 @@ def depth_grid(root: Path) -> str:
 def depth_speed(root: Path) -> str:
     """Which axis pays where: this CPU's measured speed-up of half width and half depth (the depth run's latency
     files), beside the H100 preset's projection at batch 1."""
-    from .analysis.profile import PRESETS, load_profiles, preset_base, preset_profile
+    from .analysis.device_profile import load_profiles
+    from .analysis.presets import PRESETS, preset_base, preset_profile
     from .analysis.whatif import project
     from .nesting.depth import subnet_dims
     from .store.models import run_config

@@ -229,7 +229,7 @@ def test_pareto_renders_every_device_for_every_workload(monkeypatch):
     """Every device in the list (measured, profiled, preset) with each workload: no error box and no missing
     latency; a measured device whose file lacks the workload falls back to its projection, and says so."""
     monkeypatch.delenv("NML_RUN_DIRS", raising=False)
-    from nml_core.analysis.profile import load_profiles, load_whatif_errors
+    from nml_core.analysis.device_profile import load_profiles, load_whatif_errors
     from nml_core.analysis.whatif import device_choices
     at = open_page("pages/4_Pareto.py")
     names = ["shakespeare-nml-depth", "shakespeare-nml"]

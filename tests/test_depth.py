@@ -181,7 +181,7 @@ def test_the_grid_scores_every_head_count_at_every_depth_and_never_replaces_a_fu
 
 def test_the_budget_search_names_the_frontier_the_best_fit_and_the_axis_that_paid(depth_run, tmp_path):
     import shutil
-    from nml_core.analysis.profile import save_profile
+    from nml_core.analysis.device_profile import save_profile
     from nml_core.analysis.whatif import project
     from nml_core.nesting.depth import subnet_dims
     from nml_core.store.models import run_config
@@ -211,7 +211,7 @@ def test_the_budget_search_names_the_frontier_the_best_fit_and_the_axis_that_pai
 
 def test_whatif_cli_prints_the_frontier_and_why(depth_run, tmp_path):
     import shutil
-    from nml_core.analysis.profile import save_profile
+    from nml_core.analysis.device_profile import save_profile
     run_dir = tmp_path / "runs" / "run"
     shutil.copytree(depth_run, run_dir)
     save_profile(_shipped_cpu_profile(), run_dir.parent)

@@ -73,7 +73,7 @@ def test_the_elastic_overhead_of_a_file_that_timed_the_superseded_forward_is_not
 
 
 def test_the_devices_a_page_can_pick_are_typed_measured_first_each_projection_with_its_error():
-    from nml_core.analysis.profile import load_profiles, load_whatif_errors
+    from nml_core.analysis.device_profile import load_profiles, load_whatif_errors
     from nml_core.analysis.whatif import DeviceChoice, ErrorBand, device_choices
     run = load_run(ROOT / "shakespeare-nml", require_model=False)
     choices = device_choices([run], load_profiles(ROOT), load_whatif_errors(ROOT))

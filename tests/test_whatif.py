@@ -9,8 +9,9 @@ from transformers import GPT2LMHeadModel
 from nml_core.analysis import whatif
 from nml_core.analysis.memory import peak_allocated_mb
 from nml_core.analysis.device_profile import DeviceProfile
-from nml_core.analysis.profile import (HEAD_K, PRESETS, check_profile, load_profiles, preset_base, preset_profile, profile_device,
-                                       save_profile)
+from nml_core.analysis.profile import HEAD_K, profile_device
+from nml_core.analysis.device_profile import check_profile, load_profiles, save_profile
+from nml_core.analysis.presets import PRESETS, preset_base, preset_profile
 from nml_core.arch.gpt2 import cost
 from nml_core.errors import NMLError
 from nml_core.nesting.elastic import extract_student

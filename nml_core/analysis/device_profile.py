@@ -1,15 +1,20 @@
 """A device profile as a typed record: what the what-if (analysis.whatif) needs to know about one device. It is
-measured there (analysis.profile.profile_device) or made from vendor figures (analysis.profile.preset_profile),
-and stored as <root>/device_profiles/<device key>.json. The fields are described in analysis.profile.
+measured there (analysis.profile.profile_device) or made from vendor figures (analysis.presets.preset_profile),
+and stored as <root>/device_profiles/<device key>.json (save_profile, load_profiles, below). The fields are described
+in analysis.profile.
 """
 from __future__ import annotations
 
 import bisect
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
 
 from ..device import device_label
 from ..errors import NMLError
+from ..files import atomic_write_json, read_json
 
 PROFILE_VERSION = 1
 HOST_KINDS = ("prefill", "ttft", "decode")  # the forwards whose host cost a profile measures
@@ -119,3 +124,53 @@ class DeviceProfile:
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# ---------------------------------------------------------------- stored profiles
+
+def profiles_dir(root: Path) -> Path:
+    return Path(root) / "device_profiles"
+
+
+def save_profile(prof: DeviceProfile, root: Path) -> Path:
+    path = profiles_dir(root) / f"{prof.device_key}.json"
+    atomic_write_json(path, prof.to_json())
+    return path
+
+
+def check_profile(stored: dict, where: str = "profile") -> DeviceProfile:
+    """A stored profile the projection can use, or one line naming what is wrong with it."""
+    prof = DeviceProfile.from_json(stored, where)
+    # a CPU profile is of this kind of machine and can be re-measured here in seconds; a GPU's came home from a
+    # machine we no longer hold, and stays valid for the torch it names (shown with it)
+    if prof.kind == "measured" and prof.device == "cpu" and \
+            (prof.torch or "").split("+")[0].rsplit(".", 1)[0] != torch.__version__.split("+")[0].rsplit(".", 1)[0]:
+        raise NMLError(f"{where} was measured with torch {prof.torch}, this is {torch.__version__}; "
+                       "measure it again: python -m nml_core profile-device")
+    return prof
+
+
+def load_profiles(*roots: Path) -> dict[str, DeviceProfile]:
+    """device key -> profile, for every readable profile under the roots (a bad one is skipped, not used)."""
+    out = {}
+    for root in roots:
+        for path in sorted(profiles_dir(root).glob("*.json")):
+            try:
+                prof = check_profile(read_json(path), str(path))
+            except NMLError:
+                continue
+            out[prof.device_key] = prof
+    return out
+
+
+def load_whatif_errors(*roots: Path) -> dict:
+    """The what-if's measured error per device class (bench/whatif_accuracy.py --write), from the first root
+    that has it ({} if none, or unreadable)."""
+    for root in roots:
+        path = profiles_dir(root) / "whatif_error.json"
+        if path.exists():
+            try:
+                return read_json(path)
+            except NMLError:
+                return {}
+    return {}

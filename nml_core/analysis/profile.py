@@ -1,6 +1,6 @@
-"""Device profiles: what the what-if needs to know about a device, measured on it in about a minute
-(`python -m nml_core profile-device`), or, for devices we cannot reach, a preset of vendor peaks with
-overheads taken from measured devices of the same class. Every field says whether it was measured or assumed.
+"""Measuring a device profile: what the what-if needs to know about a device, measured on it in about a minute
+(`python -m nml_core profile-device`). The record and its storage are analysis.device_profile; devices we cannot
+reach get a preset of vendor peaks instead (analysis.presets).
 
 A profile (JSON, named by the device key of nml_core.device):
   prefill.fixed_us / per_layer_us  host time of one HF GPT-2 forward that does no arithmetic to speak of
@@ -44,17 +44,14 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .. import device as devices
-from ..errors import NMLError
 from ..training.precision import bf16_probe
-from ..files import atomic_write_json, read_json
 from ..store.runs import now
-from .device_profile import HEAD_ROWS, HOST_KINDS, PROFILE_VERSION, DeviceProfile, HostCost, MatmulModel, loglog
+from .device_profile import HEAD_ROWS, PROFILE_VERSION, DeviceProfile, loglog
 from .latency import DECODE_NEW, DECODE_PROMPT, evict_caches, interleaved_timings
 
 HOST_LAYERS = 4  # host costs from 1- and 4-layer tiny models
@@ -282,130 +279,3 @@ def outdated(profile: DeviceProfile) -> tuple[str, ...]:
     unmeasured = sum(2 * m * k * n not in have for m, k, n in shapes)
     return tuple(f for f in LATER_FIELDS[profile.device] if getattr(profile, f) is None) + \
         ((f"{unmeasured} of the {len(shapes)} matmul_fp32 shapes",) if unmeasured else ())
-
-
-# ---------------------------------------------------------------- stored profiles and presets
-
-def profiles_dir(root: Path) -> Path:
-    return Path(root) / "device_profiles"
-
-
-def save_profile(prof: DeviceProfile, root: Path) -> Path:
-    path = profiles_dir(root) / f"{prof.device_key}.json"
-    atomic_write_json(path, prof.to_json())
-    return path
-
-
-def check_profile(stored: dict, where: str = "profile") -> DeviceProfile:
-    """A stored profile the projection can use, or one line naming what is wrong with it."""
-    prof = DeviceProfile.from_json(stored, where)
-    # a CPU profile is of this kind of machine and can be re-measured here in seconds; a GPU's came home from a
-    # machine we no longer hold, and stays valid for the torch it names (shown with it)
-    if prof.kind == "measured" and prof.device == "cpu" and \
-            (prof.torch or "").split("+")[0].rsplit(".", 1)[0] != torch.__version__.split("+")[0].rsplit(".", 1)[0]:
-        raise NMLError(f"{where} was measured with torch {prof.torch}, this is {torch.__version__}; "
-                       "measure it again: python -m nml_core profile-device")
-    return prof
-
-
-def load_profiles(*roots: Path) -> dict[str, DeviceProfile]:
-    """device key -> profile, for every readable profile under the roots (a bad one is skipped, not used)."""
-    out = {}
-    for root in roots:
-        for path in sorted(profiles_dir(root).glob("*.json")):
-            try:
-                prof = check_profile(read_json(path), str(path))
-            except NMLError:
-                continue
-            out[prof.device_key] = prof
-    return out
-
-
-def load_whatif_errors(*roots: Path) -> dict:
-    """The what-if's measured error per device class (bench/whatif_accuracy.py --write), from the first root
-    that has it ({} if none, or unreadable)."""
-    for root in roots:
-        path = profiles_dir(root) / "whatif_error.json"
-        if path.exists():
-            try:
-                return read_json(path)
-            except NMLError:
-                return {}
-    return {}
-
-
-# Vendor figures: dense fp32 (CUDA matmuls run in full fp32 unless TF32 is switched on) and memory bandwidth
-PRESETS = {
-    "Raspberry Pi 5": dict(cpu=True, peak_gflops=153.6, bandwidth_gbs=17.0, host_factor=2.5,
-                           note="4x Cortex-A76 2.4 GHz, NEON fp32 FMA; LPDDR4X-4267"),
-    "laptop CPU (8-core AVX2)": dict(cpu=True, peak_gflops=845.0, bandwidth_gbs=60.0, host_factor=0.6,
-                                     note="8 Zen 4 cores ~3.3 GHz, AVX2 fp32 FMA; LPDDR5"),
-    "NVIDIA T4": dict(cpu=False, peak_gflops=8_100.0, bandwidth_gbs=320.0, note="fp32 CUDA cores; GDDR6"),
-    "NVIDIA L4": dict(cpu=False, peak_gflops=30_300.0, bandwidth_gbs=300.0, note="fp32 CUDA cores; GDDR6"),
-    "NVIDIA A10G": dict(cpu=False, peak_gflops=31_200.0, bandwidth_gbs=600.0, note="fp32 CUDA cores; GDDR6"),
-    "NVIDIA A100 40GB": dict(cpu=False, peak_gflops=19_500.0, bandwidth_gbs=1555.0, note="fp32 CUDA cores; HBM2"),
-    "NVIDIA H100 SXM": dict(cpu=False, peak_gflops=67_000.0, bandwidth_gbs=3350.0, note="fp32 CUDA cores; HBM3"),
-    "NVIDIA H200": dict(cpu=False, peak_gflops=67_000.0, bandwidth_gbs=4800.0, note="fp32 CUDA cores; HBM3e"),
-}
-# a measured device's class, by device key: the preset bench/whatif_accuracy.py checks against its measurement
-PRESET_FOR_KEY = {"cuda-nvidia-h100-80gb-hbm3": "NVIDIA H100 SXM", "cuda-nvidia-h100-sxm": "NVIDIA H100 SXM",
-                  "cuda-nvidia-h200": "NVIDIA H200", "cuda-nvidia-l4": "NVIDIA L4", "cuda-tesla-t4": "NVIDIA T4",
-                  "cuda-nvidia-a10g": "NVIDIA A10G", "cuda-nvidia-a100-sxm4-40gb": "NVIDIA A100 40GB"}
-SUSTAINED = 0.5         # assumed: large matmuls reach half the vendor peak
-LAUNCH_US = 5.0         # assumed: one CUDA kernel launch, on top of the host's dispatch
-KERNEL_FLOOR_US = 3.0   # assumed: the shortest matmul kernel on a GPU
-BANDWIDTH_REACHED = 0.8  # assumed: share of the vendor bandwidth a large copy reaches
-TABLE_FLOPS = [10.0 ** e for e in range(3, 14)]  # sizes a preset's rate model is tabulated at (for display)
-
-
-def preset_profile(name: str, base: DeviceProfile) -> DeviceProfile:
-    """A profile of a device we cannot measure: its vendor peaks, with host costs taken from `base`, a profile
-    measured here (a CPU preset scales this CPU's host costs by host_factor; a GPU's host side is CPU dispatch
-    plus one kernel launch per op). Every field is marked measured (from base) or assumed.
-
-    A GPU's matmul rate is a model, not a table: a kernel floor plus the sustained rate, so it holds at every size
-    (a table taken at the base CPU's sizes ended where they end, and large batches were clamped there)."""
-    spec = PRESETS[name]
-    sustained = spec["peak_gflops"] * SUSTAINED
-    model = None
-    if spec["cpu"]:
-        host = {k: HostCost(base.host(k).fixed_us * spec["host_factor"], base.host(k).per_layer_us * spec["host_factor"])
-                for k in HOST_KINDS}
-        top = max(r for _, r in base.matmul_fp32)
-        table = [[f, r * sustained / top] for f, r in base.matmul_fp32]
-    else:
-        host = {k: HostCost(base.host(k).fixed_us + base.ops_fixed * LAUNCH_US,
-                            base.host(k).per_layer_us + base.ops_per_layer * LAUNCH_US) for k in HOST_KINDS}
-        model = MatmulModel(floor_us=KERNEL_FLOOR_US, sustained_gflops=sustained)
-        table = [[f, f / (KERNEL_FLOOR_US * 1e3 + f / sustained)] for f in TABLE_FLOPS]
-    scaled = f"assumed (measured on {base.device_key}, scaled)"
-    return DeviceProfile(
-        device_key="preset-" + name.lower().replace(" ", "-"), device_name=name, device="cpu" if spec["cpu"] else "cuda",
-        kind="preset", note=spec["note"], **host, ops_per_layer=base.ops_per_layer, ops_fixed=base.ops_fixed,
-        matmul_fp32=table, matmul_model=model, **_preset_bandwidths(spec, base), asynchronous=not spec["cpu"],
-        based_on=base.device_key,
-        fields={"prefill": scaled, "ttft": scaled, "decode": scaled,
-                "matmul_fp32": f"assumed ({SUSTAINED:.0%} of the vendor peak {spec['peak_gflops']:g} GFLOP/s"
-                               + (f", {KERNEL_FLOOR_US:g} us kernel floor)" if not spec["cpu"] else ")"),
-                "bandwidth_gbs": f"assumed ({BANDWIDTH_REACHED:.0%} of the vendor {spec['bandwidth_gbs']:g} GB/s)",
-                "read_gbs": "assumed (as bandwidth_gbs; CPUs: scaled from the measured ratios)",
-                "fresh_write_gbs": "assumed (GPUs: a caching allocator, no page faults)",
-                "ops_per_layer": "measured", "ops_fixed": "measured"})
-
-
-def _preset_bandwidths(spec: dict, base: DeviceProfile) -> dict[str, float]:
-    """A GPU reads and writes at the vendor bandwidth (reached share); a CPU preset keeps the measured CPU's
-    ratios of read / write / fresh-write to copy bandwidth."""
-    bw = spec["bandwidth_gbs"] * BANDWIDTH_REACHED
-    keys = ("bandwidth_gbs", "read_gbs", "write_gbs", "fresh_write_gbs", "fresh_output_gbs", "gemv_gbs")
-    if not spec["cpu"]:
-        return {k: bw for k in keys}
-    return {k: bw * (getattr(base, k) or base.read_gbs) / base.bandwidth_gbs for k in keys}
-
-
-def preset_base(profiles: dict[str, DeviceProfile]) -> DeviceProfile | None:
-    """The measured profile a preset takes its host costs from: the CPU profile with the fastest host (fewest
-    microseconds of a 6-layer prefill's Python and dispatch), since a GPU or a faster CPU is driven by a fast core;
-    one rule wherever presets are made, so adding a profile of a slower CPU changes no projection."""
-    cpus = [p for _, p in sorted(profiles.items()) if p.kind == "measured" and p.device == "cpu"]
-    return min(cpus, key=lambda p: p.prefill.fixed_us + 6 * p.prefill.per_layer_us, default=None)

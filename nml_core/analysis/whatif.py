@@ -266,7 +266,8 @@ class DeviceChoice:
 def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[DeviceChoice]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
-    from .profile import PRESET_FOR_KEY, PRESETS, outdated, preset_base, preset_profile
+    from .profile import outdated
+    from .presets import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
     errors = errors or {}
     out, seen = [], set()
     base = preset_base(profiles)

@@ -39,7 +39,7 @@ def bench_run(run_path, widths: list[float] | None = None, device: str = "auto",
 def profile_device(device: str = "auto", threads: int | None = None, out: str | Path = "runs") -> tuple[Path, DeviceProfile]:
     """Measure this device for the what-if and store the profile in <out>/device_profiles/<device key>.json."""
     from ..analysis.profile import profile_device as measure
-    from ..analysis.profile import save_profile
+    from ..analysis.device_profile import save_profile
     prof = measure(device, threads)
     return save_profile(prof, Path(out)), prof
 
@@ -49,7 +49,7 @@ def budget_search(run_path, target: str, batch: int = 1, workload: str = "ttft",
     """`nml whatif`: the run's width x depth family on one device (measured, profiled or a preset: key or
     name, any case), its frontier, and the best sub-model within the budgets. Returns (BudgetAnswer, choice)."""
     from ..analysis import budget, whatif
-    from ..analysis.profile import load_profiles, load_whatif_errors
+    from ..analysis.device_profile import load_profiles, load_whatif_errors
     run = load_run(run_path, require_model=False)  # it reads figures and shapes, never weights
     if run.kind != "nested":
         raise NMLError(f"{run.path} is a {run.kind} run; the budget search reads a nested run's family")

@@ -202,13 +202,13 @@ def weight_tensor(run: Run, name: str):
 @st.cache_data(show_spinner=False, ttl=30)
 def device_profiles() -> dict[str, DeviceProfile]:
     """Device profiles under every run folder (cached_runs/device_profiles, runs/device_profiles)."""
-    from ..analysis.profile import load_profiles
+    from ..analysis.device_profile import load_profiles
     return load_profiles(*run_roots())
 
 
 def whatif_errors() -> dict:
     """The what-if's measured error per device class (bench/whatif_accuracy.py --write), if measured."""
-    from ..analysis.profile import load_whatif_errors
+    from ..analysis.device_profile import load_whatif_errors
     return load_whatif_errors(*run_roots())
 
 
