@@ -19,7 +19,7 @@ A profile (JSON, named by the device key of nml_core.device):
                                    call after call, by inner dim: the BLAS's kernel changes with K
   gemv_cold_by_k                   (CPU) the same with the weight cold, each call on the next of several copies:
                                    the last position's LM head in a batch-1 prefill, read once after other work
-                                   (an AMD EPYC of this project: 14-17 GB/s at K = 32, 33-35 re-read)
+                                   (an AMD EPYC of this project, its profiles: 17-18 GB/s at K = 32, 32-35 re-read)
   gemv_gbs                         the weight read of a matrix-vector product at K = 256, its weight cold (the LM
                                    heads of profiles without the two tables by K): a BLAS may read far slower there
                                    than a plain sum does (an AMD EPYC of this project: 12 against 40 GB/s);
