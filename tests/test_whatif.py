@@ -226,7 +226,15 @@ def test_profile_device_measures_this_cpu(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(precision, "PROBE_BATCH", (2, 16))
     from nml_core.analysis import profile
     monkeypatch.setattr(profile, "HEAD_K", HEAD_K[:2])  # the LM-head tables at two inner dims (the 1024-row ones take s)
+    real_evict, evictions = profile.evict_caches, []
+
+    def counted_evict():
+        evict = real_evict()
+        return lambda: (evictions.append(1), evict())
+    monkeypatch.setattr(profile, "evict_caches", counted_evict)
     prof = profile_device("cpu", threads=1, repeats=3)
+    # every timed host-cost call after an eviction: 3 kinds x 2 tiny models x 3 * repeats rounds, per pass
+    assert len(evictions) == profile.HOST_PASSES * 3 * 2 * 9 and prof.host_evicted
     check_profile(prof.to_json())
     assert prof.threads == 1 and prof.device_key.endswith("-1t") and prof.ops_per_layer > 10
     assert prof.prefill.per_layer_us > 0 and prof.bandwidth_gbs > 0 and prof.gemv_gbs > 0
