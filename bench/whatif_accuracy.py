@@ -26,9 +26,8 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from nml_core.analysis.device_profile import DeviceProfile
+from nml_core.analysis.device_profile import DeviceProfile, load_profiles, profiles_dir
 from nml_core.analysis.profile import LATER_FIELDS
-from nml_core.analysis.device_profile import load_profiles, profiles_dir
 from nml_core.analysis.presets import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
 from nml_core.analysis.whatif import memory_mb, project
 from nml_core.nesting.depth import subnet_dims

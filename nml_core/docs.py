@@ -231,9 +231,8 @@ def head_rates(root: Path) -> str:
     """Each CPU profile's measured rate of the scoring LM head by inner dim at 128 and 1024 rows (head_fp32,
     head_b8_fp32), beside the rate its size-indexed matmul table gives the same FLOPs (charged before those fields),
     and the head over one position read by inner dim, re-read (gemv_by_k) and cold (gemv_cold_by_k)."""
-    from .analysis.device_profile import HEAD_ROWS
+    from .analysis.device_profile import HEAD_ROWS, load_profiles
     from .analysis.profile import GPT2_VOCAB
-    from .analysis.device_profile import load_profiles
     from .analysis.whatif import rate_gflops
     profiles = {k: p for k, p in load_profiles(root).items() if p.head_fp32}
     if not profiles:

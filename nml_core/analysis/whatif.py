@@ -239,22 +239,28 @@ class DeviceChoice:
     profile: DeviceProfile | None
     error: ErrorBand | None = None    # for what is projected on it
     provenance: str | None = None     # a measured file brought from elsewhere (a reference GPU)
-    outdated: tuple[str, ...] = ()    # what its profile lacks, measured before profile-device measured it
 
     @property
     def measured(self) -> bool:
         return self.kind == "measured"
 
+    @property
+    def outdated(self) -> tuple[str, ...]:
+        """What its profile lacks, measured before profile-device measured it (() for a preset or no profile)."""
+        from .profile import outdated
+        return outdated(self.profile) if self.profile else ()
+
     def outdated_note(self) -> str | None:
         """One line when what is projected here comes from a profile measured before parts the what-if now reads:
         those parts fall back to coarser figures (the error band shown was measured with this profile as it is)."""
-        if not self.outdated:
+        lacks = self.outdated
+        if not lacks:
             return None
         prof = self.profile
         when = f", measured {prof.measured[:10]}," if prof.measured else ""
         threads = f" --threads {prof.threads}" if prof.device == "cpu" and prof.threads else ""
         return (f"{prof.device_name}'s profile{when} predates what profile-device measures now "
-                f"({'; '.join(self.outdated)}): those parts of its projections fall back to coarser figures. "
+                f"({'; '.join(lacks)}): those parts of its projections fall back to coarser figures. "
                 f"Measure it again on that machine for a closer projection: python -m nml_core profile-device{threads}")
 
     @property
@@ -266,7 +272,6 @@ class DeviceChoice:
 def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict | None = None) -> list[DeviceChoice]:
     """Measured devices first (a latency file of one of the runs), then every profiled device and preset,
     projected, each with the what-if's measured error for its class (bench/whatif_accuracy.py)."""
-    from .profile import outdated
     from .presets import PRESET_FOR_KEY, PRESETS, preset_base, preset_profile
     errors = errors or {}
     out, seen = [], set()
@@ -279,8 +284,7 @@ def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict 
                 fallback = profiles.get(key) or (preset_profile(PRESET_FOR_KEY[key], base)
                                                  if key in PRESET_FOR_KEY and base else None)
                 out.append(DeviceChoice(key, "measured", lat.device_name, f"{lat.device_name} ({lat.where()}) — measured",
-                                        fallback, ErrorBand.of(errors.get("by_device", {}).get(key)), lat.provenance,
-                                        outdated(fallback) if fallback else ()))
+                                        fallback, ErrorBand.of(errors.get("by_device", {}).get(key)), lat.provenance))
     candidates = [p for k, p in sorted(profiles.items()) if k not in seen]
     candidates += [preset_profile(name, base) for name in PRESETS] if base else []
     for prof in candidates:
@@ -289,7 +293,7 @@ def device_choices(runs: list, profiles: dict[str, DeviceProfile], errors: dict 
         pm = f" ± {err.median:.0%}" if err else " (error not measured)"
         where = f" ({prof.where()})" if prof.kind == "measured" else ""
         out.append(DeviceChoice(prof.device_key, "projected", prof.device_name,
-                                f"{prof.device_name}{where} — projected{pm}", prof, err, outdated=outdated(prof)))
+                                f"{prof.device_name}{where} — projected{pm}", prof, err))
     return out
 
 
